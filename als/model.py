@@ -1,0 +1,749 @@
+"""``AlternatingLeastSquares``: the implicit-compatible model, its fit loop and its queries.
+
+The model owns parameters, defaults, validation and the one fit loop; the numerical work is
+delegated to a backend (``backends.base.Backend``) chosen by name. Factors live in backend
+memory from fit to recommend; ``user_factors`` and ``item_factors`` read them as NumPy.
+"""
+
+from __future__ import annotations
+
+import numbers
+import os
+import tempfile
+import time
+import warnings
+
+import numpy as np
+import scipy.linalg
+import scipy.sparse
+from tqdm.auto import tqdm
+
+from backends.base import Backend, BackendUnavailable, get_backend
+
+from .validation import (
+    check_factor_array,
+    check_ids,
+    check_positive_int,
+    check_user_items,
+)
+
+__all__ = ["AlternatingLeastSquares", "ModelFitError", "FORMAT_VERSION"]
+
+#: version of the files written by ``save``; files written by implicit 0.7 have none
+FORMAT_VERSION = 1
+
+_SAVED_PARAMS = (
+    "factors",
+    "regularization",
+    "alpha",
+    "use_native",
+    "use_cg",
+    "iterations",
+    "calculate_training_loss",
+    "num_threads",
+    "cg_steps",
+)
+
+
+class ModelFitError(RuntimeError):
+    """Raised when training produced factors that are not finite."""
+
+
+class AlternatingLeastSquares:
+    """Implicit-feedback matrix factorisation by alternating least squares.
+
+    A drop-in replacement for ``implicit.als.AlternatingLeastSquares`` (0.7): the same
+    parameters, defaults, methods and return values, and the same factors from the same
+    seed, trained by the backend of your choice.
+
+    Parameters
+    ----------
+    factors : int
+        Number of latent factors.
+    regularization : float
+        L2 regularisation ``lambda`` (>= 0).
+    alpha : float
+        Confidence scale: ``c_ui = alpha * r_ui``.
+    dtype : numpy dtype
+        Factor dtype: float32 or float64 (and float16 on the GPU, where the backend allows).
+    use_native : bool
+        When no backend is named, False selects the plain NumPy reference backend.
+    use_cg : bool
+        Solve with ``cg_steps`` conjugate-gradient steps; False solves exactly (Cholesky).
+    use_gpu : bool or None
+        When no backend is named: True requires the GPU, False the CPU, None (default) picks
+        the GPU when one is usable.
+    iterations : int
+        ALS iterations run by ``fit``.
+    calculate_training_loss : bool
+        Compute the training loss after every iteration (shown in the progress bar).
+    num_threads : int
+        CPU threads; 0 uses every core.
+    random_state : None, int, numpy.random.Generator or numpy.random.RandomState
+        Seed for the initial factors, drawn on the host so every backend starts alike.
+    backend : {"auto", "cpu", "cuda", "numpy"} or Backend, optional
+        The compute backend; overrides ``use_gpu`` and ``use_native``.
+    cg_steps : int or None
+        Conjugate-gradient steps per row and half-iteration; None solves exactly.
+
+    Attributes
+    ----------
+    user_factors, item_factors : numpy.ndarray
+        Learned factors, one row per user / item (None before ``fit``).
+
+    Examples
+    --------
+    >>> import numpy as np, scipy.sparse as sp
+    >>> from als import AlternatingLeastSquares
+    >>> user_items = sp.csr_matrix(np.eye(4, dtype=np.float32))
+    >>> model = AlternatingLeastSquares(factors=2, iterations=3, random_state=0, backend="numpy")
+    >>> model = model.fit(user_items, show_progress=False)
+    >>> model.user_factors.shape
+    (4, 2)
+    """
+
+    def __init__(
+        self,
+        factors=100,
+        regularization=0.01,
+        alpha=1.0,
+        dtype=np.float32,
+        use_native=True,
+        use_cg=True,
+        use_gpu=None,
+        iterations=15,
+        calculate_training_loss=False,
+        num_threads=0,
+        random_state=None,
+        backend=None,
+        cg_steps=3,
+    ):
+        self.factors = factors
+        self.regularization = regularization
+        self.alpha = alpha
+        self.dtype = dtype
+        self.use_native = use_native
+        self.use_cg = use_cg
+        self.use_gpu = use_gpu
+        self.iterations = iterations
+        self.calculate_training_loss = calculate_training_loss
+        self.num_threads = num_threads
+        self.random_state = random_state
+        self.backend = backend
+        self.cg_steps = cg_steps
+        #: implicit's older way of passing ``callback`` to fit
+        self.fit_callback = None
+        self._backend = None
+        self._user_factors = None
+        self._item_factors = None
+        self._clear_caches()
+
+    def __repr__(self):
+        return (
+            f"{type(self).__name__}(factors={self.factors}, regularization={self.regularization}"
+            f", alpha={self.alpha}, iterations={self.iterations}, backend={self.backend_name!r})"
+        )
+
+    # -- backend and learned state ------------------------------------------------------------
+
+    @property
+    def backend_(self) -> Backend:
+        """The backend instance the model computes with, resolved on first use."""
+        if self._backend is None:
+            self._backend = self._resolve_backend()
+        return self._backend
+
+    @property
+    def backend_name(self):
+        """Name of the backend in use (resolving it if needed)."""
+        return self.backend_.name
+
+    def _resolve_backend(self):
+        threads = check_positive_int(self.num_threads, "num_threads", minimum=0)
+        if isinstance(self.backend, Backend) and not isinstance(self.backend, str):
+            return self.backend
+        if self.backend is not None:
+            if self.use_gpu is not None and (self.backend == "cuda") != bool(self.use_gpu):
+                raise ValueError(
+                    f"use_gpu={self.use_gpu} contradicts backend={self.backend!r}: set one"
+                )
+            return get_backend(self.backend, threads)
+        if self.use_gpu:
+            return get_backend("cuda", threads)
+        cpu = "cpu" if self.use_native else "numpy"
+        if self.use_gpu is None:
+            try:
+                return get_backend("cuda", threads)
+            except BackendUnavailable:
+                pass
+        return get_backend(cpu, threads)
+
+    @property
+    def user_factors(self):
+        """User factors as a NumPy array (a view of backend memory on the CPU backends)."""
+        return None if self._user_factors is None else self.backend_.to_host(self._user_factors)
+
+    @user_factors.setter
+    def user_factors(self, value):
+        self._user_factors = self._to_factors(value, "user_factors")
+        self._clear_caches()
+
+    @property
+    def item_factors(self):
+        """Item factors as a NumPy array (a view of backend memory on the CPU backends)."""
+        return None if self._item_factors is None else self.backend_.to_host(self._item_factors)
+
+    @item_factors.setter
+    def item_factors(self, value):
+        self._item_factors = self._to_factors(value, "item_factors")
+        self._clear_caches()
+
+    def _to_factors(self, value, name):
+        if value is None:
+            return None
+        if not isinstance(value, np.ndarray):
+            value = self.backend_.to_host(value)
+        return self.backend_.to_device(check_factor_array(value, name, self._dtype()))
+
+    def _clear_caches(self):
+        self._gram_cache = {}
+        self._norm_cache = {}
+
+    def _dtype(self):
+        try:
+            return np.dtype(self.dtype)
+        except TypeError as exc:
+            raise TypeError(f"dtype={self.dtype!r} is not a NumPy dtype") from exc
+
+    def _gram(self, side):
+        """``F^T F + lambda I`` of the item (side="items") or user factors, cached."""
+        key = (side, float(self.regularization))
+        if key not in self._gram_cache:
+            factors = self._item_factors if side == "items" else self._user_factors
+            self._gram_cache[key] = self.backend_.gram(factors, self.regularization)
+        return self._gram_cache[key]
+
+    def _norms(self, side):
+        if side not in self._norm_cache:
+            factors = self._item_factors if side == "items" else self._user_factors
+            self._norm_cache[side] = self.backend_.norms(factors)
+        return self._norm_cache[side]
+
+    @property
+    def user_norms(self):
+        """Norms of the user factors (zero norms replaced by 1e-10)."""
+        return self.backend_.to_host(self._norms("users"))
+
+    @property
+    def item_norms(self):
+        """Norms of the item factors (zero norms replaced by 1e-10)."""
+        return self.backend_.to_host(self._norms("items"))
+
+    # -- training -----------------------------------------------------------------------------
+
+    def _check_params(self):
+        check_positive_int(self.factors, "factors")
+        check_positive_int(self.iterations, "iterations", minimum=0)
+        for name in ("regularization", "alpha"):
+            value = getattr(self, name)
+            if not isinstance(value, numbers.Real) or not np.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
+        if self.regularization < 0:
+            raise ValueError(f"regularization must be >= 0, got {self.regularization}")
+        if self.alpha <= 0:
+            raise ValueError(f"alpha must be > 0, got {self.alpha}")
+        if self.cg_steps is not None:
+            check_positive_int(self.cg_steps, "cg_steps")
+        dtype = self._dtype()
+        if dtype not in self.backend_.dtypes:
+            names = ", ".join(d.name for d in self.backend_.dtypes)
+            raise TypeError(
+                f"dtype={dtype.name} is not supported by the {self.backend_name!r} backend "
+                f"(supported: {names})"
+            )
+
+    @property
+    def _solver_steps(self):
+        return self.cg_steps if self.use_cg else None
+
+    def _confidence(self, matrix):
+        """Scale weights by alpha in float32, exactly as implicit does."""
+        if self.alpha != 1.0:
+            matrix = matrix.copy()
+            matrix.data *= np.float32(self.alpha)
+        return matrix
+
+    def _initial_factors(self, rows, rng):
+        return rng.random((rows, self.factors), dtype=self._dtype()) * self._dtype().type(0.01)
+
+    def fit(self, user_items, show_progress=True, callback=None):
+        """Factorise ``user_items`` into user and item factors.
+
+        Factors already present with the right shapes (from an earlier fit or set by hand)
+        are the starting point, as in implicit; otherwise they are drawn from
+        ``random_state``.
+
+        Parameters
+        ----------
+        user_items : scipy.sparse.csr_matrix, shape (n_users, n_items)
+            Weights of the interactions. Positive weights are liked items with confidence
+            ``alpha * weight``; negative weights are disliked items with confidence
+            ``alpha * |weight|``.
+        show_progress : bool
+            Show a progress bar (with the loss when ``calculate_training_loss``).
+        callback : callable, optional
+            Called after every iteration as ``callback(iteration, seconds, loss)``.
+
+        Returns
+        -------
+        AlternatingLeastSquares
+            ``self``.
+
+        Raises
+        ------
+        TypeError, ValueError
+            For bad parameters or input (the message names which).
+        ModelFitError
+            When the factors stop being finite.
+        """
+        self._check_params()
+        backend = self.backend_
+        Cui = self._confidence(check_user_items(user_items))
+        n_users, n_items = Cui.shape
+        self._init_or_check_factors(n_users, n_items)
+
+        start = time.perf_counter()
+        Ciu = Cui.T.tocsr()
+        Cui_device, Ciu_device = backend.to_device(Cui), backend.to_device(Ciu)
+        X, Y = self._user_factors, self._item_factors
+        self._clear_caches()
+        callback = callback or self.fit_callback
+        loss = None
+        with backend.threads(), tqdm(total=self.iterations, disable=not show_progress) as bar:
+            for iteration in range(self.iterations):
+                backend.solve(Cui_device, X, Y, backend.gram(Y, self.regularization), self._solver_steps)
+                self._check_finite(X, iteration, "users")
+                backend.solve(Ciu_device, Y, X, backend.gram(X, self.regularization), self._solver_steps)
+                self._check_finite(Y, iteration, "items")
+                bar.update(1)
+                if self.calculate_training_loss:
+                    loss = backend.loss(Cui_device, X, Y, self.regularization)
+                    bar.set_postfix({"loss": f"{loss:.6f}"})
+                if callback:
+                    callback(iteration, time.perf_counter() - start, loss)
+                start = time.perf_counter()
+        self._clear_caches()
+        return self
+
+    def _init_or_check_factors(self, n_users, n_items):
+        rng = None
+        for side, rows in (("user", n_users), ("item", n_items)):
+            attribute = f"_{side}_factors"
+            current = getattr(self, attribute)
+            if current is None:
+                rng = rng or _check_random_state(self.random_state)
+                factors = self.backend_.to_device(self._initial_factors(rows, rng))
+                setattr(self, attribute, factors)
+            elif current.shape != (rows, self.factors):
+                raise ValueError(
+                    f"user_items has shape {(n_users, n_items)} but the model already has "
+                    f"{side}_factors of shape {tuple(current.shape)}; fit a new model or set "
+                    f"{side}_factors = None to start again"
+                )
+            elif current.dtype != self._dtype():
+                setattr(self, attribute, current.astype(self._dtype()))
+
+    def _check_finite(self, factors, iteration, side):
+        if not self.backend_.all_finite(factors):
+            raise ModelFitError(
+                f"the {side[:-1]} factors became NaN or infinite in iteration {iteration} "
+                f"(solving {side}); lower alpha, raise regularization or use float64"
+            )
+
+    # -- updating factors for some rows ---------------------------------------------------------
+
+    def _recalculate(self, ids, matrix, side):
+        """Exact factors (device array) for the rows of ``matrix`` against the other side."""
+        other = "items" if side == "users" else "users"
+        fixed = self._item_factors if side == "users" else self._user_factors
+        self._require_fit()
+        count = 1 if np.isscalar(ids) else len(ids)
+        name = "user_items" if side == "users" else "item_users"
+        matrix = self._confidence(check_user_items(matrix, name, rows=count, columns=len(fixed)))
+        backend = self.backend_
+        rows = backend.to_device(np.zeros((count, self.factors), dtype=self._dtype()))
+        with backend.threads():
+            backend.solve(backend.to_device(matrix), rows, fixed, self._gram(other), None)
+        return rows
+
+    def recalculate_user(self, userid, user_items):
+        """Compute factors for users from their interactions without storing them.
+
+        Parameters
+        ----------
+        userid : int or array_like of int
+            The user(s); only their count matters, the factors are computed from scratch.
+        user_items : csr_matrix, shape (n_users_in_userid, n_items)
+            One row of interactions per user in ``userid``.
+
+        Returns
+        -------
+        numpy.ndarray
+            Shape (factors,) for a scalar ``userid``, else (len(userid), factors).
+        """
+        factors = self.backend_.to_host(self._recalculate(userid, user_items, "users"))
+        return factors[0] if np.isscalar(userid) else factors
+
+    def recalculate_item(self, itemid, item_users):
+        """Compute factors for items from their interactions without storing them.
+
+        ``item_users`` has one row per item in ``itemid`` and one column per user.
+        """
+        factors = self.backend_.to_host(self._recalculate(itemid, item_users, "items"))
+        return factors[0] if np.isscalar(itemid) else factors
+
+    def partial_fit_users(self, userids, user_items):
+        """Recompute and store factors for ``userids``, growing the model for new users."""
+        self._partial_fit(userids, user_items, "users")
+
+    def partial_fit_items(self, itemids, item_users):
+        """Recompute and store factors for ``itemids``, growing the model for new items."""
+        self._partial_fit(itemids, item_users, "items")
+
+    def _partial_fit(self, ids, matrix, side):
+        ids = check_ids(ids, "userids" if side == "users" else "itemids", np.iinfo(np.int64).max,
+                        allow_scalar=False)
+        new = self._recalculate(ids, matrix, side)
+        attribute = "_user_factors" if side == "users" else "_item_factors"
+        factors = getattr(self, attribute)
+        if len(ids) and ids.max() >= len(factors):
+            grown = np.zeros((int(ids.max()) + 1, self.factors), dtype=self._dtype())
+            grown[: len(factors)] = self.backend_.to_host(factors)
+            factors = self.backend_.to_device(grown)
+            setattr(self, attribute, factors)
+        factors[self.backend_.to_device(ids)] = new
+        self._clear_caches()
+
+    # -- queries ------------------------------------------------------------------------------
+
+    def _require_fit(self):
+        if self._user_factors is None or self._item_factors is None:
+            raise ValueError("the model has no factors yet: call fit (or load) first")
+
+    def recommend(
+        self,
+        userid,
+        user_items,
+        N=10,
+        filter_already_liked_items=True,
+        filter_items=None,
+        recalculate_user=False,
+        items=None,
+    ):
+        """Recommend items for one user or a batch of users.
+
+        Parameters
+        ----------
+        userid : int or array_like of int
+            The user(s) to recommend for.
+        user_items : csr_matrix, shape (n_users_in_userid, n_items)
+            Each user's interactions, one row per user in ``userid``: their liked items are
+            filtered out and, with ``recalculate_user``, their factors computed from it.
+            May be None when neither is asked for.
+        N : int
+            Number of recommendations per user.
+        filter_already_liked_items : bool
+            Never recommend an item the user has in ``user_items``.
+        filter_items : array_like of int, optional
+            Items never to recommend.
+        recalculate_user : bool
+            Compute the users' factors from ``user_items`` instead of the stored ones.
+        items : array_like of int, optional
+            Only rank these items (cannot be combined with ``filter_items``).
+
+        Returns
+        -------
+        ids, scores : numpy.ndarray
+            For a scalar ``userid``, 1-D arrays of at most ``N`` items, best first: filtered
+            and liked items are left out, never returned with a sentinel score. For a batch,
+            2-D arrays of ``min(N, candidates)`` columns; a user with fewer candidates than
+            that gets id -1 and score -inf in the remaining places.
+        """
+        self._require_fit()
+        N = check_positive_int(N, "N")
+        n_users, n_items = len(self._user_factors), len(self._item_factors)
+        scalar = np.isscalar(userid)
+        count = 1 if scalar else len(np.asarray(userid))
+        liked = None
+        if filter_already_liked_items or recalculate_user:
+            liked = check_user_items(user_items, "user_items", rows=count, columns=n_items)
+        if recalculate_user:
+            queries = self._recalculate(userid, user_items, "users")
+        else:
+            ids = check_ids(userid, "userid", n_users)
+            queries = self._user_factors[self.backend_.to_device(np.atleast_1d(ids))]
+        exclude = liked if filter_already_liked_items else None
+        ids, scores = self._rank(queries, "items", N, exclude, filter_items, items, "items")
+        return (ids[0][ids[0] >= 0], scores[0][ids[0] >= 0]) if scalar else (ids, scores)
+
+    def _rank(self, queries, side, N, exclude, filter_ids, subset, subset_name, norms=None):
+        """Top ``N`` of ``side``'s factors for ``queries``, restricted and filtered."""
+        factors = self._item_factors if side == "items" else self._user_factors
+        total = len(factors)
+        filter_name = "filter_items" if side == "items" else "filter_users"
+        if subset is not None and filter_ids is not None:
+            raise ValueError(f"{subset_name} and {filter_name} cannot be combined: pick one")
+        exclude_all = None
+        if filter_ids is not None:
+            exclude_all = self.backend_.to_device(
+                check_ids(filter_ids, filter_name, total, allow_scalar=False)
+            )
+        if subset is not None:
+            subset = np.unique(check_ids(subset, subset_name, total, allow_scalar=False))
+            device_subset = self.backend_.to_device(subset)
+            factors = factors[device_subset]
+            norms = None if norms is None else norms[device_subset]
+            if exclude is not None:
+                exclude = _restrict_columns(exclude, subset)
+        candidates = len(factors)
+        k = min(N, candidates)
+        if k == 0:
+            empty = np.empty((len(queries), 0))
+            return empty.astype(np.int32), empty.astype(self._dtype())
+        if exclude is not None:
+            exclude = self.backend_.to_device(exclude)
+        with self.backend_.threads():
+            ids, scores = self.backend_.topk(queries, factors, k, exclude, exclude_all, norms)
+        if subset is not None:
+            ids = np.where(ids >= 0, subset[np.maximum(ids, 0)], -1).astype(np.int32)
+        return ids, scores
+
+    def similar_items(
+        self, itemid, N=10, recalculate_item=False, item_users=None, filter_items=None, items=None
+    ):
+        """Items most similar to ``itemid`` by cosine similarity of their factors.
+
+        Parameters
+        ----------
+        itemid : int or array_like of int
+            The item(s) to find neighbours of (the item itself is included, as in implicit).
+        N : int
+            Number of similar items.
+        recalculate_item : bool
+            Compute the query items' factors from ``item_users`` instead.
+        item_users : csr_matrix, optional
+            One row of user interactions per query item, with ``recalculate_item``.
+        filter_items : array_like of int, optional
+            Items never to return.
+        items : array_like of int, optional
+            Only rank these items.
+
+        Returns
+        -------
+        ids, scores : numpy.ndarray
+            As ``recommend``: best first, cosine similarities as scores.
+        """
+        return self._similar(itemid, N, recalculate_item, item_users, filter_items, items, "items")
+
+    def similar_users(self, userid, N=10, filter_users=None, users=None):
+        """Users most similar to ``userid`` by cosine similarity (as ``similar_items``)."""
+        return self._similar(userid, N, False, None, filter_users, users, "users")
+
+    def _similar(self, queryid, N, recalculate, matrix, filter_ids, subset, side):
+        self._require_fit()
+        N = check_positive_int(N, "N")
+        factors = self._item_factors if side == "items" else self._user_factors
+        scalar = np.isscalar(queryid)
+        if recalculate:
+            queries = self._recalculate(queryid, matrix, side)
+            query_norms = self.backend_.norms(queries)
+        else:
+            ids = np.atleast_1d(check_ids(queryid, f"{side[:-1]}id", len(factors)))
+            device_ids = self.backend_.to_device(ids)
+            queries = factors[device_ids]
+            query_norms = self._norms(side)[device_ids]
+        ids, scores = self._rank(
+            queries, side, N, None, filter_ids, subset, side, norms=self._norms(side)
+        )
+        scores = scores / self.backend_.to_host(query_norms)[:, None]
+        return (ids[0][ids[0] >= 0], scores[0][ids[0] >= 0]) if scalar else (ids, scores)
+
+    def explain(self, userid, user_items, itemid, user_weights=None, N=10):
+        """Explain a user's score for an item as contributions of the items they liked.
+
+        Follows section 5 of Hu, Koren, Volinsky (2008), as implicit does.
+
+        Parameters
+        ----------
+        userid : int
+            The user; their row of ``user_items`` is used.
+        user_items : csr_matrix
+            Either the full users x items matrix, or a single row for this user.
+        itemid : int
+            The item whose score is explained.
+        user_weights : tuple, optional
+            The Cholesky factor returned by an earlier call for the same user.
+        N : int
+            Number of top contributions to return.
+
+        Returns
+        -------
+        total_score : float
+            The user's predicted score for ``itemid``.
+        top_contributions : list of (itemid, score)
+            The ``N`` liked items contributing most, largest first.
+        user_weights : tuple
+            The user's Cholesky factor, to pass to later calls.
+        """
+        self._require_fit()
+        N = check_positive_int(N, "N")
+        item_factors = self.item_factors
+        itemid = check_ids(itemid, "itemid", len(item_factors))
+        user_items = check_user_items(user_items, "user_items", columns=len(item_factors))
+        row = 0 if user_items.shape[0] == 1 else check_ids(userid, "userid", user_items.shape[0])
+        row = self._confidence(user_items[row])
+        # implicit skips disliked (negative) entries; a stored zero contributes zero
+        liked = row.indices[row.data >= 0]
+        confidence = row.data[row.data >= 0].astype(np.float64)
+        if user_weights is None:
+            Y = item_factors[row.indices].astype(np.float64)
+            A = self.backend_.to_host(self._gram("items")).astype(np.float64)
+            A += (Y.T * (np.abs(row.data) - 1)) @ Y
+            user_weights = scipy.linalg.cho_factor(A)
+        weighted_item = scipy.linalg.cho_solve(user_weights, item_factors[itemid])
+        scores = (item_factors[liked] @ weighted_item) * confidence
+        order = np.lexsort((liked, -scores))[:N]
+        contributions = [(int(liked[i]), float(scores[i])) for i in order]
+        return float(scores.sum()), contributions, user_weights
+
+    # -- moving and persisting ----------------------------------------------------------------
+
+    def _copy_to(self, backend):
+        model = type(self)(**{name: getattr(self, name) for name in _SAVED_PARAMS},
+                           dtype=self.dtype, random_state=self.random_state, backend=backend)
+        model.user_factors = self.user_factors
+        model.item_factors = self.item_factors
+        return model
+
+    def to_gpu(self):
+        """Return a copy of this model on the CUDA backend."""
+        return self._copy_to("cuda")
+
+    def to_cpu(self):
+        """Return a copy of this model on the Numba CPU backend."""
+        return self._copy_to("cpu")
+
+    def save(self, fileobj_or_path, extra=None):
+        """Save parameters and factors with ``np.savez`` (no pickles), atomically.
+
+        A path without the ``.npz`` suffix gets it, as with ``np.savez``. The file is written
+        to a temporary name and renamed, so a crash never leaves a partial file behind.
+
+        Parameters
+        ----------
+        fileobj_or_path : str, os.PathLike or file object
+        extra : dict of str to ndarray, optional
+            More arrays to store beside the model (e.g. id maps); read them back with
+            ``load(..., return_extra=True)``.
+        """
+        arrays = {name: getattr(self, name) for name in _SAVED_PARAMS}
+        arrays["cg_steps"] = -1 if self.cg_steps is None else self.cg_steps
+        arrays["dtype"] = self._dtype().name
+        arrays["user_factors"] = self.user_factors
+        arrays["item_factors"] = self.item_factors
+        arrays["format_version"] = FORMAT_VERSION
+        if isinstance(self.random_state, numbers.Integral):
+            arrays["random_state"] = self.random_state
+        for key, value in (extra or {}).items():
+            arrays[f"extra/{key}"] = np.asarray(value)
+        arrays = {key: value for key, value in arrays.items() if value is not None}
+        if not isinstance(fileobj_or_path, (str, os.PathLike)):
+            np.savez(fileobj_or_path, **arrays)
+            return
+        path = os.fspath(fileobj_or_path)
+        if not path.endswith(".npz"):
+            path += ".npz"
+        directory = os.path.dirname(os.path.abspath(path))
+        handle, temporary = tempfile.mkstemp(prefix=".als-", suffix=".npz.tmp", dir=directory)
+        try:
+            with os.fdopen(handle, "wb") as file:
+                np.savez(file, **arrays)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(temporary, path)
+        except BaseException:
+            if os.path.exists(temporary):
+                os.unlink(temporary)
+            raise
+
+    @classmethod
+    def load(cls, fileobj_or_path, backend=None, return_extra=False):
+        """Load a model written by ``save`` or by implicit 0.7's ``save``.
+
+        Parameters
+        ----------
+        fileobj_or_path : str, os.PathLike or file object
+        backend : str or Backend, optional
+            Backend for the loaded model (default: automatic).
+        return_extra : bool
+            Also return the ``extra`` arrays stored by ``save``.
+
+        Raises
+        ------
+        ValueError
+            For a file that is not a model file, or one written by a newer version.
+        """
+        if isinstance(fileobj_or_path, (str, os.PathLike)):
+            path = os.fspath(fileobj_or_path)
+            if not os.path.exists(path) and os.path.exists(path + ".npz"):
+                fileobj_or_path = path + ".npz"
+        try:
+            with np.load(fileobj_or_path, allow_pickle=False) as data:
+                arrays = {key: data[key] for key in data.files}
+        except (ValueError, OSError, EOFError) as exc:
+            if isinstance(exc, FileNotFoundError):
+                raise
+            raise ValueError(f"{fileobj_or_path} is not a readable model file: {exc}") from exc
+        version = int(arrays.get("format_version", 0))
+        if version > FORMAT_VERSION:
+            raise ValueError(
+                f"{fileobj_or_path} was written by a newer als (format {version}); this "
+                f"version reads formats up to {FORMAT_VERSION}"
+            )
+        missing = {"user_factors", "item_factors", "factors"} - set(arrays)
+        if missing:
+            raise ValueError(f"{fileobj_or_path} is not a model file: no {', '.join(sorted(missing))}")
+        params = {name: arrays[name].item() for name in _SAVED_PARAMS if name in arrays}
+        if params.get("cg_steps") == -1:
+            params["cg_steps"] = None
+        if "random_state" in arrays:
+            params["random_state"] = arrays["random_state"].item()
+        model = cls(**params, dtype=str(arrays.get("dtype", "float32")), backend=backend)
+        model.user_factors = arrays["user_factors"]
+        model.item_factors = arrays["item_factors"]
+        if not return_extra:
+            return model
+        extra = {key[6:]: value for key, value in arrays.items() if key.startswith("extra/")}
+        return model, extra
+
+
+def _check_random_state(random_state):
+    """Return one ``numpy.random.Generator`` for None, an int, a Generator or a RandomState."""
+    if isinstance(random_state, np.random.RandomState):
+        return np.random.default_rng(random_state.randint(0, 2**31 - 1))
+    if random_state is None or isinstance(random_state, (numbers.Integral, np.random.Generator)):
+        return np.random.default_rng(random_state)
+    raise TypeError(
+        "random_state must be None, an int, a numpy Generator or RandomState, "
+        f"not {type(random_state).__name__}"
+    )
+
+
+def _restrict_columns(matrix, subset):
+    """Keep the entries of ``matrix`` whose column is in sorted ``subset``, renumbered."""
+    coo = matrix.tocoo()
+    position = np.clip(np.searchsorted(subset, coo.col), 0, len(subset) - 1)
+    keep = subset[position] == coo.col
+    return scipy.sparse.csr_matrix(
+        (coo.data[keep], (coo.row[keep], position[keep])), shape=(matrix.shape[0], len(subset))
+    )
