@@ -11,7 +11,6 @@ import numbers
 import os
 import tempfile
 import time
-import warnings
 
 import numpy as np
 import scipy.linalg
@@ -203,7 +202,9 @@ class AlternatingLeastSquares:
             return None
         if not isinstance(value, np.ndarray):
             value = self.backend_.to_host(value)
-        return self.backend_.to_device(check_factor_array(value, name, self._dtype()))
+        # a copy: fitting updates factors in place and must not touch the caller's array
+        array = check_factor_array(value, name, self._dtype())
+        return self.backend_.to_device(array.copy() if array is value else array)
 
     def _clear_caches(self):
         self._gram_cache = {}
@@ -319,11 +320,17 @@ class AlternatingLeastSquares:
         self._clear_caches()
         callback = callback or self.fit_callback
         loss = None
+        # implicit's CG solver takes lambda as a C float: match it, float64 factors included
+        regularization = self.regularization
+        if self._solver_steps is not None:
+            regularization = float(np.float32(regularization))
         with backend.threads(), tqdm(total=self.iterations, disable=not show_progress) as bar:
             for iteration in range(self.iterations):
-                backend.solve(Cui_device, X, Y, backend.gram(Y, self.regularization), self._solver_steps)
+                YtY = backend.gram(Y, regularization)
+                backend.solve(Cui_device, X, Y, YtY, self._solver_steps)
                 self._check_finite(X, iteration, "users")
-                backend.solve(Ciu_device, Y, X, backend.gram(X, self.regularization), self._solver_steps)
+                XtX = backend.gram(X, regularization)
+                backend.solve(Ciu_device, Y, X, XtX, self._solver_steps)
                 self._check_finite(Y, iteration, "items")
                 bar.update(1)
                 if self.calculate_training_loss:
@@ -411,8 +418,12 @@ class AlternatingLeastSquares:
         self._partial_fit(itemids, item_users, "items")
 
     def _partial_fit(self, ids, matrix, side):
-        ids = check_ids(ids, "userids" if side == "users" else "itemids", np.iinfo(np.int64).max,
-                        allow_scalar=False)
+        ids = check_ids(
+            ids,
+            "userids" if side == "users" else "itemids",
+            np.iinfo(np.int64).max,
+            allow_scalar=False,
+        )
         new = self._recalculate(ids, matrix, side)
         attribute = "_user_factors" if side == "users" else "_item_factors"
         factors = getattr(self, attribute)
@@ -619,8 +630,12 @@ class AlternatingLeastSquares:
     # -- moving and persisting ----------------------------------------------------------------
 
     def _copy_to(self, backend):
-        model = type(self)(**{name: getattr(self, name) for name in _SAVED_PARAMS},
-                           dtype=self.dtype, random_state=self.random_state, backend=backend)
+        model = type(self)(
+            **{name: getattr(self, name) for name in _SAVED_PARAMS},
+            dtype=self.dtype,
+            random_state=self.random_state,
+            backend=backend,
+        )
         model.user_factors = self.user_factors
         model.item_factors = self.item_factors
         return model
@@ -712,7 +727,9 @@ class AlternatingLeastSquares:
             )
         missing = {"user_factors", "item_factors", "factors"} - set(arrays)
         if missing:
-            raise ValueError(f"{fileobj_or_path} is not a model file: no {', '.join(sorted(missing))}")
+            raise ValueError(
+                f"{fileobj_or_path} is not a model file: no {', '.join(sorted(missing))}"
+            )
         params = {name: arrays[name].item() for name in _SAVED_PARAMS if name in arrays}
         if params.get("cg_steps") == -1:
             params["cg_steps"] = None

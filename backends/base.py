@@ -11,7 +11,8 @@ Arrays a backend hands out are "device arrays": ``numpy.ndarray`` for the CPU ba
 from __future__ import annotations
 
 import importlib
-from typing import Any, ContextManager, Protocol, runtime_checkable
+from contextlib import AbstractContextManager
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -83,7 +84,7 @@ class Backend(Protocol):
         candidates is padded with id -1 and score -inf. ``k`` is at most ``len(factors)``.
         """
 
-    def threads(self) -> ContextManager[None]:
+    def threads(self) -> AbstractContextManager[None]:
         """Context manager that applies this backend's thread limits and restores them."""
 
 

@@ -110,7 +110,9 @@ class NumpyBackend:
             # stored entries replace their "missing" term s^2 by c (p - s)^2; implicit adds
             # c (not c p^2) for every stored entry, disliked ones included, and so do we
             loss += float(
-                xp.sum(confidence + (confidence - 1) * score * score - 2 * confidence * liked * score)
+                xp.sum(
+                    confidence + (confidence - 1) * score * score - 2 * confidence * liked * score
+                )
             )
             total_confidence += float(xp.sum(confidence))
         loss += regularization * float(xp.sum(X64 * X64) + xp.sum(Y64 * Y64))

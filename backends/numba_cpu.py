@@ -1,0 +1,366 @@
+"""The CPU backend: Numba kernels for the solve, the loss and top-k selection.
+
+The kernels follow ``backends.numpy_ref`` step for step (same names, same stopping
+threshold) but work one row at a time, with the loop over blocks of rows in ``prange`` and
+scratch vectors allocated once per block. Arithmetic is in the factor dtype, as in implicit,
+with reassociation allowed so that LLVM vectorises the dot products. Every row is computed by
+one thread from the same inputs, so results do not depend on the thread count.
+
+The wrappers check shapes and dtypes and normalise index dtypes (int64 ``indptr``, int32
+``indices``) so each kernel compiles once per factor dtype; the model has already checked
+that every index is in range, and the kernels trust it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import numba
+import numpy as np
+from numba import njit, prange
+from threadpoolctl import ThreadpoolController
+
+from .numpy_ref import BLOCK_ELEMENTS, CG_TOLERANCE, NumpyBackend
+
+__all__ = ["NumbaBackend"]
+
+#: rows handled by one parallel task; scratch buffers are allocated once per task
+ROWS_PER_TASK = 16
+
+# reassociation lets LLVM vectorise reductions; no-NaN/no-inf assumptions stay off so the
+# fit's finiteness guard keeps working
+FASTMATH = {"reassoc", "contract"}
+
+_controller = None
+
+
+def _blas_controller():
+    global _controller
+    if _controller is None:
+        _controller = ThreadpoolController()
+    return _controller
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _dot(a, b, zero):
+    total = zero
+    for j in range(a.shape[0]):
+        total += a[j] * b[j]
+    return total
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _symv(A, v, out, zero):
+    """out = A v for a symmetric A (row-major access)."""
+    for a in range(A.shape[0]):
+        out[a] = _dot(A[a], v, zero)
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def _cg_solve(indptr, indices, data, X, Y, YtY, cg_steps, zero, one):
+    n_rows, factors = X.shape
+    n_tasks = (n_rows + ROWS_PER_TASK - 1) // ROWS_PER_TASK
+    for task in prange(n_tasks):
+        r = np.empty(factors, X.dtype)
+        p = np.empty(factors, X.dtype)
+        Ap = np.empty(factors, X.dtype)
+        for u in range(task * ROWS_PER_TASK, min((task + 1) * ROWS_PER_TASK, n_rows)):
+            x = X[u]
+            start, stop = indptr[u], indptr[u + 1]
+            if start == stop:
+                x[:] = zero
+                continue
+            # r = b - A x, with A x = YtY x + sum_i (c_ui - 1) (y_i . x) y_i
+            _symv(YtY, x, r, zero)
+            for j in range(factors):
+                r[j] = -r[j]
+            for index in range(start, stop):
+                i = indices[index]
+                confidence = data[index]
+                weight = confidence if confidence > zero else zero
+                confidence = abs(confidence)
+                weight -= (confidence - one) * _dot(Y[i], x, zero)
+                for j in range(factors):
+                    r[j] += weight * Y[i, j]
+            p[:] = r
+            rsold = _dot(r, r, zero)
+            if rsold < CG_TOLERANCE:
+                continue
+            for _ in range(cg_steps):
+                _symv(YtY, p, Ap, zero)
+                for index in range(start, stop):
+                    i = indices[index]
+                    weight = (abs(data[index]) - one) * _dot(Y[i], p, zero)
+                    for j in range(factors):
+                        Ap[j] += weight * Y[i, j]
+                alpha = rsold / _dot(p, Ap, zero)
+                for j in range(factors):
+                    x[j] += alpha * p[j]
+                    r[j] -= alpha * Ap[j]
+                rsnew = _dot(r, r, zero)
+                if rsnew < CG_TOLERANCE:
+                    break
+                beta = rsnew / rsold
+                for j in range(factors):
+                    p[j] = r[j] + beta * p[j]
+                rsold = rsnew
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def _exact_solve(indptr, indices, data, X, Y, YtY, zero, one):
+    n_rows, factors = X.shape
+    n_tasks = (n_rows + ROWS_PER_TASK - 1) // ROWS_PER_TASK
+    for task in prange(n_tasks):
+        A = np.empty((factors, factors), X.dtype)
+        b = np.empty(factors, X.dtype)
+        for u in range(task * ROWS_PER_TASK, min((task + 1) * ROWS_PER_TASK, n_rows)):
+            x = X[u]
+            start, stop = indptr[u], indptr[u + 1]
+            if start == stop:
+                x[:] = zero
+                continue
+            A[:, :] = YtY
+            b[:] = zero
+            for index in range(start, stop):
+                i = indices[index]
+                confidence = data[index]
+                if confidence > zero:
+                    for j in range(factors):
+                        b[j] += confidence * Y[i, j]
+                weight = abs(confidence) - one
+                for a in range(factors):
+                    scaled = weight * Y[i, a]
+                    for j in range(factors):
+                        A[a, j] += scaled * Y[i, j]
+            _cholesky_solve(A, b, zero)
+            x[:] = b
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _cholesky_solve(A, b, zero):
+    """Solve A x = b in place (x overwrites b) for a symmetric positive definite A."""
+    n = A.shape[0]
+    # A = L L^T, L stored in the lower triangle of A
+    for j in range(n):
+        diagonal = A[j, j] - _dot(A[j, :j], A[j, :j], zero)
+        A[j, j] = np.sqrt(diagonal)
+        for i in range(j + 1, n):
+            A[i, j] = (A[i, j] - _dot(A[i, :j], A[j, :j], zero)) / A[j, j]
+    for i in range(n):
+        b[i] = (b[i] - _dot(A[i, :i], b[:i], zero)) / A[i, i]
+    for i in range(n - 1, -1, -1):
+        total = b[i]
+        for j in range(i + 1, n):
+            total -= A[j, i] * b[j]
+        b[i] = total / A[i, i]
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def _loss_parts(indptr, indices, data, X, Y, YtY, zero, one):
+    """Return (sum of the unregularised loss terms, total confidence), as implicit sums them."""
+    n_rows, factors = X.shape
+    loss = 0.0
+    total_confidence = 0.0
+    n_tasks = (n_rows + ROWS_PER_TASK - 1) // ROWS_PER_TASK
+    for task in prange(n_tasks):
+        r = np.empty(factors, X.dtype)
+        task_loss = 0.0
+        task_confidence = 0.0
+        for u in range(task * ROWS_PER_TASK, min((task + 1) * ROWS_PER_TASK, n_rows)):
+            x = X[u]
+            # (A x - 2 b) . x + sum_i c_ui, without forming A
+            _symv(YtY, x, r, zero)
+            for index in range(indptr[u], indptr[u + 1]):
+                i = indices[index]
+                confidence = data[index]
+                weight = -2 * confidence if confidence > zero else zero
+                confidence = abs(confidence)
+                weight += (confidence - one) * _dot(Y[i], x, zero)
+                for j in range(factors):
+                    r[j] += weight * Y[i, j]
+                task_confidence += confidence
+            task_loss += _dot(r, x, zero)
+        loss += task_loss
+        total_confidence += task_confidence
+    return loss + total_confidence, total_confidence
+
+
+@njit(inline="always")
+def _worse(score_a, id_a, score_b, id_b):
+    """True when (score_a, id_a) ranks below (score_b, id_b): lower score, or tie and higher id."""
+    return score_a < score_b or (score_a == score_b and id_a > id_b)
+
+
+@njit(inline="always")
+def _sift_down(scores, ids, position, size):
+    """Restore the heap property (worst entry at the root) below ``position``."""
+    while True:
+        child = 2 * position + 1
+        if child >= size:
+            return
+        if child + 1 < size and _worse(
+            scores[child + 1], ids[child + 1], scores[child], ids[child]
+        ):
+            child += 1
+        if not _worse(scores[child], ids[child], scores[position], ids[position]):
+            return
+        scores[child], scores[position] = scores[position], scores[child]
+        ids[child], ids[position] = ids[position], ids[child]
+        position = child
+
+
+@njit(parallel=True, cache=True)
+def _select_topk(scores, excl_indptr, excl_indices, excluded_for_all, out_ids, out_scores):
+    """Write each row's k best (score, id), best first, skipping excluded ids."""
+    n_rows, n_items = scores.shape
+    k = out_ids.shape[1]
+    for row in prange(n_rows):
+        values = scores[row]
+        for index in range(excl_indptr[row], excl_indptr[row + 1]):
+            values[excl_indices[index]] = -np.inf
+        heap_scores = out_scores[row]
+        heap_ids = out_ids[row]
+        size = 0
+        for item in range(n_items):
+            value = values[item]
+            if excluded_for_all[item] or value == -np.inf:
+                continue
+            if size < k:
+                # sift the new entry up
+                position = size
+                heap_scores[position] = value
+                heap_ids[position] = item
+                size += 1
+                while position > 0:
+                    parent = (position - 1) // 2
+                    if not _worse(
+                        heap_scores[position],
+                        heap_ids[position],
+                        heap_scores[parent],
+                        heap_ids[parent],
+                    ):
+                        break
+                    heap_scores[position], heap_scores[parent] = (
+                        heap_scores[parent],
+                        heap_scores[position],
+                    )
+                    heap_ids[position], heap_ids[parent] = heap_ids[parent], heap_ids[position]
+                    position = parent
+            elif _worse(heap_scores[0], heap_ids[0], value, item):
+                heap_scores[0] = value
+                heap_ids[0] = item
+                _sift_down(heap_scores, heap_ids, 0, size)
+        # pop the worst to the back until the heap is empty: the row ends up best first
+        filled = size
+        while size > 1:
+            size -= 1
+            heap_scores[0], heap_scores[size] = heap_scores[size], heap_scores[0]
+            heap_ids[0], heap_ids[size] = heap_ids[size], heap_ids[0]
+            _sift_down(heap_scores, heap_ids, 0, size)
+        for position in range(filled, k):
+            heap_scores[position] = -np.inf
+            heap_ids[position] = -1
+
+
+class NumbaBackend(NumpyBackend):
+    """CPU backend: Numba kernels for solve, loss and top-k; NumPy BLAS for the Gram matrix.
+
+    Parameters
+    ----------
+    num_threads : int
+        Threads for the kernels and for BLAS; 0 uses every core Numba may use.
+    """
+
+    name = "cpu"
+
+    def __init__(self, num_threads=0):
+        super().__init__(num_threads=num_threads)
+
+    @contextlib.contextmanager
+    def threads(self):
+        maximum = numba.config.NUMBA_NUM_THREADS
+        count = min(self.num_threads or maximum, maximum)
+        previous = numba.get_num_threads()
+        with _blas_controller().limit(limits=count, user_api="blas"):
+            numba.set_num_threads(count)
+            # hand out tasks dynamically: rows of power-law data differ widely in cost
+            previous_chunk = numba.set_parallel_chunksize(1)
+            try:
+                yield
+            finally:
+                numba.set_parallel_chunksize(previous_chunk)
+                numba.set_num_threads(previous)
+
+    def solve(self, Cui, X, Y, YtY, cg_steps):
+        indptr, indices, data = _kernel_operands(Cui, X, Y, YtY)
+        zero, one = X.dtype.type(0), X.dtype.type(1)
+        if cg_steps is None:
+            _exact_solve(indptr, indices, data, X, Y, YtY, zero, one)
+        else:
+            _cg_solve(indptr, indices, data, X, Y, YtY, int(cg_steps), zero, one)
+
+    def loss(self, Cui, X, Y, regularization):
+        YtY = Y.T @ Y
+        indptr, indices, data = _kernel_operands(Cui, X, Y, YtY)
+        loss, total_confidence = _loss_parts(
+            indptr, indices, data, X, Y, YtY, X.dtype.type(0), X.dtype.type(1)
+        )
+        loss += regularization * (
+            float(np.sum(X * X, dtype=np.float64)) + float(np.sum(Y * Y, dtype=np.float64))
+        )
+        n_users, n_items = Cui.shape
+        return loss / (total_confidence + n_users * n_items - Cui.nnz)
+
+    def topk(self, queries, factors, k, exclude=None, exclude_all=None, norms=None):
+        n_queries, n_items = len(queries), len(factors)
+        excluded_for_all = np.zeros(n_items, dtype=np.bool_)
+        if exclude_all is not None:
+            excluded_for_all[exclude_all] = True
+        if exclude is None:
+            excl_indptr = np.zeros(n_queries + 1, dtype=np.int64)
+            excl_indices = np.zeros(0, dtype=np.int32)
+        else:
+            excl_indptr = exclude.indptr.astype(np.int64)
+            excl_indices = exclude.indices.astype(np.int32)
+        ids = np.empty((n_queries, k), dtype=np.int32)
+        scores = np.empty((n_queries, k), dtype=factors.dtype)
+        rows_per_block = max(1, BLOCK_ELEMENTS // max(n_items, 1))
+        for start in range(0, n_queries, rows_per_block):
+            stop = min(start + rows_per_block, n_queries)
+            block = queries[start:stop] @ factors.T
+            if norms is not None:
+                block /= norms
+            offsets = excl_indptr[start : stop + 1]
+            _select_topk(
+                block,
+                offsets - offsets[0],
+                excl_indices[offsets[0] : offsets[-1]],
+                excluded_for_all,
+                ids[start:stop],
+                scores[start:stop],
+            )
+        return ids, scores
+
+
+def _kernel_operands(Cui, X, Y, YtY):
+    """Check what the kernels assume and return (int64 indptr, int32 indices, data)."""
+    n_rows, n_columns = Cui.shape
+    factors = X.shape[1]
+    if X.shape[0] != n_rows or Y.shape != (n_columns, factors) or YtY.shape != (factors,) * 2:
+        raise ValueError(
+            f"shapes do not line up: Cui {Cui.shape}, X {X.shape}, Y {Y.shape}, YtY {YtY.shape}"
+        )
+    if not (X.dtype == Y.dtype == YtY.dtype) or X.dtype not in NumbaBackend.dtypes:
+        raise TypeError(
+            f"factor dtypes differ or are unsupported: {X.dtype}, {Y.dtype}, {YtY.dtype}"
+        )
+    for name, array in (("X", X), ("Y", Y), ("YtY", YtY)):
+        if not array.flags.c_contiguous:
+            raise ValueError(f"{name} must be C-contiguous")
+    if not X.flags.writeable:
+        raise ValueError("X must be writeable: it is updated in place")
+    return (
+        Cui.indptr.astype(np.int64, copy=False),
+        Cui.indices.astype(np.int32, copy=False),
+        Cui.data.astype(X.dtype, copy=False),
+    )

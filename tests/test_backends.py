@@ -1,0 +1,149 @@
+"""Backend kernels against plain linear algebra and against the NumPy reference backend."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse
+
+from als import AlternatingLeastSquares
+from backends.base import BackendUnavailable, available_backends, get_backend
+from tests.conftest import power_law_matrix
+
+
+def dense_solution(Cui, Y, regularization):
+    """x_u = (Y^T C_u Y + lambda I)^-1 Y^T C_u p_u, written with dense matrices."""
+    weights = Cui.toarray().astype(np.float64)
+    confidence = np.where(weights != 0, np.abs(weights), 1.0)
+    preference = (weights > 0).astype(np.float64)
+    Y = Y.astype(np.float64)
+    solution = np.zeros((Cui.shape[0], Y.shape[1]))
+    for u in range(Cui.shape[0]):
+        if Cui.indptr[u] == Cui.indptr[u + 1]:
+            continue
+        A = Y.T @ (confidence[u][:, None] * Y) + regularization * np.eye(Y.shape[1])
+        solution[u] = np.linalg.solve(A, Y.T @ (confidence[u] * preference[u]))
+    return solution
+
+
+def device_inputs(backend, Cui, X, Y):
+    return backend.to_device(Cui), backend.to_device(X), backend.to_device(Y)
+
+
+def test_exact_solve_matches_dense_least_squares(backend_name, small_matrix):
+    backend = get_backend(backend_name)
+    rng = np.random.default_rng(0)
+    Y = rng.random((small_matrix.shape[1], 6))
+    X = rng.random((small_matrix.shape[0], 6))
+    Cui, X_device, Y_device = device_inputs(backend, small_matrix, X, Y)
+    backend.solve(Cui, X_device, Y_device, backend.gram(Y_device, 0.1), None)
+    np.testing.assert_allclose(
+        backend.to_host(X_device), dense_solution(small_matrix, Y, 0.1), rtol=1e-5, atol=1e-8
+    )
+
+
+def test_enough_cg_steps_reach_the_exact_solution(backend_name, small_matrix):
+    backend = get_backend(backend_name)
+    rng = np.random.default_rng(1)
+    factors = 5
+    Y = rng.random((small_matrix.shape[1], factors))
+    X = np.zeros((small_matrix.shape[0], factors))
+    Cui, X_device, Y_device = device_inputs(backend, small_matrix, X, Y)
+    # in exact arithmetic CG converges in `factors` steps; allow a few more for rounding
+    backend.solve(Cui, X_device, Y_device, backend.gram(Y_device, 0.1), factors + 3)
+    np.testing.assert_allclose(
+        backend.to_host(X_device), dense_solution(small_matrix, Y, 0.1), rtol=1e-5, atol=1e-8
+    )
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("cg_steps", [1, 3, None])
+def test_backends_agree_with_reference(backend_name, dtype, cg_steps):
+    reference, backend = get_backend("numpy"), get_backend(backend_name)
+    Cui = power_law_matrix(400, 150, 5000, seed=3, negative_fraction=0.1)
+    rng = np.random.default_rng(2)
+    X = (rng.random((400, 12)) * 0.1).astype(dtype)
+    Y = rng.random((150, 12)).astype(dtype)
+    results = []
+    for each in (reference, backend):
+        C, Xd, Yd = device_inputs(each, Cui, X.copy(), Y)
+        each.solve(C, Xd, Yd, each.gram(Yd, 0.05), cg_steps)
+        results.append((each.to_host(Xd), each.loss(C, Xd, Yd, 0.05)))
+    rtol = 2e-3 if dtype == np.float32 else 1e-9
+    scale = np.abs(results[0][0]).max()
+    assert np.abs(results[0][0] - results[1][0]).max() <= rtol * scale
+    assert results[1][1] == pytest.approx(results[0][1], rel=1e-5)
+
+
+def test_topk_orders_filters_and_pads(backend_name):
+    backend = get_backend(backend_name)
+    factors = np.array([[1.0], [3.0], [2.0], [3.0], [0.5]], dtype=np.float32)
+    queries = np.array([[1.0], [-1.0], [2.0]], dtype=np.float32)
+    exclude = scipy.sparse.csr_matrix(
+        (np.ones(5, np.float32), ([0, 1, 1, 1, 1], [1, 0, 1, 2, 3])), shape=(3, 5)
+    )
+    ids, scores = backend.topk(
+        backend.to_device(queries),
+        backend.to_device(factors),
+        4,
+        exclude=backend.to_device(exclude),
+        exclude_all=backend.to_device(np.array([4])),
+    )
+    # ties (items 1 and 3) are broken by id; excluded ids never appear; short rows are padded
+    assert ids.tolist() == [[3, 2, 0, -1], [-1, -1, -1, -1], [1, 3, 2, 0]]
+    assert scores[0, :3].tolist() == [3.0, 2.0, 1.0]
+    assert np.isneginf(scores[0, 3]) and np.isneginf(scores[1]).all()
+
+
+def test_topk_matches_reference_on_random_scores(backend_name):
+    reference, backend = get_backend("numpy"), get_backend(backend_name)
+    rng = np.random.default_rng(4)
+    queries = rng.standard_normal((64, 8)).astype(np.float32)
+    factors = rng.standard_normal((500, 8)).astype(np.float32)
+    exclude = scipy.sparse.random(64, 500, density=0.05, format="csr", random_state=5)
+    norms = np.linalg.norm(factors, axis=1)
+    for k in (1, 10, 500):
+        expected = reference.topk(queries, factors, k, exclude, np.arange(3), norms)
+        got = backend.topk(
+            backend.to_device(queries),
+            backend.to_device(factors),
+            k,
+            backend.to_device(exclude),
+            backend.to_device(np.arange(3)),
+            backend.to_device(norms),
+        )
+        np.testing.assert_array_equal(got[0], expected[0])
+        np.testing.assert_allclose(got[1], expected[1], rtol=1e-6)
+
+
+def test_numba_results_do_not_depend_on_thread_count(medium_matrix):
+    fits = [
+        AlternatingLeastSquares(
+            factors=16, iterations=3, random_state=0, num_threads=threads, backend="cpu"
+        ).fit(medium_matrix, show_progress=False)
+        for threads in (1, 2, 1)
+    ]
+    for other in fits[1:]:
+        np.testing.assert_array_equal(fits[0].user_factors, other.user_factors)
+        np.testing.assert_array_equal(fits[0].item_factors, other.item_factors)
+
+
+def test_unknown_backend_name():
+    with pytest.raises(ValueError, match="unknown backend 'tpu'"):
+        get_backend("tpu")
+
+
+def test_auto_picks_a_backend_that_runs():
+    reasons = available_backends()
+    assert reasons["numpy"] is None and reasons["cpu"] is None
+    expected = "cuda" if reasons["cuda"] is None else "cpu"
+    assert get_backend("auto").name == expected
+
+
+def test_unavailable_cuda_says_why():
+    if available_backends()["cuda"] is None:
+        pytest.skip("a CUDA device is usable here, so nothing is missing")
+    with pytest.raises(BackendUnavailable, match="cuda"):
+        get_backend("cuda")
+    with pytest.raises(BackendUnavailable):
+        AlternatingLeastSquares(use_gpu=True).fit(power_law_matrix(5, 5, 10))
