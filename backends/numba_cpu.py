@@ -25,7 +25,7 @@ from .numpy_ref import BLOCK_ELEMENTS, CG_TOLERANCE, NumpyBackend
 __all__ = ["NumbaBackend"]
 
 #: rows handled by one parallel task; scratch buffers are allocated once per task
-ROWS_PER_TASK = 16
+ROWS_PER_TASK = 32
 
 # reassociation lets LLVM vectorise reductions; no-NaN/no-inf assumptions stay off so the
 # fit's finiteness guard keeps working
@@ -35,8 +35,15 @@ _controller = None
 
 
 def _blas_controller():
+    """One threadpoolctl controller that sees every BLAS the kernels can reach.
+
+    Numba's ``np.dot`` calls SciPy's BLAS, a different library from NumPy's: it is loaded
+    before the controller is built, or its thread pool would escape the limits.
+    """
     global _controller
     if _controller is None:
+        import scipy.linalg.cython_blas  # noqa: F401  (loads SciPy's BLAS)
+
         _controller = ThreadpoolController()
     return _controller
 
@@ -56,54 +63,85 @@ def _symv(A, v, out, zero):
         out[a] = _dot(A[a], v, zero)
 
 
+@njit(inline="always", fastmath=FASTMATH)
+def _add_projections(indices, data, start, stop, Y, v, out, sign, zero, one):
+    """out += sign * sum_i (c_ui - 1) (y_i . v) y_i over the entries start..stop of a row."""
+    for index in range(start, stop):
+        y = Y[indices[index]]
+        weight = sign * (abs(data[index]) - one) * _dot(y, v, zero)
+        for j in range(out.shape[0]):
+            out[j] += weight * y[j]
+
+
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
 def _cg_solve(indptr, indices, data, X, Y, YtY, cg_steps, zero, one):
     n_rows, factors = X.shape
     n_tasks = (n_rows + ROWS_PER_TASK - 1) // ROWS_PER_TASK
     for task in prange(n_tasks):
-        r = np.empty(factors, X.dtype)
-        p = np.empty(factors, X.dtype)
-        Ap = np.empty(factors, X.dtype)
-        for u in range(task * ROWS_PER_TASK, min((task + 1) * ROWS_PER_TASK, n_rows)):
-            x = X[u]
-            start, stop = indptr[u], indptr[u + 1]
+        first = task * ROWS_PER_TASK
+        rows = min(ROWS_PER_TASK, n_rows - first)
+        # the rows of a task step in lockstep so that YtY times their search directions is
+        # one matrix product; each row still follows its own CG iteration exactly
+        x_block = np.empty((rows, factors), X.dtype)
+        x_block[:] = X[first : first + rows]
+        R = np.empty((rows, factors), X.dtype)
+        P = np.empty((rows, factors), X.dtype)
+        AP = np.empty((rows, factors), X.dtype)
+        rsold = np.empty(rows, X.dtype)
+        active = np.zeros(rows, np.bool_)
+        # r = b - A x, with A x = YtY x + sum_i (c_ui - 1) (y_i . x) y_i   (YtY is symmetric)
+        np.dot(x_block, YtY, R)
+        for b in range(rows):
+            x, r = x_block[b], R[b]
+            start, stop = indptr[first + b], indptr[first + b + 1]
             if start == stop:
                 x[:] = zero
                 continue
-            # r = b - A x, with A x = YtY x + sum_i (c_ui - 1) (y_i . x) y_i
-            _symv(YtY, x, r, zero)
             for j in range(factors):
                 r[j] = -r[j]
             for index in range(start, stop):
-                i = indices[index]
                 confidence = data[index]
-                weight = confidence if confidence > zero else zero
-                confidence = abs(confidence)
-                weight -= (confidence - one) * _dot(Y[i], x, zero)
-                for j in range(factors):
-                    r[j] += weight * Y[i, j]
-            p[:] = r
-            rsold = _dot(r, r, zero)
-            if rsold < CG_TOLERANCE:
-                continue
-            for _ in range(cg_steps):
-                _symv(YtY, p, Ap, zero)
-                for index in range(start, stop):
-                    i = indices[index]
-                    weight = (abs(data[index]) - one) * _dot(Y[i], p, zero)
+                if confidence > zero:
+                    y = Y[indices[index]]
                     for j in range(factors):
-                        Ap[j] += weight * Y[i, j]
-                alpha = rsold / _dot(p, Ap, zero)
+                        r[j] += confidence * y[j]
+            _add_projections(indices, data, start, stop, Y, x, r, -one, zero, one)
+            P[b] = r
+            rsold[b] = _dot(r, r, zero)
+            active[b] = rsold[b] >= CG_TOLERANCE
+        for _ in range(cg_steps):
+            if not active.any():
+                break
+            np.dot(P, YtY, AP)
+            for b in range(rows):
+                if not active[b]:
+                    continue
+                x, r, p, Ap = x_block[b], R[b], P[b], AP[b]
+                _add_projections(
+                    indices,
+                    data,
+                    indptr[first + b],
+                    indptr[first + b + 1],
+                    Y,
+                    p,
+                    Ap,
+                    one,
+                    zero,
+                    one,
+                )
+                alpha = rsold[b] / _dot(p, Ap, zero)
                 for j in range(factors):
                     x[j] += alpha * p[j]
                     r[j] -= alpha * Ap[j]
                 rsnew = _dot(r, r, zero)
                 if rsnew < CG_TOLERANCE:
-                    break
-                beta = rsnew / rsold
+                    active[b] = False
+                    continue
+                beta = rsnew / rsold[b]
                 for j in range(factors):
                     p[j] = r[j] + beta * p[j]
-                rsold = rsnew
+                rsold[b] = rsnew
+        X[first : first + rows] = x_block
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
@@ -278,11 +316,12 @@ class NumbaBackend(NumpyBackend):
 
     @contextlib.contextmanager
     def threads(self):
-        maximum = numba.config.NUMBA_NUM_THREADS
-        count = min(self.num_threads or maximum, maximum)
         previous = numba.get_num_threads()
-        with _blas_controller().limit(limits=count, user_api="blas"):
-            numba.set_num_threads(count)
+        # BLAS stays single-threaded: its idle workers spin and would steal the cores from
+        # Numba's; the one large product that gains from BLAS threads (scores in topk) asks
+        # for them itself
+        with _blas_controller().limit(limits=1, user_api="blas"):
+            numba.set_num_threads(self._thread_count())
             # hand out tasks dynamically: rows of power-law data differ widely in cost
             previous_chunk = numba.set_parallel_chunksize(1)
             try:
@@ -290,6 +329,10 @@ class NumbaBackend(NumpyBackend):
             finally:
                 numba.set_parallel_chunksize(previous_chunk)
                 numba.set_num_threads(previous)
+
+    def _thread_count(self):
+        maximum = numba.config.NUMBA_NUM_THREADS
+        return min(self.num_threads or maximum, maximum)
 
     def solve(self, Cui, X, Y, YtY, cg_steps):
         indptr, indices, data = _kernel_operands(Cui, X, Y, YtY)
@@ -327,7 +370,8 @@ class NumbaBackend(NumpyBackend):
         rows_per_block = max(1, BLOCK_ELEMENTS // max(n_items, 1))
         for start in range(0, n_queries, rows_per_block):
             stop = min(start + rows_per_block, n_queries)
-            block = queries[start:stop] @ factors.T
+            with _blas_controller().limit(limits=self._thread_count(), user_api="blas"):
+                block = queries[start:stop] @ factors.T
             if norms is not None:
                 block /= norms
             offsets = excl_indptr[start : stop + 1]
