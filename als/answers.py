@@ -1,0 +1,122 @@
+"""Questions a person asks a trained model, answered with titles: used by both CLIs.
+
+``als.train`` (train, then answer) and ``als.recommend`` (answer from a saved model) share
+these helpers, so the two commands print and serialise the same things the same way. Each
+function returns plain dicts (ready for ``--json``); ``format_*`` turns them into text.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+import traceback
+
+import numpy as np
+
+from backends.base import BackendUnavailable
+
+from .data import DataError
+
+__all__ = [
+    "recommend_for_row",
+    "similar_to",
+    "explain_for_row",
+    "format_ranking",
+    "format_explanation",
+    "user_errors",
+]
+
+
+def _item(data, column, score):
+    return {
+        "item": _plain(data.item_id(int(column))),
+        "title": data.item_title(int(column)),
+        "score": float(score),
+    }
+
+
+def _plain(value):
+    """A NumPy scalar as the Python value JSON understands."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def recommend_for_row(model, data, row, N=20, userid=None):
+    """Top ``N`` items for a user, never one they already have in ``row``.
+
+    Parameters
+    ----------
+    model : AlternatingLeastSquares
+    data : Interactions
+        Gives ids and titles to item columns.
+    row : csr_matrix, shape (1, n_items)
+        The user's interactions.
+    N : int
+    userid : int, optional
+        The user's row in the model; None computes their factors from ``row`` instead.
+    """
+    recalculate = userid is None
+    ids, scores = model.recommend(
+        0 if recalculate else userid, row, N=N, recalculate_user=recalculate
+    )
+    return [_item(data, i, s) for i, s in zip(ids, scores, strict=True)]
+
+
+def similar_to(model, data, column, N=10):
+    """The ``N`` items most similar to item ``column`` (the item itself excluded)."""
+    ids, scores = model.similar_items(column, N=N + 1)
+    return [_item(data, i, s) for i, s in zip(ids, scores, strict=True) if i != column][:N]
+
+
+def explain_for_row(model, data, row, column, N=10):
+    """Why a user with interactions ``row`` would score item ``column`` as they do."""
+    total, contributions, _ = model.explain(0, row, column, N=N)
+    return {
+        **_item(data, column, total),
+        "because_of": [_item(data, i, s) for i, s in contributions],
+    }
+
+
+def format_ranking(heading, ranking):
+    """A numbered list of items with scores, under a heading."""
+    lines = [heading]
+    for rank, entry in enumerate(ranking, start=1):
+        lines.append(f"  {rank:>3}. {entry['score']:8.4f}  {entry['title']}")
+    if not ranking:
+        lines.append("  (nothing to show)")
+    return "\n".join(lines)
+
+
+def format_explanation(heading, explanation):
+    """The total score and the liked items that contribute most to it."""
+    lines = [heading, f"  predicted score {explanation['score']:.4f}, mostly because of:"]
+    for entry in explanation["because_of"]:
+        lines.append(f"    {entry['score']:+8.4f}  {entry['title']}")
+    return "\n".join(lines)
+
+
+#: mistakes a user can make: one line on stderr, exit status 2, no traceback
+USER_ERRORS = (DataError, BackendUnavailable, FileNotFoundError, ValueError, TypeError, KeyError)
+
+
+def user_errors(main):
+    """Run a CLI ``main``; a user's mistake prints one line on stderr and exits with 2.
+
+    Set ``ALS_DEBUG=1`` (or pass ``--debug``) to see the traceback instead.
+    """
+
+    @functools.wraps(main)
+    def wrapper(argv=None):
+        argv = sys.argv[1:] if argv is None else list(argv)
+        try:
+            return main(argv)
+        except USER_ERRORS as exc:
+            if "--debug" in argv:
+                traceback.print_exc()
+            message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+            print(f"error: {message}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130
+
+    return wrapper

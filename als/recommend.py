@@ -1,0 +1,119 @@
+"""``python -m als.recommend MODEL``: answer from a saved model, without retraining.
+
+The model file is one written by ``python -m als.train --save`` (the model and the data's
+id maps and interactions). Examples::
+
+    python -m als.recommend model.npz --user 42
+    python -m als.recommend model.npz --like "Heat (1995)" --like "Fargo (1996)"
+    python -m als.recommend model.npz --similar "Fargo (1996)"
+    python -m als.recommend model.npz --user 42 --explain "Heat (1995)"
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .answers import (
+    explain_for_row,
+    format_explanation,
+    format_ranking,
+    recommend_for_row,
+    similar_to,
+    user_errors,
+)
+from .data import Interactions
+from .model import AlternatingLeastSquares
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="python -m als.recommend",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("model", help="a .npz written by python -m als.train --save")
+    who = parser.add_mutually_exclusive_group()
+    who.add_argument("--user", metavar="ID", help="recommend for this user (raw id)")
+    who.add_argument(
+        "--like",
+        action="append",
+        default=[],
+        metavar="TITLE",
+        help="recommend for a new user who likes this item; repeatable",
+    )
+    parser.add_argument("--like-weight", type=float, default=5.0)
+    parser.add_argument(
+        "--similar",
+        action="append",
+        default=[],
+        metavar="TITLE",
+        help="print the items most similar to this one; repeatable",
+    )
+    parser.add_argument(
+        "--explain",
+        action="append",
+        default=[],
+        metavar="TITLE",
+        help="explain the user's score for this item; repeatable",
+    )
+    parser.add_argument("-N", "--count", type=int, default=20, dest="count")
+    parser.add_argument("--backend", default="auto", choices=["auto", "cpu", "cuda", "numpy"])
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    return parser
+
+
+def load_saved(path, backend="auto"):
+    """Return (model, Interactions) from a file written by ``als.train --save``."""
+    model, extra = AlternatingLeastSquares.load(path, backend=backend, return_extra=True)
+    if not extra:
+        raise ValueError(
+            f"{path} holds a model but no id maps: save it with python -m als.train --save"
+        )
+    data = Interactions.from_arrays(extra)
+    if data.shape != (len(model.user_factors), len(model.item_factors)):
+        raise ValueError(
+            f"{path} is inconsistent: id maps for {data.shape} users x items, factors for "
+            f"{len(model.user_factors)} x {len(model.item_factors)}"
+        )
+    return model, data
+
+
+@user_errors
+def main(argv):
+    args = build_parser().parse_args(argv)
+    if not (args.user or args.like or args.similar or args.explain):
+        raise ValueError("nothing to answer: give --user, --like, --similar or --explain")
+    model, data = load_saved(args.model, args.backend)
+    output = {}
+    lines = []
+    row, userid, who = None, None, None
+    if args.user is not None:
+        userid = data.user_index(args.user)
+        row, who = data.user_items[userid], f"user {args.user}"
+    elif args.like:
+        row, who = data.user_row(args.like, weights=args.like_weight), "a new user"
+    if row is not None:
+        ranking = recommend_for_row(model, data, row, N=args.count, userid=userid)
+        lines.append(format_ranking(f"top {args.count} for {who}:", ranking))
+        output["recommendations"] = ranking
+    for title in args.similar:
+        column = data.resolve_item(title)
+        similar = similar_to(model, data, column, N=args.count)
+        lines.append(format_ranking(f"most similar to {data.item_title(column)}:", similar))
+        output.setdefault("similar", {})[title] = similar
+    if args.explain and row is None:
+        raise ValueError("--explain needs a user: give --user or --like")
+    for title in args.explain:
+        column = data.resolve_item(title)
+        explanation = explain_for_row(model, data, row, column)
+        lines.append(format_explanation(f"why {who} gets {data.item_title(column)}:", explanation))
+        output.setdefault("explanations", {})[title] = explanation
+    print(json.dumps(output, indent=2) if args.json else "\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
