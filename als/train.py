@@ -1,6 +1,6 @@
 """``python -m als.train``: load interactions, train, evaluate, and answer, in one command.
 
-With no arguments it runs the reference MovieLens-1M workflow: keep ratings >= 3 (the
+Without ``--data`` it runs the reference MovieLens-1M workflow: keep ratings >= 3 (the
 rating is the confidence), add a new user who loves five films, hold out 20% of the other
 ratings, fit 15 iterations with 100 factors and regularization 0.01, report precision, MAP,
 NDCG and AUC at 10 on the held-out ratings, then print the new user's top 20 (liked films
@@ -45,25 +45,23 @@ REFERENCE_FAVOURITES = [
     "Godfather, The (1972)",
 ]
 
-#: what running with no arguments means
-REFERENCE_ARGS = ["--data", "ml-1m", "--min-weight", "3"] + [
-    argument for title in REFERENCE_FAVOURITES for argument in ("--like", title)
-]
+#: the reference workflow's data set and filter, used when --data is not given
+REFERENCE_DATA, REFERENCE_MIN_WEIGHT = "ml-1m", 3.0
 
 
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="python -m als.train",
-        description=__doc__.split("\n\n")[0] + " With no arguments: the reference workflow "
+        description=__doc__.split("\n\n")[0] + " Without --data: the reference workflow "
         "(ml-1m, ratings >= 3, five favourite films, 15 iterations, 100 factors).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     data = parser.add_argument_group("data")
     data.add_argument(
         "--data",
-        default="ml-1m",
-        help="a known data set (ml-1m, ml-100k, lastfm-2k, ml-20m, ...) or a path "
-        "to a folder, ratings file, CSV or Parquet table",
+        help="a known data set (ml-1m, ml-100k, lastfm-2k, ml-20m, ...) or a path to a folder, "
+        "ratings file, CSV or Parquet table; when not given, the reference workflow: ml-1m, "
+        "--min-weight 3 and five favourite films as --like, unless you give your own",
     )
     data.add_argument("--user-col", help="user column of a generic table")
     data.add_argument("--item-col", help="item column of a generic table")
@@ -165,6 +163,20 @@ def build_parser():
     return parser
 
 
+def apply_reference_workflow(args):
+    """Fill in the reference workflow's data, filter and favourites where not given."""
+    args.data = REFERENCE_DATA
+    if args.min_weight is None:
+        args.min_weight = REFERENCE_MIN_WEIGHT
+    if not args.like:
+        args.like = list(REFERENCE_FAVOURITES)
+    print(
+        f"no --data: the reference workflow on {args.data}, ratings >= {args.min_weight:g}, "
+        f"a new user who likes {len(args.like)} films",
+        file=sys.stderr,
+    )
+
+
 def read_titles(path):
     """Read an ``item id, title`` table (the first two columns; a header row is expected)."""
     frame = pd.read_csv(path, sep=None, engine="python", usecols=[0, 1], dtype={1: str})
@@ -218,14 +230,9 @@ def split(user_items, fraction, seed, keep_rows=()):
 
 @user_errors
 def main(argv):
-    if not argv:
-        print(
-            "no arguments: running the reference workflow: python -m als.train "
-            + " ".join(f'"{a}"' if " " in a else a for a in REFERENCE_ARGS),
-            file=sys.stderr,
-        )
-        argv = REFERENCE_ARGS
     args = build_parser().parse_args(argv)
+    if args.data is None:
+        apply_reference_workflow(args)
     report = sys.stderr if args.json else sys.stdout
 
     def say(text=""):

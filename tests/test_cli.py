@@ -229,3 +229,15 @@ def test_help_documents_every_option():
         "--explain",
     ):
         assert option in text
+
+
+def test_without_data_runs_the_reference_workflow():
+    dataset_path("ml-1m", "ratings.dat.gz")
+    done = run("als.train", "--factors", "16", "--iterations", "2", "--quiet", "--json")
+    summary = json.loads(done.stdout)
+    # ratings >= 3 (836,478 on 6,039 users and 3,628 films) plus a new user with five films
+    assert summary["data"]["interactions"] == 836_478 + 5
+    assert (summary["data"]["users"], summary["data"]["items"]) == (6_040, 3_628)
+    titles = [entry["title"] for entry in summary["recommendations"]["items"]]
+    assert len(titles) == 20 and "Toy Story (1995)" not in titles
+    assert "reference workflow" in done.stderr
