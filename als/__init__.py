@@ -4,8 +4,8 @@
 name; see ``als.model``.
 """
 
-from .model import AlternatingLeastSquares, ModelFitError
+from .model import AlternatingLeastSquares, ModelFileError, ModelFitError
 from .validation import ParameterWarning
 
-__all__ = ["AlternatingLeastSquares", "ModelFitError", "ParameterWarning"]
+__all__ = ["AlternatingLeastSquares", "ModelFileError", "ModelFitError", "ParameterWarning"]
 __version__ = "0.1.0"

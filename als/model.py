@@ -8,8 +8,6 @@ memory from fit to recommend; ``user_factors`` and ``item_factors`` read them as
 from __future__ import annotations
 
 import numbers
-import os
-import tempfile
 import time
 
 import numpy as np
@@ -19,6 +17,7 @@ from tqdm.auto import tqdm
 
 from backends.base import Backend, BackendUnavailable, get_backend
 
+from .persistence import ModelFileError, read_npz, write_npz
 from .validation import (
     check_factor_array,
     check_ids,
@@ -26,7 +25,7 @@ from .validation import (
     check_user_items,
 )
 
-__all__ = ["AlternatingLeastSquares", "ModelFitError", "FORMAT_VERSION"]
+__all__ = ["AlternatingLeastSquares", "ModelFitError", "ModelFileError", "FORMAT_VERSION"]
 
 #: version of the files written by ``save``; files written by implicit 0.7 have none
 FORMAT_VERSION = 1
@@ -275,7 +274,14 @@ class AlternatingLeastSquares:
         return matrix
 
     def _initial_factors(self, rows, rng):
-        return rng.random((rows, self.factors), dtype=self._dtype()) * self._dtype().type(0.01)
+        """``rng.random(...) * 0.01`` in the factor dtype, as implicit draws them.
+
+        NumPy draws only float32 and float64; float16 factors are float32 draws, rounded.
+        """
+        dtype = self._dtype()
+        draw = np.dtype(np.float32) if dtype.itemsize < 4 else dtype
+        factors = rng.random((rows, self.factors), dtype=draw) * draw.type(0.01)
+        return factors.astype(dtype, copy=False)
 
     def fit(self, user_items, show_progress=True, callback=None):
         """Factorise ``user_items`` into user and item factors.
@@ -672,24 +678,7 @@ class AlternatingLeastSquares:
         for key, value in (extra or {}).items():
             arrays[f"extra/{key}"] = np.asarray(value)
         arrays = {key: value for key, value in arrays.items() if value is not None}
-        if not isinstance(fileobj_or_path, (str, os.PathLike)):
-            np.savez(fileobj_or_path, **arrays)
-            return
-        path = os.fspath(fileobj_or_path)
-        if not path.endswith(".npz"):
-            path += ".npz"
-        directory = os.path.dirname(os.path.abspath(path))
-        handle, temporary = tempfile.mkstemp(prefix=".als-", suffix=".npz.tmp", dir=directory)
-        try:
-            with os.fdopen(handle, "wb") as file:
-                np.savez(file, **arrays)
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(temporary, path)
-        except BaseException:
-            if os.path.exists(temporary):
-                os.unlink(temporary)
-            raise
+        write_npz(fileobj_or_path, arrays)
 
     @classmethod
     def load(cls, fileobj_or_path, backend=None, return_extra=False):
@@ -705,31 +694,14 @@ class AlternatingLeastSquares:
 
         Raises
         ------
-        ValueError
-            For a file that is not a model file, or one written by a newer version.
+        FileNotFoundError
+            When there is no such file.
+        ModelFileError
+            For a file that is not an intact model file (truncated, corrupted, foreign,
+            holding pickles, inconsistent shapes) or one written by a newer version.
         """
-        if isinstance(fileobj_or_path, (str, os.PathLike)):
-            path = os.fspath(fileobj_or_path)
-            if not os.path.exists(path) and os.path.exists(path + ".npz"):
-                fileobj_or_path = path + ".npz"
-        try:
-            with np.load(fileobj_or_path, allow_pickle=False) as data:
-                arrays = {key: data[key] for key in data.files}
-        except (ValueError, OSError, EOFError) as exc:
-            if isinstance(exc, FileNotFoundError):
-                raise
-            raise ValueError(f"{fileobj_or_path} is not a readable model file: {exc}") from exc
-        version = int(arrays.get("format_version", 0))
-        if version > FORMAT_VERSION:
-            raise ValueError(
-                f"{fileobj_or_path} was written by a newer als (format {version}); this "
-                f"version reads formats up to {FORMAT_VERSION}"
-            )
-        missing = {"user_factors", "item_factors", "factors"} - set(arrays)
-        if missing:
-            raise ValueError(
-                f"{fileobj_or_path} is not a model file: no {', '.join(sorted(missing))}"
-            )
+        arrays = read_npz(fileobj_or_path)
+        _check_model_arrays(arrays, fileobj_or_path)
         params = {name: arrays[name].item() for name in _SAVED_PARAMS if name in arrays}
         if params.get("cg_steps") == -1:
             params["cg_steps"] = None
@@ -742,6 +714,30 @@ class AlternatingLeastSquares:
             return model
         extra = {key[6:]: value for key, value in arrays.items() if key.startswith("extra/")}
         return model, extra
+
+
+def _check_model_arrays(arrays, name):
+    """Refuse model arrays that are missing, too new, or inconsistent with each other."""
+    version = int(arrays["format_version"]) if "format_version" in arrays else 0
+    if version > FORMAT_VERSION:
+        raise ModelFileError(
+            f"{name} was written by a newer als (format {version}); this version reads "
+            f"formats up to {FORMAT_VERSION}: upgrade als"
+        )
+    missing = {"user_factors", "item_factors", "factors"} - set(arrays)
+    if missing:
+        raise ModelFileError(f"{name} is not a model file: no {', '.join(sorted(missing))}")
+    for key in _SAVED_PARAMS + ("dtype", "random_state", "format_version"):
+        if key in arrays and arrays[key].shape != ():
+            raise ModelFileError(f"{name} is corrupted: {key!r} should be a single value")
+    users, items = arrays["user_factors"], arrays["item_factors"]
+    factors = arrays["factors"].item()
+    for key, array in (("user_factors", users), ("item_factors", items)):
+        if array.ndim != 2 or array.shape[1] != factors or array.dtype.kind != "f":
+            raise ModelFileError(
+                f"{name} is corrupted: {key} is {array.dtype} {array.shape}, expected a float "
+                f"array with {factors} columns"
+            )
 
 
 def _check_random_state(random_state):

@@ -9,7 +9,7 @@ import pytest
 import scipy.sparse
 from implicit.cpu.als import AlternatingLeastSquares as ImplicitALS
 
-from als import AlternatingLeastSquares, ModelFitError, ParameterWarning
+from als import AlternatingLeastSquares, ModelFileError, ModelFitError, ParameterWarning
 
 
 @pytest.fixture
@@ -152,7 +152,7 @@ def test_load_reads_an_implicit_file(backend_name, small_matrix):
 def test_load_refuses_pickles_and_future_versions(tmp_path):
     path = tmp_path / "evil.npz"
     np.savez(path, user_factors=np.array([object()], dtype=object))
-    with pytest.raises(ValueError, match="not a readable model file"):
+    with pytest.raises(ModelFileError, match="never contain pickles"):
         AlternatingLeastSquares.load(path)
     np.savez(
         path,
@@ -161,7 +161,7 @@ def test_load_refuses_pickles_and_future_versions(tmp_path):
         factors=1,
         format_version=99,
     )
-    with pytest.raises(ValueError, match="newer als"):
+    with pytest.raises(ModelFileError, match="newer als"):
         AlternatingLeastSquares.load(path)
 
 
