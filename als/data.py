@@ -1,16 +1,15 @@
 """Data in: rating and play-count tables -> one :class:`Interactions` object.
 
-This module turns MovieLens (ml-100k, ml-1m, ml-20m / ml-latest), Last.fm HetRec 2011 (2k) and
-any user/item/weight table (CSV, Parquet or a pandas ``DataFrame``) into an
-:class:`Interactions`: a users x items ``scipy.sparse.csr_matrix`` of float32 weights in
-canonical form (sorted indices, no duplicates, no stored zeros) plus the two-way maps between
-raw ids and rows/columns and the item titles where the data set has them.
+This is the public face of the data layer. :func:`load` (by name, folder, file or DataFrame),
+:func:`read_table` and :func:`from_dataframe` turn MovieLens (ml-100k, ml-1m, ml-20m /
+ml-latest), Last.fm HetRec 2011 (2k) and any user/item/weight table (CSV, Parquet or a pandas
+``DataFrame``) into an :class:`Interactions`: a users x items ``scipy.sparse.csr_matrix`` of
+float32 weights in canonical form (sorted indices, no duplicates, no stored zeros) plus the
+two-way maps between raw ids and rows/columns and the item titles where the data set has them.
 
-Where data comes from (:func:`find_dataset`), in order: every folder in ``$ALS_DATA_DIR``
-(``os.pathsep``-separated), the project's ``data/`` folder, ``~/.cache/als``, and finally the
-official GroupLens zip, which is downloaded only when its sha256 is known (``data/registry.json``
-or ``$ALS_SHA256_<NAME>``, e.g. ``ALS_SHA256_ML_1M``), checked, unpacked member by member and
-moved atomically into ``~/.cache/als``.
+Reading files is :mod:`als.readers`; finding and downloading data sets by name (search
+folders, registry, checksums, safe unpacking) is :mod:`als.datasets`. Their public names and
+every data error are importable from here too.
 
 Rules worth knowing:
 
@@ -36,29 +35,51 @@ ml-1m: 836,478 ratings, 6,039 users, 3,628 items
 
 from __future__ import annotations
 
-import csv
 import difflib
-import gzip
-import hashlib
-import io
-import json
 import logging
-import math
 import os
-import re
-import shutil
-import stat
-import tempfile
-import urllib.request
-import warnings
-import zipfile
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
-from pathlib import Path, PurePosixPath
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+
+from als.datasets import (
+    PROJECT_DATA_DIR,  # noqa: F401 (public in als.data before the split: kept importable)
+    REGISTRY_PATH,  # noqa: F401
+    ChecksumError,
+    DatasetNotFoundError,
+    UnknownDatasetError,
+    UnsafeArchiveError,
+    _dataset,
+    _dataset_name_of,
+    _is_dataset_name,
+    dataset_names,
+    extract_archive,
+    find_dataset,
+    search_paths,
+)
+from als.readers import (
+    _ITEM_NAMES,
+    _LAYOUTS,
+    _SPACED_INTEGER,
+    _USER_NAMES,
+    DataError,
+    DataFormatError,
+    UnknownColumnError,
+    _check_file,
+    _find_weight,
+    _layout_of_file,
+    _layout_of_folder,
+    _parse_table,
+    _pick_column,
+    _read_layout,
+    _read_parquet,
+    _read_text,
+    _read_users,
+    _Records,
+)
 
 __all__ = [
     "AmbiguousItemError",
@@ -85,53 +106,18 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-PROJECT_DATA_DIR = Path(__file__).resolve().parents[1] / "data"
-REGISTRY_PATH = PROJECT_DATA_DIR / "registry.json"
 DUPLICATE_RULES = ("sum", "max", "first", "last", "error")
 BAD_LINE_RULES = ("error", "skip")
-_INTEGER = re.compile(r"[+-]?\d+")
-_SPACED_INTEGER = re.compile(r"\s*[+-]?\d+\s*")
 
 
 # --------------------------------------------------------------------------------------------
-# Exceptions. Every message is one sentence on one line: the CLI prints str(exc) as it is.
+# Errors about the data itself. The reading errors (DataError, DataFormatError,
+# UnknownColumnError) live in als.readers, the data set errors in als.datasets.
 # --------------------------------------------------------------------------------------------
-
-
-class DataError(Exception):
-    """Base class of the errors this module raises about data (not about programming)."""
-
-    def __str__(self) -> str:
-        # KeyError would wrap its message in quotes; every DataError prints it plainly.
-        return str(self.args[0]) if self.args else ""
-
-
-class DataFormatError(DataError, ValueError):
-    """A line, row or value of a data file cannot be read.
-
-    Attributes
-    ----------
-    path : str or None
-        The file (or ``"DataFrame"``) the bad record came from.
-    line_number : int or None
-        1-based line number in the file (or row position in a ``DataFrame``).
-    line : str or None
-        The text of the bad line, without its line ending.
-    """
-
-    def __init__(self, message, *, path=None, line_number=None, line=None):
-        super().__init__(message)
-        self.path = path
-        self.line_number = line_number
-        self.line = line
 
 
 class EmptyDataError(DataError, ValueError):
     """A data set is empty, or filtering left nothing."""
-
-
-class UnknownColumnError(DataError, KeyError):
-    """A column name is not in the table; the message lists the available columns."""
 
 
 class UnknownUserError(DataError, KeyError):
@@ -153,743 +139,6 @@ class AmbiguousItemError(UnknownItemError):
     def __init__(self, message, *, key=None, candidates=()):
         super().__init__(message, key=key)
         self.candidates = list(candidates)
-
-
-class UnknownDatasetError(DataError, ValueError):
-    """A data set name is not in the registry and is not an existing path."""
-
-
-class DatasetNotFoundError(DataError, FileNotFoundError):
-    """A known data set is in none of the searched places and could not be downloaded.
-
-    Attributes
-    ----------
-    searched : list of str
-        Every folder that was looked at, in order.
-    """
-
-    def __init__(self, message, *, searched=()):
-        super().__init__(message)
-        self.searched = list(searched)
-
-
-class ChecksumError(DataError, ValueError):
-    """A downloaded archive has no known sha256, or its sha256 does not match."""
-
-
-class UnsafeArchiveError(DataError, ValueError):
-    """An archive has a member with an absolute path, a ``..`` part or a link, or lacks files."""
-
-
-# --------------------------------------------------------------------------------------------
-# File layouts and the data set registry.
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Layout:
-    """How one family of data sets is laid out on disk.
-
-    ``columns`` names the user, item and weight columns: header names when ``header`` is true,
-    otherwise positions are fixed and ``fields`` gives how many fields a line may have.
-    """
-
-    name: str
-    ratings: tuple[str, ...]
-    sep: str
-    encoding: str
-    header: bool
-    columns: tuple[str, str, str]
-    fields: tuple[int, ...]
-    items: str | None
-    items_sep: str
-    items_encoding: str
-    items_header: bool
-    items_columns: tuple[str, str]
-    unit: str
-
-
-_LAYOUTS = {
-    "movielens-dat": _Layout(
-        name="movielens-dat",
-        ratings=("ratings.dat", "ratings.dat.gz"),
-        sep="::",
-        encoding="iso-8859-1",
-        header=False,
-        columns=("user", "item", "weight"),
-        fields=(3, 4),
-        items="movies.dat",
-        items_sep="::",
-        items_encoding="iso-8859-1",
-        items_header=False,
-        items_columns=("0", "1"),
-        unit="ratings",
-    ),
-    "movielens-100k": _Layout(
-        name="movielens-100k",
-        ratings=("u.data", "u.data.gz"),
-        sep="\t",
-        encoding="iso-8859-1",
-        header=False,
-        columns=("user", "item", "weight"),
-        fields=(3, 4),
-        items="u.item",
-        items_sep="|",
-        items_encoding="iso-8859-1",
-        items_header=False,
-        items_columns=("0", "1"),
-        unit="ratings",
-    ),
-    "lastfm-2k": _Layout(
-        name="lastfm-2k",
-        ratings=("user_artists.dat", "user_artists.dat.gz"),
-        sep="\t",
-        encoding="utf-8",
-        header=True,
-        columns=("userID", "artistID", "weight"),
-        fields=(3,),
-        items="artists.dat",
-        items_sep="\t",
-        items_encoding="utf-8",
-        items_header=True,
-        items_columns=("id", "name"),
-        unit="interactions",
-    ),
-    "movielens-csv": _Layout(
-        name="movielens-csv",
-        ratings=("ratings.csv", "ratings.csv.gz"),
-        sep=",",
-        encoding="utf-8",
-        header=True,
-        columns=("userId", "movieId", "rating"),
-        fields=(3, 4),
-        items="movies.csv",
-        items_sep=",",
-        items_encoding="utf-8",
-        items_header=True,
-        items_columns=("movieId", "title"),
-        unit="ratings",
-    ),
-}
-
-_GROUPLENS = "https://files.grouplens.org/datasets"
-
-
-@dataclass(frozen=True)
-class _Dataset:
-    """One named data set: where it lives locally and where its official zip is."""
-
-    name: str
-    layout: str
-    folders: tuple[str, ...]
-    url: str
-    sha256: str | None
-    members: tuple[str, ...]
-
-
-def _movielens_csv(name: str) -> _Dataset:
-    return _Dataset(
-        name=name,
-        layout="movielens-csv",
-        folders=(name,),
-        url=f"{_GROUPLENS}/movielens/{name}.zip",
-        sha256=None,
-        members=("ratings.csv", "movies.csv"),
-    )
-
-
-_DATASETS = {
-    "ml-1m": _Dataset(
-        name="ml-1m",
-        layout="movielens-dat",
-        folders=("ml-1m",),
-        url=f"{_GROUPLENS}/movielens/ml-1m.zip",
-        sha256=None,
-        members=("ratings.dat", "movies.dat", "users.dat", "README"),
-    ),
-    "ml-100k": _Dataset(
-        name="ml-100k",
-        layout="movielens-100k",
-        folders=("ml-100k",),
-        url=f"{_GROUPLENS}/movielens/ml-100k.zip",
-        sha256=None,
-        members=("u.data", "u.item", "u.user", "README"),
-    ),
-    "lastfm-2k": _Dataset(
-        name="lastfm-2k",
-        layout="lastfm-2k",
-        folders=("hetrec2011-lastfm-2k", "lastfm-2k"),
-        url=f"{_GROUPLENS}/hetrec2011/hetrec2011-lastfm-2k.zip",
-        sha256=None,
-        members=("user_artists.dat", "artists.dat"),
-    ),
-    **{n: _movielens_csv(n) for n in ("ml-20m", "ml-25m", "ml-latest", "ml-latest-small")},
-}
-_ALIASES = {
-    "hetrec2011-lastfm-2k": "lastfm-2k",
-    "movielens-1m": "ml-1m",
-    "movielens-100k": "ml-100k",
-}
-
-
-def dataset_names() -> list[str]:
-    """Return the names :func:`find_dataset` and :func:`load` know.
-
-    Returns
-    -------
-    list of str
-        Canonical names, e.g. ``["lastfm-2k", "ml-100k", "ml-1m", ...]``.
-    """
-    return sorted(_DATASETS)
-
-
-def _registry_overrides() -> dict:
-    """Read ``url`` and ``sha256`` per data set from ``data/registry.json`` when it exists."""
-    try:
-        text = REGISTRY_PATH.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return {}
-    entries = json.loads(text).get("datasets", {})
-    return {
-        name: {k: v for k, v in e.items() if k in ("url", "sha256")} for name, e in entries.items()
-    }
-
-
-def _dataset(name: str) -> _Dataset:
-    """Look up a data set by name or alias (case-insensitive) with registry overrides."""
-    key = _ALIASES.get(name.lower(), name.lower())
-    if key not in _DATASETS:
-        raise UnknownDatasetError(
-            f"Unknown data set {name!r}: known names are {', '.join(dataset_names())}, "
-            "or pass the path of a folder or file."
-        )
-    return replace(_DATASETS[key], **_registry_overrides().get(key, {}))
-
-
-def _sha256_env_var(name: str) -> str:
-    return "ALS_SHA256_" + re.sub(r"[^0-9A-Za-z]", "_", name).upper()
-
-
-# --------------------------------------------------------------------------------------------
-# Finding, downloading and unpacking data sets.
-# --------------------------------------------------------------------------------------------
-
-
-def search_paths() -> list[Path]:
-    """Return the folders searched for data sets, in order.
-
-    Returns
-    -------
-    list of pathlib.Path
-        Every entry of ``$ALS_DATA_DIR`` (split on ``os.pathsep``), the project's ``data/``
-        folder, then ``~/.cache/als``.
-    """
-    env = os.environ.get("ALS_DATA_DIR", "")
-    roots = [Path(p).expanduser() for p in env.split(os.pathsep) if p]
-    return [*roots, PROJECT_DATA_DIR, _cache_dir()]
-
-
-def _cache_dir() -> Path:
-    return Path.home() / ".cache" / "als"
-
-
-def _ratings_file(folder: Path, layout: _Layout) -> Path | None:
-    """Return the first of the layout's ratings files present in ``folder``."""
-    for file_name in layout.ratings:
-        if (folder / file_name).is_file():
-            return folder / file_name
-    return None
-
-
-def find_dataset(name: str, *, download: bool = True) -> Path:
-    """Return the folder that holds data set ``name``, downloading it when allowed.
-
-    Parameters
-    ----------
-    name : str
-        A name from :func:`dataset_names` (``"ml-1m"``, ``"ml-100k"``, ``"lastfm-2k"``, ...).
-    download : bool, default True
-        When the data set is in no searched folder, download the official zip into
-        ``~/.cache/als``. The download happens only when the zip's sha256 is known from
-        ``data/registry.json`` or from ``$ALS_SHA256_<NAME>`` (e.g. ``ALS_SHA256_ML_1M``).
-
-    Returns
-    -------
-    pathlib.Path
-        The data set folder (e.g. ``.../ml-1m``), holding at least its ratings file.
-
-    Raises
-    ------
-    UnknownDatasetError
-        ``name`` is not a known data set.
-    DatasetNotFoundError
-        Not found locally and not downloaded; the message names every place searched.
-    ChecksumError
-        The downloaded zip does not match its sha256.
-    UnsafeArchiveError
-        The downloaded zip holds unsafe member names or lacks expected files.
-    """
-    dataset = _dataset(name)
-    layout = _LAYOUTS[dataset.layout]
-    searched = [] if os.environ.get("ALS_DATA_DIR") else ["$ALS_DATA_DIR (not set)"]
-    for root in search_paths():
-        for folder_name in dataset.folders:
-            folder = root / folder_name
-            searched.append(str(folder))
-            if _ratings_file(folder, layout) is not None:
-                return folder
-    reason = _download_refusal(dataset, download)
-    if reason is None:
-        try:
-            return _download(dataset, _cache_dir())
-        except OSError as exc:  # no network, DNS failure, HTTP error, full disk
-            reason = f"downloading {dataset.url} failed ({exc})"
-    raise DatasetNotFoundError(
-        f"Data set {dataset.name!r} not found: looked in {', '.join(searched)}; {reason}; "
-        f"put the unzipped files ({' or '.join(layout.ratings)}, {layout.items}) in one of those "
-        "folders, or set ALS_DATA_DIR to the folder that holds "
-        f"{dataset.folders[0]}/.",
-        searched=searched,
-    )
-
-
-def _expected_sha256(dataset: _Dataset) -> str | None:
-    return os.environ.get(_sha256_env_var(dataset.name)) or dataset.sha256
-
-
-def _download_refusal(dataset: _Dataset, download: bool) -> str | None:
-    """Say why the data set will not be downloaded, or return None when it may be."""
-    if not download:
-        return "downloading was not allowed (download=False)"
-    if _expected_sha256(dataset) is None:
-        return (
-            f"{dataset.url} was not downloaded because no verified sha256 is recorded for it "
-            f"(set {_sha256_env_var(dataset.name)} to the zip's sha256 to allow the download)"
-        )
-    return None
-
-
-def _fetch(url: str, destination: Path) -> None:
-    """Download ``url`` to ``destination`` (tests replace this function)."""
-    logger.info("downloading %s", url)
-    with urllib.request.urlopen(url, timeout=60) as response, open(destination, "wb") as out:
-        shutil.copyfileobj(response, out, length=1 << 20)
-
-
-def _download(dataset: _Dataset, cache: Path) -> Path:
-    """Download, check and unpack ``dataset`` into ``cache``; return its folder."""
-    cache.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=cache, prefix=".download-") as tmp:
-        archive = Path(tmp) / f"{dataset.name}.zip"
-        _fetch(dataset.url, archive)
-        target = cache / dataset.folders[0]
-        required = (_LAYOUTS[dataset.layout].ratings[0], _LAYOUTS[dataset.layout].items)
-        extract_archive(
-            archive,
-            target,
-            members=dataset.members,
-            required=[r for r in required if r],
-            sha256=_expected_sha256(dataset),
-        )
-    return target
-
-
-def _sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _unsafe_reason(info: zipfile.ZipInfo) -> str | None:
-    """Say why a zip member must not be unpacked, or return None when it is safe."""
-    name = info.filename
-    if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name):
-        return "has an absolute path"
-    if ".." in PurePosixPath(name.replace("\\", "/")).parts:
-        return "has a '..' part"
-    if stat.S_ISLNK(info.external_attr >> 16):
-        return "is a symbolic link"
-    return None
-
-
-def extract_archive(
-    archive: str | os.PathLike,
-    target: str | os.PathLike,
-    *,
-    members: Sequence[str],
-    sha256: str | None,
-    required: Sequence[str] = (),
-) -> Path:
-    """Check a zip's sha256 and unpack only the expected files into ``target``, atomically.
-
-    Every member name is checked first; the archive is refused as a whole when any member has
-    an absolute path, a ``..`` part or is a link. Then the members whose base name is in
-    ``members`` and that sit at most one folder deep are written (flat) into a staging folder
-    beside ``target``, which is renamed to ``target`` in one step.
-
-    Parameters
-    ----------
-    archive : path-like
-        The zip file.
-    target : path-like
-        The folder to create, e.g. ``~/.cache/als/ml-1m``. It must not exist, or be empty.
-    members : sequence of str
-        Base names of the files to unpack, e.g. ``("ratings.dat", "movies.dat")``.
-    sha256 : str or None
-        Expected hex digest of the zip. ``None`` refuses the archive: nothing unverified is
-        unpacked.
-    required : sequence of str, optional
-        Base names that must be in the archive.
-
-    Returns
-    -------
-    pathlib.Path
-        ``target``.
-
-    Raises
-    ------
-    ChecksumError
-        ``sha256`` is None or does not match.
-    UnsafeArchiveError
-        A member name is unsafe, a file is listed twice, or a required file is missing.
-    """
-    archive, target = Path(archive), Path(target)
-    if not sha256:
-        raise ChecksumError(f"Refusing to unpack {archive}: no sha256 to check it against.")
-    actual = _sha256_of(archive)
-    if actual != sha256.strip().lower():
-        raise ChecksumError(
-            f"Refusing to unpack {archive}: its sha256 is {actual}, expected {sha256.strip()}."
-        )
-    if target.exists() and any(target.iterdir()):
-        raise FileExistsError(
-            f"{target} exists and is not empty; remove it to unpack {archive} there."
-        )
-    with zipfile.ZipFile(archive) as zf:
-        chosen = _choose_members(zf, archive, set(members))
-        missing = sorted(set(required) - set(chosen))
-        if missing:
-            raise UnsafeArchiveError(f"{archive} lacks the expected files {', '.join(missing)}.")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.partial-"))
-        try:
-            for base_name, info in chosen.items():
-                with zf.open(info) as source, open(staging / base_name, "wb") as out:
-                    shutil.copyfileobj(source, out, length=1 << 20)
-            os.replace(staging, target)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-    return target
-
-
-def _choose_members(zf: zipfile.ZipFile, archive: Path, wanted: set[str]) -> dict:
-    """Map each wanted base name to its zip member, refusing unsafe or repeated members."""
-    chosen = {}
-    for info in zf.infolist():
-        reason = _unsafe_reason(info)
-        if reason is not None:
-            raise UnsafeArchiveError(
-                f"Refusing to unpack {archive}: member {info.filename!r} {reason}."
-            )
-        parts = PurePosixPath(info.filename).parts
-        if info.is_dir() or not parts or len(parts) > 2 or parts[-1] not in wanted:
-            continue
-        if parts[-1] in chosen:
-            raise UnsafeArchiveError(
-                f"Refusing to unpack {archive}: {parts[-1]!r} appears more than once."
-            )
-        chosen[parts[-1]] = info
-    return chosen
-
-
-# --------------------------------------------------------------------------------------------
-# Reading text tables, with a fast pandas path and a line-by-line path that finds bad lines.
-# --------------------------------------------------------------------------------------------
-
-
-def _is_gzip(path: Path) -> bool:
-    with open(path, "rb") as handle:
-        return handle.read(2) == b"\x1f\x8b"
-
-
-def _check_file(path: Path) -> Path:
-    if not path.is_file():
-        raise FileNotFoundError(2, "No such data file", str(path))
-    return path
-
-
-def _read_text(path: Path, encoding: str) -> str:
-    """Read a whole (possibly gzip-compressed) text file, naming the file on decode errors."""
-    raw = _check_file(path).read_bytes()
-    if raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
-    try:
-        return raw.decode(encoding)
-    except UnicodeDecodeError as exc:
-        line_number = raw.count(b"\n", 0, exc.start) + 1
-        raise DataFormatError(
-            f"{path}, line {line_number}: bytes that are not valid {encoding} "
-            "(pass the file's encoding, e.g. encoding='iso-8859-1').",
-            path=str(path),
-            line_number=line_number,
-        ) from None
-
-
-def _lines(text: str) -> Iterator[tuple[int, str]]:
-    """Yield (1-based line number, line without its CR/LF ending)."""
-    for number, line in enumerate(text.split("\n"), start=1):
-        yield number, line.rstrip("\r")
-
-
-def _split(line: str, sep: str, quoted: bool) -> list[str]:
-    if quoted:
-        return next(csv.reader([line], delimiter=sep))
-    return line.split(sep)
-
-
-@dataclass(frozen=True)
-class _TableSpec:
-    """What to read from a delimited text file: separator, header and the three columns."""
-
-    sep: str
-    header: bool
-    quoted: bool
-    user: str | int
-    item: str | int
-    weight: str | int | None
-    fields: tuple[int, ...] | None = None  # allowed field counts (None: as many as the header)
-    int_ids: bool = False
-
-
-@dataclass
-class _Records:
-    """Parsed rows: raw ids, weights, and how many lines were skipped as bad."""
-
-    users: np.ndarray
-    items: np.ndarray
-    weights: np.ndarray
-    n_bad: int = 0
-    first_bad: str | None = None
-
-
-def _header_fields(text: str, spec: _TableSpec, path: Path) -> list[str]:
-    first = text.split("\n", 1)[0].rstrip("\r")
-    names = [name.strip() for name in _split(first, spec.sep, spec.quoted)]
-    for column in (spec.user, spec.item, spec.weight):
-        if column is not None and column not in names:
-            raise UnknownColumnError(
-                f"{path} has no column {column!r}; its columns are {', '.join(names)}."
-            )
-    return names
-
-
-def _parse_text(text: str, spec: _TableSpec, path: Path, on_bad_lines: str) -> _Records:
-    """Parse a delimited text with pandas' C parser; fall back to a line scan on any doubt."""
-    names = _header_fields(text, spec, path) if spec.header else None
-    frame = _fast_parse(text, spec, names)
-    if frame is not None:
-        return frame
-    return _scan(text, spec, path, names, on_bad_lines)
-
-
-def _fast_parse(text: str, spec: _TableSpec, names: list[str] | None) -> _Records | None:
-    """Parse with pandas; return None unless every value is present and well formed."""
-    sep = "\t" if spec.sep == "::" else spec.sep
-    body = text.replace("::", "\t") if spec.sep == "::" else text
-    if names is None:
-        width = max(spec.fields or (3,))
-        columns: list = list(range(width))
-    else:
-        columns = names
-    try:
-        with warnings.catch_warnings():
-            # A first line longer than ``names`` only warns (and loses fields): make it fail.
-            warnings.simplefilter("error", pd.errors.ParserWarning)
-            # Mixed-type columns fail the checks below and go to the line scan anyway.
-            warnings.simplefilter("ignore", pd.errors.DtypeWarning)
-            frame = pd.read_csv(
-                io.StringIO(body),
-                sep=sep,
-                header=0 if spec.header else None,
-                names=columns,
-                index_col=False,
-                quoting=csv.QUOTE_MINIMAL if spec.quoted else csv.QUOTE_NONE,
-                skip_blank_lines=True,
-                engine="c",
-            )
-    except (pd.errors.ParserError, pd.errors.ParserWarning, ValueError, IndexError):
-        return None
-    users, items = _id_values(frame[spec.user], spec), _id_values(frame[spec.item], spec)
-    if users is None or items is None:
-        return None
-    if spec.weight is None:
-        weights = np.ones(len(frame))
-    else:
-        column = frame[spec.weight]
-        if column.dtype.kind not in "iuf":
-            return None
-        weights = column.to_numpy(dtype=np.float64)
-        if not np.isfinite(weights).all():
-            return None
-    return _Records(users, items, weights)
-
-
-def _id_values(column: pd.Series, spec: _TableSpec) -> np.ndarray | None:
-    """Return ids as int64 or str values, or None when the column needs a line scan."""
-    if column.dtype.kind in "iu":
-        return column.to_numpy(dtype=np.int64)
-    if spec.int_ids or column.dtype.kind == "f" or column.isna().any():
-        return None
-    values = column.astype(str).str.strip()
-    if (values == "").any():
-        return None
-    return np.asarray(values, dtype=str)
-
-
-def _scan(
-    text: str, spec: _TableSpec, path: Path, names: list[str] | None, on_bad_lines: str
-) -> _Records:
-    """Check every line; raise on the first bad one, or skip and count bad ones."""
-    positions = _positions(spec, names)
-    allowed = spec.fields if names is None else (len(names),)
-    users, items, weights = [], [], []
-    n_bad, first_bad = 0, None
-    for number, line in _lines(text):
-        if (number == 1 and spec.header) or not line.strip():
-            continue
-        try:
-            fields = _split(line, spec.sep, spec.quoted)
-            user, item, weight = _check_fields(fields, allowed, positions, spec)
-        except ValueError as exc:
-            message = f"{path}, line {number}: {exc}: {line[:200]!r}."
-            if on_bad_lines == "error":
-                raise DataFormatError(
-                    message, path=str(path), line_number=number, line=line
-                ) from None
-            n_bad += 1
-            first_bad = first_bad or message
-            continue
-        users.append(user)
-        items.append(item)
-        weights.append(weight)
-    return _Records(
-        _ids_from_strings(users, spec.int_ids),
-        _ids_from_strings(items, spec.int_ids),
-        np.asarray(weights, dtype=np.float64),
-        n_bad,
-        first_bad,
-    )
-
-
-def _positions(spec: _TableSpec, names: list[str] | None) -> tuple[int, int, int | None]:
-    if names is None:
-        return int(spec.user), int(spec.item), None if spec.weight is None else int(spec.weight)
-    weight = None if spec.weight is None else names.index(spec.weight)
-    return names.index(spec.user), names.index(spec.item), weight
-
-
-def _check_fields(fields, allowed, positions, spec) -> tuple[str, str, float]:
-    """Validate one line's fields; raise ValueError saying what is wrong."""
-    if allowed is not None and len(fields) not in allowed:
-        expected = " or ".join(str(n) for n in allowed)
-        raise ValueError(
-            f"expected {expected} fields separated by {spec.sep!r}, found {len(fields)}"
-        )
-    user_at, item_at, weight_at = positions
-    user, item = fields[user_at].strip(), fields[item_at].strip()
-    for label, value in (("user", user), ("item", item)):
-        if not value:
-            raise ValueError(f"the {label} id is empty")
-        if spec.int_ids and not _INTEGER.fullmatch(value):
-            raise ValueError(f"the {label} id {value!r} is not an integer")
-    if weight_at is None:
-        return user, item, 1.0
-    try:
-        weight = float(fields[weight_at])
-    except ValueError:
-        raise ValueError(f"the weight {fields[weight_at]!r} is not a number") from None
-    if not math.isfinite(weight):
-        raise ValueError(f"the weight {fields[weight_at]!r} is not a finite number")
-    return user, item, weight
-
-
-def _ids_from_strings(values: list[str], int_ids: bool) -> np.ndarray:
-    """Turn id strings into int64 when every one is an integer, else into a str array."""
-    if int_ids or all(_INTEGER.fullmatch(v) for v in values):
-        return np.asarray([int(v) for v in values], dtype=np.int64)
-    return np.asarray(values, dtype=str)
-
-
-# --------------------------------------------------------------------------------------------
-# Titles (movies.dat, u.item, artists.dat, movies.csv) and user tables.
-# --------------------------------------------------------------------------------------------
-
-
-def _read_titles(path: Path, layout: _Layout, on_bad_lines: str) -> dict:
-    """Return {raw item id: title} from a layout's item file."""
-    text = _read_text(path, layout.items_encoding)
-    id_column, title_column = layout.items_columns
-    if layout.sep == "," and layout.items_header:
-        frame = pd.read_csv(io.StringIO(text), usecols=[id_column, title_column], dtype=str)
-        frame = frame.dropna()
-        return dict(
-            zip(_ids_from_strings(list(frame[id_column]), True), frame[title_column], strict=True)
-        )
-    titles = {}
-    for number, line in _lines(text):
-        if (number == 1 and layout.items_header) or not line.strip():
-            continue
-        fields = line.split(layout.items_sep)
-        if len(fields) < 2 or not _SPACED_INTEGER.fullmatch(fields[0]):
-            if on_bad_lines == "error":
-                raise DataFormatError(
-                    f"{path}, line {number}: expected an integer id and a title separated by "
-                    f"{layout.items_sep!r}: {line[:200]!r}.",
-                    path=str(path),
-                    line_number=number,
-                    line=line,
-                )
-            continue
-        titles[int(fields[0])] = fields[1].strip()
-    return titles
-
-
-def load_users(source: str | os.PathLike) -> pd.DataFrame:
-    """Read the MovieLens user table (ml-1m ``users.dat`` or ml-100k ``u.user``).
-
-    Parameters
-    ----------
-    source : str or path-like
-        A data set name (``"ml-1m"``, ``"ml-100k"``), its folder, or the file itself.
-
-    Returns
-    -------
-    pandas.DataFrame
-        Columns ``user, gender, age, occupation, zip`` (ml-100k: ``user, age, gender,
-        occupation, zip``), one row per user.
-
-    Raises
-    ------
-    FileNotFoundError
-        The folder has no user table.
-    """
-    path = Path(source)
-    if not path.exists() and str(source).lower() in {*_DATASETS, *_ALIASES}:
-        path = find_dataset(str(source))
-    if path.is_dir():
-        path = next((path / n for n in ("users.dat", "u.user") if (path / n).is_file()), path)
-    if path.name.startswith("u.user"):
-        sep, columns = "|", ["user", "age", "gender", "occupation", "zip"]
-    else:
-        sep, columns = "::", ["user", "gender", "age", "occupation", "zip"]
-    rows = [line.split(sep) for _, line in _lines(_read_text(path, "iso-8859-1")) if line]
-    frame = pd.DataFrame(rows, columns=columns)
-    for column in ("user", "age"):
-        frame[column] = frame[column].astype(np.int64)
-    return frame
 
 
 # --------------------------------------------------------------------------------------------
@@ -944,6 +193,11 @@ def _merge_duplicates(keys, weights, rule, describe) -> tuple[np.ndarray, np.nda
 def _check_choice(value: str, choices: tuple[str, ...], argument: str) -> None:
     if value not in choices:
         raise ValueError(f"{argument} must be one of {', '.join(choices)}; got {value!r}.")
+
+
+def _check_rules(on_bad_lines: str, duplicates: str) -> None:
+    _check_choice(on_bad_lines, BAD_LINE_RULES, "on_bad_lines")
+    _check_choice(duplicates, DUPLICATE_RULES, "duplicates")
 
 
 def _build(
@@ -1647,37 +901,6 @@ def _id_range(ids: np.ndarray) -> str:
 # Public loaders.
 # --------------------------------------------------------------------------------------------
 
-_USER_NAMES = ("user", "user_id", "userid", "uid", "users")
-_ITEM_NAMES = ("item", "item_id", "itemid", "iid", "movieid", "movie_id", "artistid", "artist_id")
-_WEIGHT_NAMES = ("weight", "rating", "count", "plays", "playcount", "value", "score")
-
-
-def _pick_column(columns: Sequence[str], given: str | None, candidates, what: str, where) -> str:
-    """Return ``given`` when present, else the first column named like a ``what`` column."""
-    if given is not None:
-        if given not in columns:
-            raise UnknownColumnError(
-                f"{where} has no column {given!r}; its columns are {', '.join(map(str, columns))}."
-            )
-        return given
-    by_folded = {str(c).casefold(): c for c in columns}
-    for candidate in candidates:
-        if candidate in by_folded:
-            return by_folded[candidate]
-    raise UnknownColumnError(
-        f"{where} has no {what} column (tried {', '.join(candidates)}); its columns are "
-        f"{', '.join(map(str, columns))}; name it with {what}_col=."
-    )
-
-
-def _find_weight(columns, given, where) -> str | None:
-    try:
-        return _pick_column(columns, given, _WEIGHT_NAMES, "weight", where)
-    except UnknownColumnError:
-        if given is not None:
-            raise
-        return None
-
 
 def read_table(
     path: str | os.PathLike,
@@ -1734,8 +957,7 @@ def read_table(
         No rows.
     """
     path = _check_file(Path(path))
-    _check_choice(on_bad_lines, BAD_LINE_RULES, "on_bad_lines")
-    _check_choice(duplicates, DUPLICATE_RULES, "duplicates")
+    _check_rules(on_bad_lines, duplicates)
     label = name or path.name
     if path.suffix.lower() in (".parquet", ".pq"):
         frame = _read_parquet(path)
@@ -1743,26 +965,19 @@ def read_table(
             frame, user_col, item_col, weight_col, name=label, titles=titles,
             on_bad_lines=on_bad_lines, duplicates=duplicates, _source=str(path),
         )  # fmt: skip
-    if sep is None:
-        sep = "\t" if ".tsv" in path.suffixes else ","
     text = _read_text(path, encoding)
     if not text.strip():
         raise EmptyDataError(f"{path} is empty.")
-    header = _split(text.split("\n", 1)[0].rstrip("\r"), sep, True) if text.strip() else []
-    header = [h.strip() for h in header]
-    user = _pick_column(header, user_col, _USER_NAMES, "user", path)
-    item = _pick_column(header, item_col, _ITEM_NAMES, "item", path)
-    weight = _find_weight(header, weight_col, path)
-    spec = _TableSpec(sep=sep, header=True, quoted=True, user=user, item=item, weight=weight)
+    records, weight = _parse_table(text, path, user_col, item_col, weight_col, sep, on_bad_lines)
     return _records_to_interactions(
-        _parse_text(text, spec, path, on_bad_lines), path, label, "interactions",
-        titles, duplicates, weight,
-    )  # fmt: skip
+        records, path, label, "interactions", titles, duplicates, weighted=weight is not None
+    )
 
 
-def _records_to_interactions(records, path, name, unit, titles, duplicates, weight_col):
+def _records_to_interactions(records, path, name, unit, titles, duplicates, *, weighted):
+    """Build an :class:`Interactions` from parsed records, noting how they were read."""
     history = [f"read {records.users.size + records.n_bad:,} records from {path}"]
-    if weight_col is None:
+    if not weighted:
         history.append("no weight column: every row weighs 1")
     if records.n_bad:
         history.append(f"skipped {records.n_bad:,} bad lines (first: {records.first_bad})")
@@ -1771,15 +986,6 @@ def _records_to_interactions(records, path, name, unit, titles, duplicates, weig
         records.users, records.items, records.weights, name=name, unit=unit, titles=titles,
         duplicates=duplicates, history=history, n_bad_lines=records.n_bad,
     )  # fmt: skip
-
-
-def _read_parquet(path: Path) -> pd.DataFrame:
-    try:
-        return pd.read_parquet(path)
-    except ImportError as exc:
-        raise ImportError(
-            f"Reading {path} needs pyarrow: pip install pyarrow (or 'als[parquet]')."
-        ) from exc
 
 
 def from_dataframe(
@@ -1823,8 +1029,7 @@ def from_dataframe(
     ------
     UnknownColumnError, DataFormatError, EmptyDataError
     """
-    _check_choice(on_bad_lines, BAD_LINE_RULES, "on_bad_lines")
-    _check_choice(duplicates, DUPLICATE_RULES, "duplicates")
+    _check_rules(on_bad_lines, duplicates)
     where = _source or f"the DataFrame {name!r}"
     columns = list(frame.columns)
     user = _pick_column(columns, user_col, _USER_NAMES, "user", where)
@@ -1856,7 +1061,7 @@ def from_dataframe(
         weights.to_numpy(dtype=np.float64, na_value=np.nan), n_bad, first_bad,
     )  # fmt: skip
     return _records_to_interactions(
-        records, where, name, "interactions", titles, duplicates, weight
+        records, where, name, "interactions", titles, duplicates, weighted=weight is not None
     )
 
 
@@ -1880,53 +1085,12 @@ def _frame_ids(column: pd.Series) -> np.ndarray:
     return np.asarray(column.astype(str).str.strip(), dtype=str)
 
 
-def _load_layout(folder_or_file: Path, layout: _Layout, name: str, on_bad_lines, duplicates):
-    """Read a data set laid out as ``layout``: its ratings file and, when present, titles."""
-    if folder_or_file.is_dir():
-        ratings = _ratings_file(folder_or_file, layout)
-        if ratings is None:
-            raise FileNotFoundError(
-                2, f"No {' or '.join(layout.ratings)} in the data folder", str(folder_or_file)
-            )
-    else:
-        ratings = folder_or_file
-    text = _read_text(ratings, layout.encoding)
-    if layout.header:
-        user, item, weight = layout.columns
-    else:
-        user, item, weight = 0, 1, 2
-    spec = _TableSpec(
-        sep=layout.sep, header=layout.header, quoted=layout.sep == ",", user=user, item=item,
-        weight=weight, fields=None if layout.header else layout.fields, int_ids=True,
-    )  # fmt: skip
-    records = _parse_text(text, spec, ratings, on_bad_lines)
-    titles_path = ratings.parent / layout.items if layout.items else None
-    titles = None
-    if titles_path is not None and titles_path.is_file():
-        titles = _read_titles(titles_path, layout, on_bad_lines)
-    return _records_to_interactions(records, ratings, name, layout.unit, titles, duplicates, weight)
-
-
-def _layout_of_file(path: Path) -> _Layout | None:
-    for layout in _LAYOUTS.values():
-        if path.name in layout.ratings:
-            return layout
-    return None
-
-
-def _layout_of_folder(folder: Path) -> _Layout:
-    for layout in _LAYOUTS.values():
-        if _ratings_file(folder, layout) is not None:
-            return layout
-    expected = ", ".join(n for layout in _LAYOUTS.values() for n in layout.ratings)
-    raise FileNotFoundError(2, f"No ratings file ({expected}) in the data folder", str(folder))
-
-
-def _dataset_name_of(folder: Path) -> str:
-    for dataset in _DATASETS.values():
-        if folder.name in dataset.folders:
-            return dataset.name
-    return folder.name
+def _load_layout(folder_or_file: Path, layout, name: str, on_bad_lines, duplicates):
+    """Read a data set laid out as ``layout`` (ratings and, when present, titles)."""
+    records, ratings, titles = _read_layout(folder_or_file, layout, on_bad_lines)
+    return _records_to_interactions(
+        records, ratings, name, layout.unit, titles, duplicates, weighted=True
+    )
 
 
 def load(
@@ -1987,8 +1151,7 @@ def load(
     >>> print(load(frame, name="tiny").headline())
     tiny: 2 interactions, 2 users, 2 items
     """
-    _check_choice(on_bad_lines, BAD_LINE_RULES, "on_bad_lines")
-    _check_choice(duplicates, DUPLICATE_RULES, "duplicates")
+    _check_rules(on_bad_lines, duplicates)
     common = {"on_bad_lines": on_bad_lines, "duplicates": duplicates}
     columns = {"user_col": user_col, "item_col": item_col, "weight_col": weight_col}
     if isinstance(source, pd.DataFrame):
@@ -1997,7 +1160,7 @@ def load(
         )
     path = Path(source)
     if not path.exists():
-        if isinstance(source, str) and source.lower() in {*_DATASETS, *_ALIASES}:
+        if isinstance(source, str) and _is_dataset_name(source):
             dataset = _dataset(source)
             folder = find_dataset(source, download=download)
             return _load_layout(folder, _LAYOUTS[dataset.layout], name or dataset.name, **common)
@@ -2011,3 +1174,28 @@ def load(
     if layout is not None and not given_columns and not table_options:
         return _load_layout(path, layout, name or _dataset_name_of(path.parent), **common)
     return read_table(path, **columns, name=name, **common, **table_options)
+
+
+def load_users(source: str | os.PathLike) -> pd.DataFrame:
+    """Read the MovieLens user table (ml-1m ``users.dat`` or ml-100k ``u.user``).
+
+    Parameters
+    ----------
+    source : str or path-like
+        A data set name (``"ml-1m"``, ``"ml-100k"``), its folder, or the file itself.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``user, gender, age, occupation, zip`` (ml-100k: ``user, age, gender,
+        occupation, zip``), one row per user.
+
+    Raises
+    ------
+    FileNotFoundError
+        The folder has no user table.
+    """
+    path = Path(source)
+    if not path.exists() and _is_dataset_name(str(source)):
+        path = find_dataset(str(source))
+    return _read_users(path)

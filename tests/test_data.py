@@ -1,19 +1,17 @@
-"""Tests of als.data: loaders, id maps, filtering, bad input, and finding/downloading data sets.
+"""Tests of als.data: Interactions (id maps, lookups, filtering, new users, arrays), building
+it from records and DataFrames, and the real data sets end to end.
 
-Small files are written into ``tmp_path`` by the tests. The real MovieLens / Last.fm files are
-read from ``$ALS_DATA_DIR`` (default ``../shared/data``) and those tests skip when absent.
+File formats and bad lines are in test_readers.py; finding, downloading and unpacking data sets
+in test_datasets.py. The helpers here (``write``, ``dense``, ...) are shared with them. Small
+files are written into ``tmp_path`` by the tests. The real MovieLens / Last.fm files are read
+from ``$ALS_DATA_DIR`` (default ``../shared/data``) and those tests skip when absent.
 """
 
 from __future__ import annotations
 
-import gzip
-import hashlib
-import json
 import logging
 import os
-import shutil
 import time
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -21,26 +19,17 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-import als.data as data
 from als.data import (
     AmbiguousItemError,
-    ChecksumError,
     DataError,
     DataFormatError,
-    DatasetNotFoundError,
     EmptyDataError,
     Interactions,
-    UnknownColumnError,
-    UnknownDatasetError,
     UnknownItemError,
     UnknownUserError,
-    UnsafeArchiveError,
-    extract_archive,
-    find_dataset,
     from_dataframe,
     load,
     load_users,
-    read_table,
 )
 
 SHARED_DATA = Path(os.environ.get("ALS_DATA_DIR") or Path(__file__).parents[2] / "shared" / "data")
@@ -66,8 +55,8 @@ def dense(interactions: Interactions) -> dict:
     return {(u, i): w for u, i, w in zip(frame.user, frame.item, frame.weight, strict=True)}
 
 
-@pytest.fixture
-def ml1m_dir(tmp_path: Path) -> Path:
+def make_ml1m_dir(tmp_path: Path) -> Path:
+    """A tiny ml-1m folder: three ratings (and a blank line), ISO-8859-1 titles."""
     folder = tmp_path / "ml-1m"
     write(folder / "ratings.dat", "1::10::5::978300760\n1::20::3::978302109\n\n2::10::4::97830\n")
     write(
@@ -79,110 +68,14 @@ def ml1m_dir(tmp_path: Path) -> Path:
     return folder
 
 
+@pytest.fixture
+def ml1m_dir(tmp_path: Path) -> Path:
+    return make_ml1m_dir(tmp_path)
+
+
 # ---------------------------------------------------------------------------------------------
-# Loaders on small files.
+# Building from records and DataFrames: titles, duplicates, zeros, bad rows, arguments.
 # ---------------------------------------------------------------------------------------------
-
-
-def test_ml1m_layout_with_latin1_titles_and_blank_lines(ml1m_dir):
-    ratings = load(ml1m_dir)
-    assert ratings.name == "ml-1m"
-    assert ratings.shape == (2, 2) and ratings.nnz == 3
-    assert_canonical(ratings.user_items)
-    assert ratings.user_ids.tolist() == [1, 2] and ratings.item_ids.tolist() == [10, 20]
-    assert dense(ratings) == {(1, 10): 5.0, (1, 20): 3.0, (2, 10): 4.0}
-    assert ratings.item_title(0) == "Misérables, Les (1995)"
-    assert ratings.headline() == "ml-1m: 3 ratings, 2 users, 2 items"
-    assert str(ratings).startswith(ratings.headline())
-
-
-def test_ml1m_gz_three_field_lines_and_file_preference(tmp_path):
-    folder = tmp_path / "ml-1m"
-    folder.mkdir()
-    with gzip.open(folder / "ratings.dat.gz", "wt") as handle:
-        handle.write("1::10::5\n1::20::3::978302109\n2::10::4\n")
-    with gzip.open(folder / "ratings.part-users-0001-2999.dat.gz", "wt") as handle:
-        handle.write("9::99::1::1\n")
-    assert dense(load(folder)) == {(1, 10): 5.0, (1, 20): 3.0, (2, 10): 4.0}
-    write(folder / "ratings.dat", "7::70::2\n")  # the plain file wins over the .gz
-    assert dense(load(folder)) == {(7, 70): 2.0}
-    assert dense(load(folder / "ratings.dat.gz")) == {(1, 10): 5.0, (1, 20): 3.0, (2, 10): 4.0}
-
-
-def test_ml100k_layout(tmp_path):
-    folder = tmp_path / "ml-100k"
-    write(folder / "u.data", "196\t242\t3\t881250949\n186\t302\t3\t891717742\n22\t242\t1\n")
-    write(
-        folder / "u.item",
-        "242|Kolya (1996)|24-Jan-1997||http://x|0|0\n302|Véronique (1991)|01-Jan-1991||x|0\n",
-        encoding="iso-8859-1",
-    )
-    ratings = load(folder)
-    assert ratings.name == "ml-100k" and ratings.shape == (3, 2)
-    assert ratings.item_title(ratings.item_index(302)) == "Véronique (1991)"
-    assert ratings.title_index("Kolya (1996)") == ratings.item_index(242)
-
-
-def test_lastfm_layout_crlf_header_no_final_newline(tmp_path):
-    folder = tmp_path / "hetrec2011-lastfm-2k"
-    write(
-        folder / "user_artists.dat",
-        "userID\tartistID\tweight\n2\t51\t13883\n2\t52\t11690\n3\t51\t7",
-        newline="\r\n",
-    )
-    write(
-        folder / "artists.dat",
-        'id\tname\turl\tpictureURL\n51\tDuran "D" Duran\tu\tp\n52\tMorcheeba\tu\tp\n',
-    )
-    plays = load(folder)
-    assert plays.name == "lastfm-2k" and plays.unit == "interactions"
-    assert dense(plays) == {(2, 51): 13883.0, (2, 52): 11690.0, (3, 51): 7.0}
-    assert plays.item_title(0) == 'Duran "D" Duran'
-
-
-def test_movielens_csv_layout(tmp_path):
-    folder = tmp_path / "ml-latest-small"
-    write(
-        folder / "ratings.csv",
-        "userId,movieId,rating,timestamp\n1,1,4.0,964982703\n1,3,4.5,964981247\n2,1,0.5,1\n",
-    )
-    write(
-        folder / "movies.csv",
-        'movieId,title,genres\n1,"American President, The (1995)",Comedy\n3,Heat (1995),Action\n',
-    )
-    ratings = load(folder)
-    assert ratings.name == "ml-latest-small"
-    assert dense(ratings) == {(1, 1): 4.0, (1, 3): 4.5, (2, 1): 0.5}
-    assert ratings.title_index("american president, the (1995)") == 0
-
-
-def test_generic_csv_with_string_ids_and_named_columns(tmp_path):
-    path = write(
-        tmp_path / "plays.csv", "listener,track,plays,extra\nann,t1,3,x\nbob,t1,1,y\nann,t2,2,z\n"
-    )
-    plays = read_table(path, "listener", "track", "plays")
-    assert plays.user_ids.dtype.kind == "U" and plays.user_ids.tolist() == ["ann", "bob"]
-    assert dense(plays) == {("ann", "t1"): 3.0, ("bob", "t1"): 1.0, ("ann", "t2"): 2.0}
-    assert plays.user_index("bob") == 1
-    assert load(path, user_col="listener", item_col="track", weight_col="plays").nnz == 3
-
-
-def test_generic_csv_finds_columns_and_defaults_weight_to_one(tmp_path):
-    path = write(tmp_path / "likes.tsv", "UserID\tItem_ID\n1\ta\n2\ta\n")
-    likes = load(path)
-    assert likes.user_ids.dtype == np.int64
-    assert dense(likes) == {(1, "a"): 1.0, (2, "a"): 1.0}
-    assert any("every row weighs 1" in step for step in likes.history)
-
-
-def test_parquet_and_dataframe(tmp_path):
-    frame = pd.DataFrame({"user": ["u1", "u2", "u1"], "item": [5, 5, 6], "weight": [1.0, 2.0, 3.0]})
-    from_frame = load(frame, name="frame")
-    assert from_frame.headline() == "frame: 3 interactions, 2 users, 2 items"
-    assert from_frame.item_ids.dtype == np.int64
-    pytest.importorskip("pyarrow", reason="pyarrow is needed for Parquet")
-    frame.to_parquet(tmp_path / "t.parquet")
-    assert dense(load(tmp_path / "t.parquet")) == dense(from_frame)
 
 
 def test_dataframe_titles_from_a_column():
@@ -210,72 +103,11 @@ def test_zero_weights_are_dropped_and_reported(tmp_path):
     assert "dropped 1 rows with weight 0" in ratings.summary()
 
 
-# ---------------------------------------------------------------------------------------------
-# Bad input.
-# ---------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("line", "problem"),
-    [
-        ("1::20", "expected 3 or 4 fields"),
-        ("1::20::5::1::9", "expected 3 or 4 fields"),
-        ("1::x::5", "item id 'x' is not an integer"),
-        ("1::20::abc", "weight 'abc' is not a number"),
-        ("1::20::nan", "not a finite number"),
-        ("1::20::inf", "not a finite number"),
-    ],
-)
-def test_bad_line_reports_number_and_text(tmp_path, line, problem):
-    path = write(tmp_path / "ml-1m" / "ratings.dat", f"1::10::5\n\n{line}\n2::10::4\n")
-    with pytest.raises(DataFormatError, match=problem) as caught:
-        load(path)
-    assert caught.value.line_number == 3 and caught.value.line == line
-    assert "line 3: " in str(caught.value) and repr(line) in str(caught.value)
-    assert "\n" not in str(caught.value)
-    skipped = load(path, on_bad_lines="skip")
-    assert skipped.n_bad_lines == 1 and skipped.nnz == 2
-    assert "skipped 1 bad lines" in skipped.summary()
-
-
-def test_bad_first_line_longer_than_expected_is_not_truncated(tmp_path):
-    path = write(tmp_path / "u.data", "1\t2\t3\t4\t5\n1\t3\t4\n")
-    with pytest.raises(DataFormatError, match="line 1: expected 3 or 4 fields"):
-        load(path)
-
-
-def test_bad_csv_lines_and_skip_counts(tmp_path):
-    path = write(tmp_path / "t.csv", "user,item,weight\na,b,1\n,b,2\na,c,zz\na,d,3,extra\nb,b,1\n")
-    with pytest.raises(DataFormatError, match="line 3: the user id is empty"):
-        load(path)
-    skipped = load(path, on_bad_lines="skip")
-    assert skipped.n_bad_lines == 3 and dense(skipped) == {("a", "b"): 1.0, ("b", "b"): 1.0}
-
-
 def test_dataframe_bad_weights():
     frame = pd.DataFrame({"user": [1, 2, 3], "item": [1, 1, 1], "weight": [1.0, np.nan, "x"]})
     with pytest.raises(DataFormatError, match=r"row 1 \(index 1\): the weight nan is not a finite"):
         from_dataframe(frame)
     assert from_dataframe(frame, on_bad_lines="skip").n_bad_lines == 2
-
-
-def test_missing_file_names_the_path(tmp_path):
-    missing = tmp_path / "nope.csv"
-    with pytest.raises(FileNotFoundError, match="nope.csv"):
-        load(missing)
-    with pytest.raises(FileNotFoundError, match="ratings.dat"):
-        load(tmp_path)  # a folder without a ratings file
-
-
-def test_unknown_column_lists_the_columns(tmp_path):
-    path = write(tmp_path / "t.csv", "who,what,how_much\n1,2,3\n")
-    with pytest.raises(UnknownColumnError, match="its columns are who, what, how_much"):
-        load(path)
-    with pytest.raises(UnknownColumnError, match="no column 'rating'") as caught:
-        load(path, user_col="who", item_col="what", weight_col="rating")
-    assert not str(caught.value).startswith("'")  # not KeyError's quoted message
-    with pytest.raises(UnknownColumnError, match="its columns are user, x"):
-        from_dataframe(pd.DataFrame({"user": [1], "x": [2]}))
 
 
 def test_empty_inputs(tmp_path):
@@ -286,13 +118,6 @@ def test_empty_inputs(tmp_path):
     ratings = load(write(tmp_path / "t.csv", "user,item,weight\n1,1,1\n"))
     with pytest.raises(EmptyDataError, match="left no interactions"):
         ratings.filter(min_weight=2)
-
-
-def test_bad_encoding_is_a_format_error(tmp_path):
-    path = write(tmp_path / "t.csv", "user,item\n1,\xe9\n", encoding="iso-8859-1")
-    with pytest.raises(DataFormatError, match="line 2: bytes that are not valid utf-8"):
-        load(path)
-    assert load(path, encoding="iso-8859-1").item_ids.tolist() == ["é"]
 
 
 def test_argument_choices_are_checked(tmp_path, ml1m_dir):
@@ -414,130 +239,6 @@ def test_constructor_canonicalises_and_freezes():
         built.user_ids[0] = 9
     with pytest.raises(ValueError, match="repeated ids"):
         Interactions(matrix, [5, 5], ["a", "b"])
-
-
-# ---------------------------------------------------------------------------------------------
-# Finding, downloading and unpacking.
-# ---------------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def places(tmp_path, monkeypatch):
-    """Three empty search roots: $ALS_DATA_DIR, the project data/ folder and $HOME."""
-    roots = {name: tmp_path / name for name in ("env", "project", "home")}
-    for root in roots.values():
-        root.mkdir()
-    monkeypatch.setenv("ALS_DATA_DIR", str(roots["env"]))
-    monkeypatch.setenv("HOME", str(roots["home"]))
-    monkeypatch.setattr(data, "PROJECT_DATA_DIR", roots["project"])
-    monkeypatch.delenv("ALS_SHA256_ML_100K", raising=False)
-
-    def no_network(url, destination):
-        raise AssertionError(f"tried to download {url}")
-
-    monkeypatch.setattr(data, "_fetch", no_network)
-    return roots
-
-
-def test_find_dataset_search_order(places):
-    cache = places["home"] / ".cache" / "als"
-    write(cache / "ml-100k" / "u.data", "1\t1\t1\n")
-    assert find_dataset("ml-100k") == cache / "ml-100k"
-    write(places["project"] / "ml-100k" / "u.data", "1\t1\t1\n")
-    assert find_dataset("ml-100k") == places["project"] / "ml-100k"
-    write(places["env"] / "ml-100k" / "u.data", "1\t1\t1\n")
-    assert find_dataset("ML-100K") == places["env"] / "ml-100k"
-    (places["env"] / "hetrec2011-lastfm-2k").mkdir()  # a folder without its ratings file
-    write(places["home"] / ".cache" / "als" / "hetrec2011-lastfm-2k" / "user_artists.dat", "a")
-    assert find_dataset("lastfm-2k").parent == cache
-    assert load("ml-100k").name == "ml-100k"
-
-
-def test_offline_error_names_every_place(places, monkeypatch):
-    with pytest.raises(DatasetNotFoundError) as caught:
-        find_dataset("ml-100k")
-    message = str(caught.value)
-    for root in (places["env"], places["project"], places["home"] / ".cache" / "als"):
-        assert str(root / "ml-100k") in message
-    assert "ALS_SHA256_ML_100K" in message and "u.data" in message and "\n" not in message
-    assert caught.value.searched == [str(r / "ml-100k") for r in places.values()][:2] + [
-        str(places["home"] / ".cache" / "als" / "ml-100k")
-    ]
-    with pytest.raises(DatasetNotFoundError, match="download=False"):
-        find_dataset("ml-100k", download=False)
-    monkeypatch.delenv("ALS_DATA_DIR")
-    with pytest.raises(FileNotFoundError, match=r"\$ALS_DATA_DIR \(not set\)"):
-        load("ml-100k")
-    with pytest.raises(UnknownDatasetError, match="known names are lastfm-2k, ml-100k"):
-        load("ml-10m")
-
-
-def make_zip(path: Path, members: dict) -> str:
-    with zipfile.ZipFile(path, "w") as zf:
-        for name, text in members.items():
-            zf.writestr(name, text)
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def test_download_checks_sha256_and_unpacks_into_the_cache(places, tmp_path, monkeypatch):
-    archive = tmp_path / "ml-100k.zip"
-    digest = make_zip(
-        archive,
-        {"ml-100k/u.data": "1\t5\t3\n", "ml-100k/u.item": "5|Five (1995)|x\n", "ml-100k/u.x": "."},
-    )
-    monkeypatch.setattr(data, "_fetch", lambda url, dest: shutil.copyfile(archive, dest))
-    monkeypatch.setenv("ALS_SHA256_ML_100K", "0" * 64)
-    cache = places["home"] / ".cache" / "als"
-    with pytest.raises(ChecksumError, match="expected 0000"):
-        find_dataset("ml-100k")
-    assert not (cache / "ml-100k").exists() and not list(cache.glob(".*"))
-    monkeypatch.setenv("ALS_SHA256_ML_100K", digest)
-    folder = find_dataset("ml-100k")
-    assert folder == cache / "ml-100k"
-    assert sorted(p.name for p in folder.iterdir()) == ["u.data", "u.item"]
-    assert load("ml-100k").item_title(0) == "Five (1995)"
-    assert not list(cache.glob(".*"))  # no staging or download leftovers
-
-
-@pytest.mark.parametrize("evil", ["../evil.txt", "/abs/u.data", "ok/../../evil.txt", "C:/x"])
-def test_extract_refuses_unsafe_members(tmp_path, evil):
-    archive = tmp_path / "a.zip"
-    digest = make_zip(archive, {"ml-1m/ratings.dat": "1::1::1\n", evil: "gotcha"})
-    target = tmp_path / "out" / "ml-1m"
-    with pytest.raises(UnsafeArchiveError, match="Refusing to unpack"):
-        extract_archive(archive, target, members=["ratings.dat", "evil.txt"], sha256=digest)
-    assert not target.exists() and not (tmp_path / "evil.txt").exists()
-    assert not (tmp_path / "out").exists()  # refused before anything was written
-
-
-def test_extract_refuses_without_or_with_wrong_checksum(tmp_path):
-    archive = tmp_path / "a.zip"
-    digest = make_zip(archive, {"ratings.dat": "1::1::1\n", "deep/er/ratings.dat": "x"})
-    for sha in (None, "ab" * 32):
-        with pytest.raises(ChecksumError, match="Refusing to unpack"):
-            extract_archive(archive, tmp_path / "t", members=["ratings.dat"], sha256=sha)
-    assert not (tmp_path / "t").exists()
-    with pytest.raises(UnsafeArchiveError, match="lacks the expected files movies.dat"):
-        extract_archive(
-            archive, tmp_path / "t", members=["ratings.dat"], required=["movies.dat"], sha256=digest
-        )
-    out = extract_archive(archive, tmp_path / "t", members=["ratings.dat"], sha256=digest)
-    assert (out / "ratings.dat").read_text() == "1::1::1\n"  # the flat member, not deep/er/
-
-
-def test_registry_json_matches_the_code():
-    registry = json.loads(data.REGISTRY_PATH.read_text(encoding="utf-8"))["datasets"]
-    assert sorted(registry) == data.dataset_names()
-    for name, entry in registry.items():
-        dataset, layout = data._DATASETS[name], data._LAYOUTS[registry[name]["layout"]]
-        assert entry["url"] == dataset.url and entry["url"].startswith(
-            "https://files.grouplens.org/"
-        )
-        assert entry["sha256"] is None or len(entry["sha256"]) == 64
-        assert tuple(entry["folders"]) == dataset.folders and entry["layout"] == dataset.layout
-        assert tuple(entry["members"]) == dataset.members
-        assert tuple(entry["ratings"]) == layout.ratings and entry["titles"] == layout.items
-        assert entry["separator"] == layout.sep and entry["encoding"] == layout.encoding
 
 
 def test_error_messages_are_single_lines(ml1m_dir):

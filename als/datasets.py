@@ -1,0 +1,450 @@
+"""Finding data sets by name: the registry, the folders searched, and safe downloads.
+
+:func:`find_dataset` looks for a named data set (``ml-1m``, ``ml-100k``, ``lastfm-2k``,
+``ml-20m``, ...) in every folder of ``$ALS_DATA_DIR`` (``os.pathsep``-separated), the project's
+``data/`` folder and ``~/.cache/als``, and otherwise downloads the official GroupLens zip into
+``~/.cache/als``. A download is verified before anything is unpacked: by its sha256 when one is
+known (``data/registry.json`` or ``$ALS_SHA256_<NAME>``, e.g. ``ALS_SHA256_ML_1M``), else by the
+md5 that other projects pin (``md5_third_party`` in the registry), in which case the zip's
+sha256 is logged so that it can be pinned; with neither, nothing is downloaded.
+:func:`extract_archive` then unpacks only the expected files, refusing unsafe member names,
+and moves the folder into place in one rename.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import stat
+import tempfile
+import urllib.request
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path, PurePosixPath
+
+from als.readers import _LAYOUTS, DataError, _ratings_file
+
+logger = logging.getLogger(__name__)
+
+PROJECT_DATA_DIR = Path(__file__).resolve().parents[1] / "data"
+REGISTRY_PATH = PROJECT_DATA_DIR / "registry.json"
+
+
+# --------------------------------------------------------------------------------------------
+# Errors. Every message is one sentence on one line: the CLI prints str(exc) as it is.
+# --------------------------------------------------------------------------------------------
+
+
+class UnknownDatasetError(DataError, ValueError):
+    """A data set name is not in the registry and is not an existing path."""
+
+
+class DatasetNotFoundError(DataError, FileNotFoundError):
+    """A known data set is in none of the searched places and could not be downloaded.
+
+    Attributes
+    ----------
+    searched : list of str
+        Every folder that was looked at, in order.
+    """
+
+    def __init__(self, message, *, searched=()):
+        super().__init__(message)
+        self.searched = list(searched)
+
+
+class ChecksumError(DataError, ValueError):
+    """A downloaded archive has no known checksum, or its sha256 or md5 does not match."""
+
+
+class UnsafeArchiveError(DataError, ValueError):
+    """An archive has a member with an absolute path, a ``..`` part or a link, or lacks files."""
+
+
+# --------------------------------------------------------------------------------------------
+# The data set registry.
+# --------------------------------------------------------------------------------------------
+
+
+_GROUPLENS = "https://files.grouplens.org/datasets"
+
+
+@dataclass(frozen=True)
+class _Dataset:
+    """One named data set: where it lives locally, where its official zip is, how to check it.
+
+    The checksums come from ``data/registry.json`` (``sha256``, ``md5_third_party``), not from
+    the code: see :func:`_registry_overrides`.
+    """
+
+    name: str
+    layout: str
+    folders: tuple[str, ...]
+    url: str
+    members: tuple[str, ...]
+    sha256: str | None = None
+    md5: str | None = None
+
+
+def _movielens_csv(name: str) -> _Dataset:
+    return _Dataset(
+        name=name,
+        layout="movielens-csv",
+        folders=(name,),
+        url=f"{_GROUPLENS}/movielens/{name}.zip",
+        members=("ratings.csv", "movies.csv"),
+    )
+
+
+_DATASETS = {
+    "ml-1m": _Dataset(
+        name="ml-1m",
+        layout="movielens-dat",
+        folders=("ml-1m",),
+        url=f"{_GROUPLENS}/movielens/ml-1m.zip",
+        members=("ratings.dat", "movies.dat", "users.dat", "README"),
+    ),
+    "ml-100k": _Dataset(
+        name="ml-100k",
+        layout="movielens-100k",
+        folders=("ml-100k",),
+        url=f"{_GROUPLENS}/movielens/ml-100k.zip",
+        members=("u.data", "u.item", "u.user", "README"),
+    ),
+    "lastfm-2k": _Dataset(
+        name="lastfm-2k",
+        layout="lastfm-2k",
+        folders=("hetrec2011-lastfm-2k", "lastfm-2k"),
+        url=f"{_GROUPLENS}/hetrec2011/hetrec2011-lastfm-2k.zip",
+        members=("user_artists.dat", "artists.dat"),
+    ),
+    **{n: _movielens_csv(n) for n in ("ml-20m", "ml-25m", "ml-latest", "ml-latest-small")},
+}
+_ALIASES = {
+    "hetrec2011-lastfm-2k": "lastfm-2k",
+    "movielens-1m": "ml-1m",
+    "movielens-100k": "ml-100k",
+}
+
+
+def dataset_names() -> list[str]:
+    """Return the names :func:`find_dataset` and :func:`als.data.load` know.
+
+    Returns
+    -------
+    list of str
+        Canonical names, e.g. ``["lastfm-2k", "ml-100k", "ml-1m", ...]``.
+    """
+    return sorted(_DATASETS)
+
+
+# Registry keys that override the code, and the _Dataset field each one sets.
+_REGISTRY_FIELDS = {"url": "url", "sha256": "sha256", "md5_third_party": "md5"}
+
+
+def _registry_overrides() -> dict:
+    """Read ``url``, ``sha256`` and ``md5_third_party`` per data set from ``data/registry.json``.
+
+    Returns ``{}`` when the file does not exist (e.g. an installed package without ``data/``).
+    """
+    try:
+        text = REGISTRY_PATH.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    entries = json.loads(text).get("datasets", {})
+    return {
+        name: {_REGISTRY_FIELDS[k]: v for k, v in e.items() if k in _REGISTRY_FIELDS}
+        for name, e in entries.items()
+    }
+
+
+def _dataset(name: str) -> _Dataset:
+    """Look up a data set by name or alias (case-insensitive) with registry overrides."""
+    key = _ALIASES.get(name.lower(), name.lower())
+    if key not in _DATASETS:
+        raise UnknownDatasetError(
+            f"Unknown data set {name!r}: known names are {', '.join(dataset_names())}, "
+            "or pass the path of a folder or file."
+        )
+    return replace(_DATASETS[key], **_registry_overrides().get(key, {}))
+
+
+def _is_dataset_name(source: str) -> bool:
+    """Whether ``source`` is a known data set name or alias (any case)."""
+    return source.lower() in {*_DATASETS, *_ALIASES}
+
+
+def _sha256_env_var(name: str) -> str:
+    return "ALS_SHA256_" + re.sub(r"[^0-9A-Za-z]", "_", name).upper()
+
+
+def _dataset_name_of(folder: Path) -> str:
+    """The registry name of a data set folder (e.g. ``ml-1m``), else the folder's own name."""
+    for dataset in _DATASETS.values():
+        if folder.name in dataset.folders:
+            return dataset.name
+    return folder.name
+
+
+# --------------------------------------------------------------------------------------------
+# Finding, downloading and unpacking data sets.
+# --------------------------------------------------------------------------------------------
+
+
+def search_paths() -> list[Path]:
+    """Return the folders searched for data sets, in order.
+
+    Returns
+    -------
+    list of pathlib.Path
+        Every entry of ``$ALS_DATA_DIR`` (split on ``os.pathsep``), the project's ``data/``
+        folder, then ``~/.cache/als``.
+    """
+    env = os.environ.get("ALS_DATA_DIR", "")
+    roots = [Path(p).expanduser() for p in env.split(os.pathsep) if p]
+    return [*roots, PROJECT_DATA_DIR, _cache_dir()]
+
+
+def _cache_dir() -> Path:
+    return Path.home() / ".cache" / "als"
+
+
+def find_dataset(name: str, *, download: bool = True) -> Path:
+    """Return the folder that holds data set ``name``, downloading it when allowed.
+
+    Parameters
+    ----------
+    name : str
+        A name from :func:`dataset_names` (``"ml-1m"``, ``"ml-100k"``, ``"lastfm-2k"``, ...).
+    download : bool, default True
+        When the data set is in no searched folder, download the official zip into
+        ``~/.cache/als``. The zip is checked before it is unpacked: against its sha256 when
+        one is known (``data/registry.json`` or ``$ALS_SHA256_<NAME>``, e.g.
+        ``ALS_SHA256_ML_1M``), else against the md5 recorded in the registry
+        (``md5_third_party``), in which case its sha256 is logged as a warning so it can be
+        pinned. With neither, nothing is downloaded.
+
+    Returns
+    -------
+    pathlib.Path
+        The data set folder (e.g. ``.../ml-1m``), holding at least its ratings file.
+
+    Raises
+    ------
+    UnknownDatasetError
+        ``name`` is not a known data set.
+    DatasetNotFoundError
+        Not found locally and not downloaded; the message names every place searched.
+    ChecksumError
+        The downloaded zip does not match its sha256 (or, without one, its md5).
+    UnsafeArchiveError
+        The downloaded zip holds unsafe member names or lacks expected files.
+    """
+    dataset = _dataset(name)
+    layout = _LAYOUTS[dataset.layout]
+    searched = [] if os.environ.get("ALS_DATA_DIR") else ["$ALS_DATA_DIR (not set)"]
+    for root in search_paths():
+        for folder_name in dataset.folders:
+            folder = root / folder_name
+            searched.append(str(folder))
+            if _ratings_file(folder, layout) is not None:
+                return folder
+    reason = _download_refusal(dataset, download)
+    if reason is None:
+        try:
+            return _download(dataset, _cache_dir())
+        except OSError as exc:  # no network, DNS failure, HTTP error, full disk
+            reason = f"downloading {dataset.url} failed ({exc})"
+    raise DatasetNotFoundError(
+        f"Data set {dataset.name!r} not found: looked in {', '.join(searched)}; {reason}; "
+        f"put the unzipped files ({' or '.join(layout.ratings)}, {layout.items}) in one of those "
+        "folders, or set ALS_DATA_DIR to the folder that holds "
+        f"{dataset.folders[0]}/.",
+        searched=searched,
+    )
+
+
+def _expected_sha256(dataset: _Dataset) -> str | None:
+    return os.environ.get(_sha256_env_var(dataset.name)) or dataset.sha256
+
+
+def _download_refusal(dataset: _Dataset, download: bool) -> str | None:
+    """Say why the data set will not be downloaded, or return None when it may be."""
+    if not download:
+        return "downloading was not allowed (download=False)"
+    if _expected_sha256(dataset) is None and not dataset.md5:
+        return (
+            f"{dataset.url} was not downloaded because no sha256 or md5 is recorded for it "
+            f"(set {_sha256_env_var(dataset.name)} to the zip's sha256 to allow the download)"
+        )
+    return None
+
+
+def _fetch(url: str, destination: Path) -> None:
+    """Download ``url`` to ``destination`` (tests replace this function)."""
+    logger.info("downloading %s", url)
+    with urllib.request.urlopen(url, timeout=60) as response, open(destination, "wb") as out:
+        shutil.copyfileobj(response, out, length=1 << 20)
+
+
+def _download(dataset: _Dataset, cache: Path) -> Path:
+    """Download, check and unpack ``dataset`` into ``cache``; return its folder."""
+    cache.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache, prefix=".download-") as tmp:
+        archive = Path(tmp) / f"{dataset.name}.zip"
+        _fetch(dataset.url, archive)
+        sha256 = _sha256_to_unpack(dataset, archive)
+        target = cache / dataset.folders[0]
+        required = (_LAYOUTS[dataset.layout].ratings[0], _LAYOUTS[dataset.layout].items)
+        extract_archive(
+            archive,
+            target,
+            members=dataset.members,
+            required=[r for r in required if r],
+            sha256=sha256,
+        )
+    return target
+
+
+def _sha256_to_unpack(dataset: _Dataset, archive: Path) -> str | None:
+    """Return the sha256 that :func:`extract_archive` must check ``archive`` against.
+
+    That is the known sha256 when there is one. Otherwise, when the registry records an md5,
+    the archive's md5 is checked here (raising :class:`ChecksumError` on a mismatch) and the
+    archive's own sha256 is returned, after logging it so that the user can pin it. Without
+    either, None, which :func:`extract_archive` refuses.
+    """
+    expected = _expected_sha256(dataset)
+    if expected or not dataset.md5:
+        return expected
+    md5, sha256 = _digests(archive, "md5", "sha256")
+    if md5 != dataset.md5.strip().lower():
+        raise ChecksumError(
+            f"Refusing to unpack {archive}: its md5 is {md5}, expected {dataset.md5.strip()}."
+        )
+    logger.warning(
+        "%s: %s matched the md5 %s that other projects pin, but no sha256 is recorded for it; "
+        "its sha256 is %s: pin it by setting %s=%s or 'sha256' in %s, so later downloads are "
+        "checked by sha256.",
+        dataset.name, dataset.url, md5, sha256, _sha256_env_var(dataset.name), sha256,
+        REGISTRY_PATH,
+    )  # fmt: skip
+    return sha256
+
+
+def _digests(path: Path, *algorithms: str) -> tuple[str, ...]:
+    """Hex digests of the file at ``path``, one per hashlib algorithm, in one read."""
+    hashes = [hashlib.new(algorithm) for algorithm in algorithms]
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            for digest in hashes:
+                digest.update(block)
+    return tuple(digest.hexdigest() for digest in hashes)
+
+
+def _unsafe_reason(info: zipfile.ZipInfo) -> str | None:
+    """Say why a zip member must not be unpacked, or return None when it is safe."""
+    name = info.filename
+    if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name):
+        return "has an absolute path"
+    if ".." in PurePosixPath(name.replace("\\", "/")).parts:
+        return "has a '..' part"
+    if stat.S_ISLNK(info.external_attr >> 16):
+        return "is a symbolic link"
+    return None
+
+
+def extract_archive(
+    archive: str | os.PathLike,
+    target: str | os.PathLike,
+    *,
+    members: Sequence[str],
+    sha256: str | None,
+    required: Sequence[str] = (),
+) -> Path:
+    """Check a zip's sha256 and unpack only the expected files into ``target``, atomically.
+
+    Every member name is checked first; the archive is refused as a whole when any member has
+    an absolute path, a ``..`` part or is a link. Then the members whose base name is in
+    ``members`` and that sit at most one folder deep are written (flat) into a staging folder
+    beside ``target``, which is renamed to ``target`` in one step.
+
+    Parameters
+    ----------
+    archive : path-like
+        The zip file.
+    target : path-like
+        The folder to create, e.g. ``~/.cache/als/ml-1m``. It must not exist, or be empty.
+    members : sequence of str
+        Base names of the files to unpack, e.g. ``("ratings.dat", "movies.dat")``.
+    sha256 : str or None
+        Expected hex digest of the zip. ``None`` refuses the archive: nothing unverified is
+        unpacked.
+    required : sequence of str, optional
+        Base names that must be in the archive.
+
+    Returns
+    -------
+    pathlib.Path
+        ``target``.
+
+    Raises
+    ------
+    ChecksumError
+        ``sha256`` is None or does not match.
+    UnsafeArchiveError
+        A member name is unsafe, a file is listed twice, or a required file is missing.
+    """
+    archive, target = Path(archive), Path(target)
+    if not sha256:
+        raise ChecksumError(f"Refusing to unpack {archive}: no sha256 to check it against.")
+    (actual,) = _digests(archive, "sha256")
+    if actual != sha256.strip().lower():
+        raise ChecksumError(
+            f"Refusing to unpack {archive}: its sha256 is {actual}, expected {sha256.strip()}."
+        )
+    if target.exists() and any(target.iterdir()):
+        raise FileExistsError(
+            f"{target} exists and is not empty; remove it to unpack {archive} there."
+        )
+    with zipfile.ZipFile(archive) as zf:
+        chosen = _choose_members(zf, archive, set(members))
+        missing = sorted(set(required) - set(chosen))
+        if missing:
+            raise UnsafeArchiveError(f"{archive} lacks the expected files {', '.join(missing)}.")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.partial-"))
+        try:
+            for base_name, info in chosen.items():
+                with zf.open(info) as source, open(staging / base_name, "wb") as out:
+                    shutil.copyfileobj(source, out, length=1 << 20)
+            os.replace(staging, target)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+    return target
+
+
+def _choose_members(zf: zipfile.ZipFile, archive: Path, wanted: set[str]) -> dict:
+    """Map each wanted base name to its zip member, refusing unsafe or repeated members."""
+    chosen = {}
+    for info in zf.infolist():
+        reason = _unsafe_reason(info)
+        if reason is not None:
+            raise UnsafeArchiveError(
+                f"Refusing to unpack {archive}: member {info.filename!r} {reason}."
+            )
+        parts = PurePosixPath(info.filename).parts
+        if info.is_dir() or not parts or len(parts) > 2 or parts[-1] not in wanted:
+            continue
+        if parts[-1] in chosen:
+            raise UnsafeArchiveError(
+                f"Refusing to unpack {archive}: {parts[-1]!r} appears more than once."
+            )
+        chosen[parts[-1]] = info
+    return chosen

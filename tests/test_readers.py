@@ -1,0 +1,194 @@
+"""Tests of reading files (als.readers, through als.data.load / read_table): the data set
+layouts (ml-1m, ml-100k, Last.fm 2k, MovieLens CSV), generic CSV/TSV/Parquet tables, gzip, and
+bad lines, encodings, columns and missing files.
+"""
+
+from __future__ import annotations
+
+import gzip
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from als.data import DataFormatError, UnknownColumnError, from_dataframe, load, read_table
+from tests.test_data import assert_canonical, dense, make_ml1m_dir, write
+
+
+@pytest.fixture
+def ml1m_dir(tmp_path):
+    return make_ml1m_dir(tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Data set layouts and generic tables.
+# ---------------------------------------------------------------------------------------------
+
+
+def test_ml1m_layout_with_latin1_titles_and_blank_lines(ml1m_dir):
+    ratings = load(ml1m_dir)
+    assert ratings.name == "ml-1m"
+    assert ratings.shape == (2, 2) and ratings.nnz == 3
+    assert_canonical(ratings.user_items)
+    assert ratings.user_ids.tolist() == [1, 2] and ratings.item_ids.tolist() == [10, 20]
+    assert dense(ratings) == {(1, 10): 5.0, (1, 20): 3.0, (2, 10): 4.0}
+    assert ratings.item_title(0) == "Misérables, Les (1995)"
+    assert ratings.headline() == "ml-1m: 3 ratings, 2 users, 2 items"
+    assert str(ratings).startswith(ratings.headline())
+
+
+def test_ml1m_gz_three_field_lines_and_file_preference(tmp_path):
+    folder = tmp_path / "ml-1m"
+    folder.mkdir()
+    with gzip.open(folder / "ratings.dat.gz", "wt") as handle:
+        handle.write("1::10::5\n1::20::3::978302109\n2::10::4\n")
+    with gzip.open(folder / "ratings.part-users-0001-2999.dat.gz", "wt") as handle:
+        handle.write("9::99::1::1\n")
+    assert dense(load(folder)) == {(1, 10): 5.0, (1, 20): 3.0, (2, 10): 4.0}
+    write(folder / "ratings.dat", "7::70::2\n")  # the plain file wins over the .gz
+    assert dense(load(folder)) == {(7, 70): 2.0}
+    assert dense(load(folder / "ratings.dat.gz")) == {(1, 10): 5.0, (1, 20): 3.0, (2, 10): 4.0}
+
+
+def test_ml100k_layout(tmp_path):
+    folder = tmp_path / "ml-100k"
+    write(folder / "u.data", "196\t242\t3\t881250949\n186\t302\t3\t891717742\n22\t242\t1\n")
+    write(
+        folder / "u.item",
+        "242|Kolya (1996)|24-Jan-1997||http://x|0|0\n302|Véronique (1991)|01-Jan-1991||x|0\n",
+        encoding="iso-8859-1",
+    )
+    ratings = load(folder)
+    assert ratings.name == "ml-100k" and ratings.shape == (3, 2)
+    assert ratings.item_title(ratings.item_index(302)) == "Véronique (1991)"
+    assert ratings.title_index("Kolya (1996)") == ratings.item_index(242)
+
+
+def test_lastfm_layout_crlf_header_no_final_newline(tmp_path):
+    folder = tmp_path / "hetrec2011-lastfm-2k"
+    write(
+        folder / "user_artists.dat",
+        "userID\tartistID\tweight\n2\t51\t13883\n2\t52\t11690\n3\t51\t7",
+        newline="\r\n",
+    )
+    write(
+        folder / "artists.dat",
+        'id\tname\turl\tpictureURL\n51\tDuran "D" Duran\tu\tp\n52\tMorcheeba\tu\tp\n',
+    )
+    plays = load(folder)
+    assert plays.name == "lastfm-2k" and plays.unit == "interactions"
+    assert dense(plays) == {(2, 51): 13883.0, (2, 52): 11690.0, (3, 51): 7.0}
+    assert plays.item_title(0) == 'Duran "D" Duran'
+
+
+def test_movielens_csv_layout(tmp_path):
+    folder = tmp_path / "ml-latest-small"
+    write(
+        folder / "ratings.csv",
+        "userId,movieId,rating,timestamp\n1,1,4.0,964982703\n1,3,4.5,964981247\n2,1,0.5,1\n",
+    )
+    write(
+        folder / "movies.csv",
+        'movieId,title,genres\n1,"American President, The (1995)",Comedy\n3,Heat (1995),Action\n',
+    )
+    ratings = load(folder)
+    assert ratings.name == "ml-latest-small"
+    assert dense(ratings) == {(1, 1): 4.0, (1, 3): 4.5, (2, 1): 0.5}
+    assert ratings.title_index("american president, the (1995)") == 0
+
+
+def test_generic_csv_with_string_ids_and_named_columns(tmp_path):
+    path = write(
+        tmp_path / "plays.csv", "listener,track,plays,extra\nann,t1,3,x\nbob,t1,1,y\nann,t2,2,z\n"
+    )
+    plays = read_table(path, "listener", "track", "plays")
+    assert plays.user_ids.dtype.kind == "U" and plays.user_ids.tolist() == ["ann", "bob"]
+    assert dense(plays) == {("ann", "t1"): 3.0, ("bob", "t1"): 1.0, ("ann", "t2"): 2.0}
+    assert plays.user_index("bob") == 1
+    assert load(path, user_col="listener", item_col="track", weight_col="plays").nnz == 3
+
+
+def test_generic_csv_finds_columns_and_defaults_weight_to_one(tmp_path):
+    path = write(tmp_path / "likes.tsv", "UserID\tItem_ID\n1\ta\n2\ta\n")
+    likes = load(path)
+    assert likes.user_ids.dtype == np.int64
+    assert dense(likes) == {(1, "a"): 1.0, (2, "a"): 1.0}
+    assert any("every row weighs 1" in step for step in likes.history)
+
+
+def test_parquet_and_dataframe(tmp_path):
+    frame = pd.DataFrame({"user": ["u1", "u2", "u1"], "item": [5, 5, 6], "weight": [1.0, 2.0, 3.0]})
+    from_frame = load(frame, name="frame")
+    assert from_frame.headline() == "frame: 3 interactions, 2 users, 2 items"
+    assert from_frame.item_ids.dtype == np.int64
+    pytest.importorskip("pyarrow", reason="pyarrow is needed for Parquet")
+    frame.to_parquet(tmp_path / "t.parquet")
+    assert dense(load(tmp_path / "t.parquet")) == dense(from_frame)
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input.
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        ("1::20", "expected 3 or 4 fields"),
+        ("1::20::5::1::9", "expected 3 or 4 fields"),
+        ("1::x::5", "item id 'x' is not an integer"),
+        ("1::20::abc", "weight 'abc' is not a number"),
+        ("1::20::nan", "not a finite number"),
+        ("1::20::inf", "not a finite number"),
+    ],
+)
+def test_bad_line_reports_number_and_text(tmp_path, line, problem):
+    path = write(tmp_path / "ml-1m" / "ratings.dat", f"1::10::5\n\n{line}\n2::10::4\n")
+    with pytest.raises(DataFormatError, match=problem) as caught:
+        load(path)
+    assert caught.value.line_number == 3 and caught.value.line == line
+    assert "line 3: " in str(caught.value) and repr(line) in str(caught.value)
+    assert "\n" not in str(caught.value)
+    skipped = load(path, on_bad_lines="skip")
+    assert skipped.n_bad_lines == 1 and skipped.nnz == 2
+    assert "skipped 1 bad lines" in skipped.summary()
+
+
+def test_bad_first_line_longer_than_expected_is_not_truncated(tmp_path):
+    path = write(tmp_path / "u.data", "1\t2\t3\t4\t5\n1\t3\t4\n")
+    with pytest.raises(DataFormatError, match="line 1: expected 3 or 4 fields"):
+        load(path)
+
+
+def test_bad_csv_lines_and_skip_counts(tmp_path):
+    path = write(tmp_path / "t.csv", "user,item,weight\na,b,1\n,b,2\na,c,zz\na,d,3,extra\nb,b,1\n")
+    with pytest.raises(DataFormatError, match="line 3: the user id is empty"):
+        load(path)
+    skipped = load(path, on_bad_lines="skip")
+    assert skipped.n_bad_lines == 3 and dense(skipped) == {("a", "b"): 1.0, ("b", "b"): 1.0}
+
+
+def test_missing_file_names_the_path(tmp_path):
+    missing = tmp_path / "nope.csv"
+    with pytest.raises(FileNotFoundError, match="nope.csv"):
+        load(missing)
+    with pytest.raises(FileNotFoundError, match="ratings.dat"):
+        load(tmp_path)  # a folder without a ratings file
+
+
+def test_unknown_column_lists_the_columns(tmp_path):
+    path = write(tmp_path / "t.csv", "who,what,how_much\n1,2,3\n")
+    with pytest.raises(UnknownColumnError, match="its columns are who, what, how_much"):
+        load(path)
+    with pytest.raises(UnknownColumnError, match="no column 'rating'") as caught:
+        load(path, user_col="who", item_col="what", weight_col="rating")
+    assert not str(caught.value).startswith("'")  # not KeyError's quoted message
+    with pytest.raises(UnknownColumnError, match="its columns are user, x"):
+        from_dataframe(pd.DataFrame({"user": [1], "x": [2]}))
+
+
+def test_bad_encoding_is_a_format_error(tmp_path):
+    path = write(tmp_path / "t.csv", "user,item\n1,\xe9\n", encoding="iso-8859-1")
+    with pytest.raises(DataFormatError, match="line 2: bytes that are not valid utf-8"):
+        load(path)
+    assert load(path, encoding="iso-8859-1").item_ids.tolist() == ["é"]
