@@ -315,7 +315,7 @@ class AlternatingLeastSquares:
         """
         self._check_params()
         backend = self.backend_
-        Cui = self._confidence(check_user_items(user_items))
+        Cui = self._confidence(check_user_items(user_items, require_entries=True))
         n_users, n_items = Cui.shape
         self._init_or_check_factors(n_users, n_items)
 

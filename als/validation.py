@@ -26,7 +26,9 @@ class ParameterWarning(UserWarning):
     """Warns that an argument was accepted but converted (as implicit's ParameterWarning)."""
 
 
-def check_user_items(matrix, name="user_items", shape=None, rows=None, columns=None):
+def check_user_items(
+    matrix, name="user_items", shape=None, rows=None, columns=None, require_entries=False
+):
     """Return ``matrix`` as a canonical float32 CSR matrix, or raise naming the problem.
 
     Canonical means: CSR, float32 weights, sorted column indices, no duplicate entries
@@ -43,6 +45,8 @@ def check_user_items(matrix, name="user_items", shape=None, rows=None, columns=N
         The exact shape required.
     rows, columns : int, optional
         The number of rows or columns required, when only one of them is fixed.
+    require_entries : bool
+        Refuse a matrix without rows, columns or stored entries (nothing to learn from).
 
     Raises
     ------
@@ -63,6 +67,7 @@ def check_user_items(matrix, name="user_items", shape=None, rows=None, columns=N
             )
             matrix = converted
     elif isinstance(matrix, np.ndarray) and matrix.ndim == 2:
+        _check_weight_dtype(matrix.dtype, name)
         warnings.warn(
             f"{name} should be a sparse CSR matrix, got a dense array; converting it",
             ParameterWarning,
@@ -75,16 +80,18 @@ def check_user_items(matrix, name="user_items", shape=None, rows=None, columns=N
         )
     if matrix.ndim != 2:
         raise ValueError(f"{name} must be 2-dimensional, got shape {matrix.shape}")
-    if not (np.issubdtype(matrix.dtype, np.number) or matrix.dtype == np.bool_) or np.issubdtype(
-        matrix.dtype, np.complexfloating
-    ):
-        raise TypeError(f"{name} must hold real-valued weights, not {matrix.dtype}")
+    _check_weight_dtype(matrix.dtype, name)
     if shape is not None and matrix.shape != tuple(shape):
         raise ValueError(f"{name} has shape {matrix.shape}, expected {tuple(shape)}")
     if rows is not None and matrix.shape[0] != rows:
         raise ValueError(f"{name} has {matrix.shape[0]} rows, expected {rows}")
     if columns is not None and matrix.shape[1] != columns:
         raise ValueError(f"{name} has {matrix.shape[1]} columns, expected {columns}")
+
+    if require_entries and 0 in matrix.shape:
+        raise ValueError(f"{name} is empty: shape {matrix.shape}")
+    if require_entries and matrix.nnz == 0:
+        raise ValueError(f"{name} has no interactions: every weight is missing")
 
     try:
         matrix.check_format(full_check=True)
@@ -99,8 +106,10 @@ def check_user_items(matrix, name="user_items", shape=None, rows=None, columns=N
             f"{name} has {len(bad)} NaN or infinite weight(s), the first at "
             f"row {row}, column {int(matrix.indices[bad[0]])}"
         )
+    with np.errstate(over="ignore"):  # overflow to inf is reported below, by name
+        weights = data.astype(np.float32)
     matrix = scipy.sparse.csr_matrix(
-        (data.astype(np.float32), matrix.indices.copy(), matrix.indptr.copy()),
+        (weights, matrix.indices.copy(), matrix.indptr.copy()),
         shape=matrix.shape,
     )
     if not matrix.has_canonical_format:
@@ -117,6 +126,12 @@ def check_user_items(matrix, name="user_items", shape=None, rows=None, columns=N
     if not np.isfinite(data).all():
         raise ValueError(f"{name} has weights that overflow float32")
     return matrix
+
+
+def _check_weight_dtype(dtype, name):
+    real = np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)
+    if not (real or dtype == np.bool_):
+        raise TypeError(f"{name} must hold real-valued weights, not {dtype}")
 
 
 def check_ids(ids, name, upper, allow_scalar=True):

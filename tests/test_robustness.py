@@ -1,0 +1,431 @@
+"""Robustness: bad input gets a clear error, model files survive faults, properties hold.
+
+Every bad-input case names the exception type and a phrase of its message; none may crash
+the interpreter, hang, or leave NaN factors behind silently.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.sparse
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from als import AlternatingLeastSquares, ModelFileError
+from backends.base import get_backend
+from tests.conftest import power_law_matrix
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    matrix = power_law_matrix(60, 40, 600, seed=3)
+    model = AlternatingLeastSquares(factors=6, iterations=2, random_state=0, backend="cpu")
+    return model.fit(matrix, show_progress=False), matrix
+
+
+def csr(data, indices, indptr, shape):
+    return scipy.sparse.csr_matrix((data, indices, indptr), shape=shape)
+
+
+# -- fitting on bad input ------------------------------------------------------------------
+
+BAD_FITS = {
+    "empty-shape": (scipy.sparse.csr_matrix((0, 5), dtype=np.float32), ValueError, "empty"),
+    "no-items": (scipy.sparse.csr_matrix((5, 0), dtype=np.float32), ValueError, "empty"),
+    "no-entries": (
+        scipy.sparse.csr_matrix((5, 5), dtype=np.float32),
+        ValueError,
+        "no interactions",
+    ),
+    "string-weights": (np.array([["a", "b"]]), TypeError, "real-valued"),
+    "object-array": (np.array([[1, None]], dtype=object), TypeError, "real-valued"),
+    "one-dimensional": (np.ones(3), TypeError, "CSR matrix"),
+    "none": (None, TypeError, "CSR matrix"),
+    "nan-weight": (csr(np.array([1.0, np.nan]), [0, 1], [0, 2], (1, 2)), ValueError, "NaN"),
+    "inf-weight": (csr(np.array([np.inf]), [0], [0, 1], (1, 2)), ValueError, "infinite"),
+    "float32-overflow": (csr(np.array([1e300]), [0], [0, 1], (1, 2)), ValueError, "overflow"),
+    "index-out-of-range": (csr(np.ones(1), [7], [0, 1], (1, 2)), ValueError, "not a valid CSR"),
+    "negative-index": (csr(np.ones(1), [-1], [0, 1], (1, 2)), ValueError, "not a valid CSR"),
+    "bad-indptr": (
+        scipy.sparse.csr_matrix(
+            (np.ones(2), np.array([0, 1]), np.array([0, 2, 1])), shape=(2, 2), copy=False
+        ),
+        ValueError,
+        "not a valid CSR",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", BAD_FITS, ids=list(BAD_FITS))
+def test_fit_refuses_bad_input(backend_name, case):
+    matrix, error, message = BAD_FITS[case]
+    model = AlternatingLeastSquares(factors=2, iterations=1, backend=backend_name)
+    with pytest.raises(error, match=message):
+        model.fit(matrix, show_progress=False)
+    assert model.user_factors is None
+
+
+def test_negative_weights_are_dislikes_not_errors(backend_name):
+    matrix = power_law_matrix(30, 20, 200, seed=1, negative_fraction=0.3)
+    model = AlternatingLeastSquares(factors=3, iterations=2, random_state=0, backend=backend_name)
+    assert np.isfinite(model.fit(matrix, show_progress=False).user_factors).all()
+
+
+def test_users_and_items_without_interactions_get_zero_factors(backend_name):
+    matrix = scipy.sparse.csr_matrix(np.array([[1, 0, 0], [0, 0, 0], [2, 3, 0]], np.float32))
+    model = AlternatingLeastSquares(factors=2, iterations=2, random_state=0, backend=backend_name)
+    model.fit(matrix, show_progress=False)
+    assert not model.user_factors[1].any() and not model.item_factors[2].any()
+
+
+def test_int64_indices_and_unsorted_duplicates_give_the_canonical_answer(backend_name):
+    canonical = power_law_matrix(50, 30, 400, seed=5)
+    coo = canonical.tocoo()
+    order = np.random.default_rng(0).permutation(coo.nnz)
+    # the same matrix as unsorted int64 CSR, with every weight split into two duplicates
+    rows = np.concatenate([coo.row[order], coo.row[order]])
+    cols = np.concatenate([coo.col[order], coo.col[order]]).astype(np.int64)
+    data = np.concatenate([coo.data[order] / 2, coo.data[order] / 2])
+    counts = np.bincount(rows, minlength=50)
+    by_row = np.argsort(rows, kind="stable")
+    messy = csr(data[by_row], cols[by_row], np.concatenate([[0], np.cumsum(counts)]), (50, 30))
+    messy.indices = messy.indices.astype(np.int64)
+    messy.indptr = messy.indptr.astype(np.int64)
+    fits = []
+    for matrix in (canonical, messy):
+        model = AlternatingLeastSquares(
+            factors=4, iterations=2, random_state=0, backend=backend_name
+        )
+        with __import__("warnings").catch_warnings():
+            __import__("warnings").simplefilter("ignore")
+            fits.append(model.fit(matrix, show_progress=False).user_factors)
+    np.testing.assert_allclose(fits[0], fits[1], rtol=1e-5, atol=1e-7)
+
+
+def test_zero_iterations_keeps_the_initial_factors(backend_name):
+    matrix = power_law_matrix(10, 8, 40, seed=2)
+    model = AlternatingLeastSquares(factors=3, iterations=0, random_state=4, backend=backend_name)
+    model.fit(matrix, show_progress=False)
+    expected = np.random.default_rng(4).random((10, 3), dtype=np.float32) * np.float32(0.01)
+    np.testing.assert_array_equal(model.user_factors, expected)
+
+
+# -- queries and factors ---------------------------------------------------------------------
+
+
+def test_n_larger_than_the_catalogue(fitted):
+    model, matrix = fitted
+    ids, _ = model.recommend(0, matrix[0], N=10_000)
+    assert len(ids) == matrix.shape[1] - matrix[0].nnz and len(set(ids)) == len(ids)
+    ids, _ = model.similar_items(0, N=10_000)
+    assert len(ids) == matrix.shape[1]
+
+
+@pytest.mark.parametrize(
+    "call, error, message",
+    [
+        (lambda m, x: m.recommend(0, x[0], N=0), ValueError, "N must be >= 1"),
+        (lambda m, x: m.recommend(0, x[0], N=2.5), TypeError, "N must be an integer"),
+        (lambda m, x: m.recommend(np.array([[0]]), x[0]), ValueError, "1-D array"),
+        (lambda m, x: m.recommend(np.array([0.5]), x[0]), TypeError, "integer ids"),
+        (lambda m, x: m.recommend(0, x[0], items=[-3]), ValueError, "out of range"),
+        (lambda m, x: m.recommend(0, x), ValueError, "rows, expected 1"),
+        (lambda m, x: m.similar_users(10_000), ValueError, "out of range"),
+        (lambda m, x: m.similar_items(0, filter_items=[999]), ValueError, "filter_items"),
+        (lambda m, x: m.recalculate_user(0, x[:2]), ValueError, "rows, expected 1"),
+        (lambda m, x: m.partial_fit_users([0, 1], x[[0]]), ValueError, "rows, expected 2"),
+        (lambda m, x: m.explain(0, x, 0, N=0), ValueError, "N must be >= 1"),
+    ],
+    ids=[
+        "N=0",
+        "N-float",
+        "2d-ids",
+        "float-ids",
+        "negative-item",
+        "rows-mismatch",
+        "unknown-user",
+        "unknown-filter",
+        "recalculate-rows",
+        "partial-fit-rows",
+        "explain-N",
+    ],
+)
+def test_bad_queries(fitted, call, error, message):
+    model, matrix = fitted
+    with pytest.raises(error, match=message):
+        call(model, matrix)
+
+
+@pytest.mark.parametrize("name", ["numpy", "cpu"])
+def test_topk_in_many_small_blocks_equals_one_block(name, monkeypatch):
+    """Scores are computed in blocks of queries so queries x items never has to fit at once."""
+    import backends.numba_cpu
+    import backends.numpy_ref
+
+    backend = get_backend(name)
+    rng = np.random.default_rng(0)
+    queries, factors = rng.standard_normal((97, 5)), rng.standard_normal((300, 5))
+    exclude = scipy.sparse.random(97, 300, density=0.1, format="csr", random_state=1)
+    whole = backend.topk(queries, factors, 7, exclude, np.array([3, 4]))
+    for module in (backends.numpy_ref, backends.numba_cpu):
+        monkeypatch.setattr(module, "BLOCK_ELEMENTS", 1000)  # 3 queries per block
+    blocked = backend.topk(queries, factors, 7, exclude, np.array([3, 4]))
+    np.testing.assert_array_equal(blocked[0], whole[0])
+    # BLAS may order a product's sums differently for other block shapes: 1 ulp
+    np.testing.assert_allclose(blocked[1], whole[1], rtol=1e-12)
+
+
+def test_factor_arrays_from_outside_are_copied_and_checked(fitted):
+    model, matrix = fitted
+    copy = AlternatingLeastSquares(factors=6, backend="cpu")
+    frozen = np.array(model.user_factors)
+    frozen.setflags(write=False)
+    strided = np.asfortranarray(model.item_factors)
+    copy.user_factors, copy.item_factors = frozen, strided
+    copy.partial_fit_users([0], matrix[[0]])  # writes in place: must not touch `frozen`
+    assert copy.user_factors.flags.writeable and copy.item_factors.flags.c_contiguous
+    np.testing.assert_array_equal(frozen, model.user_factors)
+    with pytest.raises(TypeError, match="floating-point"):
+        copy.user_factors = np.ones((3, 6), dtype=np.int64)
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        copy.item_factors = np.full((3, 6), np.nan)
+    with pytest.raises(ValueError, match="2-D"):
+        copy.item_factors = np.ones(6)
+
+
+# -- model files -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def model_file(fitted, tmp_path):
+    path = tmp_path / "model.npz"
+    fitted[0].save(path)
+    return path
+
+
+def rewrite(path, **changes):
+    """Save the arrays of ``path`` again with some replaced (None removes one)."""
+    with np.load(path) as data:
+        arrays = {key: data[key] for key in data.files}
+    arrays.update(changes)
+    np.savez(path, **{k: v for k, v in arrays.items() if v is not None})
+
+
+def test_truncated_file(model_file):
+    model_file.write_bytes(model_file.read_bytes()[: model_file.stat().st_size // 2])
+    with pytest.raises(ModelFileError, match="not a readable model file"):
+        AlternatingLeastSquares.load(model_file)
+
+
+def test_corrupted_bytes(model_file):
+    raw = bytearray(model_file.read_bytes())
+    middle = len(raw) // 2
+    raw[middle : middle + 64] = bytes(64)
+    model_file.write_bytes(bytes(raw))
+    with pytest.raises(ModelFileError):
+        AlternatingLeastSquares.load(model_file)
+
+
+def test_foreign_files(tmp_path):
+    text = tmp_path / "notes.npz"
+    text.write_text("hello")
+    with pytest.raises(ModelFileError, match="not a readable model file"):
+        AlternatingLeastSquares.load(text)
+    archive = tmp_path / "foreign.npz"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("readme.txt", "not an array")
+    with pytest.raises(ModelFileError, match="readme.txt"):
+        AlternatingLeastSquares.load(archive)
+    other = tmp_path / "other.npz"
+    np.savez(other, weights=np.ones(3))
+    with pytest.raises(ModelFileError, match="no factors, item_factors, user_factors"):
+        AlternatingLeastSquares.load(other)
+
+
+def test_inconsistent_shapes_and_values(model_file):
+    rewrite(model_file, item_factors=np.ones((4, 5), np.float32))
+    with pytest.raises(ModelFileError, match="item_factors"):
+        AlternatingLeastSquares.load(model_file)
+    rewrite(model_file, item_factors=np.ones((4, 6), np.float32), factors=np.array([6, 6]))
+    with pytest.raises(ModelFileError, match="single value"):
+        AlternatingLeastSquares.load(model_file)
+    rewrite(model_file, factors=np.array(6), item_factors=np.full((4, 6), np.nan, np.float32))
+    with pytest.raises(ValueError, match="NaN"):
+        AlternatingLeastSquares.load(model_file)
+
+
+def test_absurd_sizes_are_refused_before_allocation(tmp_path):
+    """A header claiming a 10^12-element array in a file of a few bytes."""
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        buffer, {"descr": "<f4", "fortran_order": False, "shape": (10**6, 10**6)}
+    )
+    path = tmp_path / "huge.npz"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("user_factors.npy", buffer.getvalue() + bytes(16))
+    with pytest.raises(ModelFileError, match="truncated or corrupted"):
+        AlternatingLeastSquares.load(path)
+
+
+def test_future_version(model_file):
+    rewrite(model_file, format_version=np.array(2))
+    with pytest.raises(ModelFileError, match="newer als"):
+        AlternatingLeastSquares.load(model_file)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no model file"):
+        AlternatingLeastSquares.load(tmp_path / "absent.npz")
+
+
+SAVER = """
+import sys, numpy as np
+from als import AlternatingLeastSquares
+model = AlternatingLeastSquares(factors=64, backend="numpy")
+model.user_factors = np.ones((2_000_000, 64), np.float32)
+model.item_factors = np.ones((10, 64), np.float32)
+print("saving", flush=True)
+model.save(sys.argv[1])
+print("saved", flush=True)
+"""
+
+
+def test_a_killed_save_leaves_the_previous_file_intact(fitted, tmp_path):
+    path = tmp_path / "model.npz"
+    fitted[0].save(path)
+    before = path.read_bytes()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    child = subprocess.Popen(
+        [sys.executable, "-c", SAVER, str(path)], env=env, stdout=subprocess.PIPE, text=True
+    )
+    assert child.stdout.readline().strip() == "saving"
+    # kill it once the temporary file has started to grow: mid-write
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        partial = [p for p in tmp_path.glob(".als-*.npz.tmp") if p.stat().st_size > 0]
+        if partial:
+            break
+        time.sleep(0.001)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    assert partial, "the saving process never started writing"
+    assert path.read_bytes() == before
+    loaded = AlternatingLeastSquares.load(path)
+    np.testing.assert_array_equal(loaded.user_factors, fitted[0].user_factors)
+
+
+# -- properties on random input ----------------------------------------------------------------
+
+
+@st.composite
+def interaction_matrices(draw):
+    users = draw(st.integers(1, 25))
+    items = draw(st.integers(1, 20))
+    density = draw(st.floats(0.05, 0.6))
+    seed = draw(st.integers(0, 2**31 - 1))
+    rng = np.random.default_rng(seed)
+    dense = (rng.random((users, items)) < density) * rng.integers(1, 6, (users, items))
+    if not dense.any():
+        dense[0, 0] = 1
+    if draw(st.booleans()):
+        dense = dense * np.where(rng.random((users, items)) < 0.2, -1, 1)
+    return scipy.sparse.csr_matrix(dense.astype(np.float32))
+
+
+PROPERTY_SETTINGS = settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+
+
+@PROPERTY_SETTINGS
+@given(matrix=interaction_matrices(), factors=st.integers(1, 6), steps=st.sampled_from([1, 3]))
+def test_numba_agrees_with_the_reference(matrix, factors, steps):
+    fits = [
+        AlternatingLeastSquares(
+            factors=factors,
+            iterations=2,
+            random_state=1,
+            cg_steps=steps,
+            dtype=np.float64,
+            backend=name,
+        )
+        .fit(matrix, show_progress=False)
+        .user_factors
+        for name in ("numpy", "cpu")
+    ]
+    np.testing.assert_allclose(fits[1], fits[0], rtol=1e-6, atol=1e-9)
+
+
+@PROPERTY_SETTINGS
+@given(matrix=interaction_matrices(), factors=st.integers(1, 5))
+def test_exact_solver_never_increases_the_loss(matrix, factors):
+    matrix = abs(matrix)  # alternating exact minimisation is monotone for confidences >= 1
+    losses = []
+    model = AlternatingLeastSquares(
+        factors=factors,
+        iterations=4,
+        random_state=0,
+        use_cg=False,
+        regularization=0.1,
+        dtype=np.float64,
+        calculate_training_loss=True,
+        backend="cpu",
+    )
+    model.fit(matrix, show_progress=False, callback=lambda i, s, loss: losses.append(loss))
+    assert all(b <= a * (1 + 1e-9) + 1e-12 for a, b in zip(losses, losses[1:], strict=False))
+
+
+@PROPERTY_SETTINGS
+@given(matrix=interaction_matrices(), factors=st.integers(1, 5))
+def test_cg_with_enough_steps_is_the_exact_solution(matrix, factors):
+    matrix = abs(matrix)
+    backend = get_backend("cpu")
+    rng = np.random.default_rng(0)
+    Y = rng.random((matrix.shape[1], factors))
+    YtY = backend.gram(Y, 0.1)
+    exact, cg = np.zeros((matrix.shape[0], factors)), np.zeros((matrix.shape[0], factors))
+    backend.solve(matrix, exact, Y, YtY, None)
+    backend.solve(matrix, cg, Y, YtY, factors + 5)
+    np.testing.assert_allclose(cg, exact, rtol=1e-6, atol=1e-8)
+
+
+@PROPERTY_SETTINGS
+@given(matrix=interaction_matrices(), N=st.integers(1, 30), data=st.data())
+def test_recommend_never_returns_liked_or_filtered_and_is_sorted(matrix, N, data):
+    model = AlternatingLeastSquares(factors=3, iterations=1, random_state=0, backend="cpu")
+    model.fit(abs(matrix), show_progress=False)
+    banned = data.draw(st.lists(st.integers(0, matrix.shape[1] - 1), max_size=5, unique=True))
+    users = np.arange(matrix.shape[0])
+    ids, scores = model.recommend(users, matrix, N=N, filter_items=banned or None)
+    for user in users:
+        valid = ids[user] >= 0
+        assert not set(ids[user][valid]) & (set(matrix[user].indices) | set(banned))
+        assert np.all(np.diff(scores[user][valid]) <= 0)
+        assert (ids[user][~valid] == -1).all() and np.isneginf(scores[user][~valid]).all()
+        available = matrix.shape[1] - len(set(matrix[user].indices) | set(banned))
+        assert valid.sum() == min(available, ids.shape[1])
+
+
+@PROPERTY_SETTINGS
+@given(matrix=interaction_matrices(), threads=st.sampled_from([1, 2]))
+def test_same_seed_and_threads_give_bit_identical_factors(matrix, threads):
+    fits = [
+        AlternatingLeastSquares(
+            factors=4, iterations=2, random_state=7, num_threads=threads, backend="cpu"
+        ).fit(matrix, show_progress=False)
+        for _ in range(2)
+    ]
+    np.testing.assert_array_equal(fits[0].user_factors, fits[1].user_factors)
+    np.testing.assert_array_equal(fits[0].item_factors, fits[1].item_factors)
