@@ -107,6 +107,11 @@ def build_parser():
     model.add_argument("--seed", type=int, default=0, help="seed for the initial factors")
     model.add_argument("--backend", default="auto", choices=["auto", "cpu", "cuda", "numpy"])
     model.add_argument("--threads", type=int, default=0, help="CPU threads, 0 = all cores")
+    cluster = model.add_mutually_exclusive_group()
+    cluster.add_argument(
+        "--workers", type=int, help="fit on a local Dask cluster of this many worker processes"
+    )
+    cluster.add_argument("--scheduler", metavar="ADDRESS", help="fit on this Dask cluster")
 
     evaluation = parser.add_argument_group("evaluation")
     evaluation.add_argument(
@@ -281,7 +286,20 @@ def main(argv):
         losses.append(loss)
 
     say(f"training on {train.nnz:,} interactions with the {model.backend_name!r} backend")
-    model.fit(train, show_progress=not args.quiet, callback=record)
+    if args.workers or args.scheduler:
+        from .distributed import fit_on_cluster
+
+        fit_on_cluster(
+            model,
+            train,
+            workers=args.workers,
+            scheduler=args.scheduler,
+            log=say,
+            show_progress=not args.quiet,
+            callback=record,
+        )
+    else:
+        model.fit(train, show_progress=not args.quiet, callback=record)
     per_iteration = float(np.median(iteration_seconds)) if iteration_seconds else 0.0
     say(
         f"{args.iterations} iterations, {per_iteration:.3f} s per iteration (median), "

@@ -1,0 +1,723 @@
+"""The same ALS fit on a Dask cluster: interactions in blocks on the workers, factors in futures.
+
+:func:`fit_distributed` trains an :class:`~als.model.AlternatingLeastSquares` on a
+``dask.distributed.Client`` and leaves the learned factors in that ordinary model, which then
+recommends, saves and loads as usual. With the same parameters and seed it gives the
+single-machine fit's factors to float32 rounding (only the Gram matrix is summed in a
+different order).
+
+Partitioning
+    Users are cut into ``blocks`` contiguous ranges and items into as many. User block ``b``
+    is the CSR of its rows of the confidence matrix (``alpha * weights``); item block ``b`` the
+    CSR of its rows of the transpose. Block ``b`` of both sides lives on worker ``b % W``. The
+    blocks are built on the workers from the partitions of a dask DataFrame or Parquet files
+    (each partition is split by block on its worker and the pieces moved to the block owners),
+    so the whole matrix is never collected on one machine. A scipy CSR matrix is accepted for
+    convenience: the client slices it and the blocks travel inside the build tasks.
+
+One half-iteration (solving users; items are the same with the roles swapped)
+    1. ``YtY = sum_b Y_b^T Y_b + lambda I``: one partial per item block on its owner, summed
+       by a pairwise tree of tasks (float64, in a fixed order).
+    2. The item factors of the previous half-iteration are one future, ``Y``: every worker
+       fetches it once (Dask spreads the copies) and all its solve tasks share it.
+    3. Each user block is solved on its owner with the ``cpu`` backend, warm-started from the
+       rows of the previous user factors; the new rows stay on the worker.
+    4. The new blocks are concatenated into the next full-factors future, which the other
+       half-iteration's solves fetch in turn.
+
+Fault tolerance
+    Everything on a worker can be recomputed from its lineage, so a worker lost mid-fit costs
+    recomputation, not the fit. The blocks of interactions come from tasks (reading a
+    partition, or carrying the client's slice). The initial factors are drawn by tasks
+    that restart the client's random stream from the state recorded at their first row. The
+    full factors of each half-iteration are replicated on every worker that solved with
+    them, so a lost worker's blocks are re-solved from a surviving copy, and the Gram tree
+    and concatenation run again in the same order: the result is bit for bit the same.
+
+Ids
+    The user, item and weight columns must hold dense integer ids ``0..n-1``. Raw ids are
+    mapped by :func:`encode_ids` (one pass to find each column's sorted unique values, which
+    the client then holds: ``8 * (n_users + n_items)`` bytes, then a map over partitions).
+
+Threads
+    A solve task uses ``model.num_threads`` Numba threads, or with 0 the worker's thread
+    count; run workers with one Dask thread (``threads_per_worker=1``) and give them cores
+    through ``num_threads``, as one task runs per block and block ``b`` runs on its owner.
+
+Examples
+--------
+>>> from dask.distributed import Client, LocalCluster          # doctest: +SKIP
+>>> from als import AlternatingLeastSquares                     # doctest: +SKIP
+>>> from als.distributed import fit_distributed                 # doctest: +SKIP
+>>> with LocalCluster(n_workers=2, threads_per_worker=1) as cluster, Client(cluster) as client:
+...     model = fit_distributed(client, AlternatingLeastSquares(random_state=0), user_items)
+>>> model.recommend(0, user_items[0])                           # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse
+from tqdm.auto import tqdm
+
+from backends.base import get_backend
+
+from .model import AlternatingLeastSquares, ModelFitError, _check_random_state
+from .validation import check_positive_int, check_user_items
+
+__all__ = [
+    "BlockedInteractions",
+    "partition_interactions",
+    "fit_distributed",
+    "fit_on_cluster",
+    "encode_ids",
+    "initial_factor_states",
+]
+
+#: random draws per chunk when the client advances the stream to a block's first row
+RANDOM_CHUNK_ELEMENTS = 1 << 22
+
+
+@dataclass
+class BlockedInteractions:
+    """Confidence-free interaction blocks on the workers (weights; ``alpha`` is applied later).
+
+    Attributes
+    ----------
+    n_users, n_items : int
+        Shape of the users x items matrix.
+    user_bounds, item_bounds : numpy.ndarray
+        Block ``b`` of users holds rows ``user_bounds[b]:user_bounds[b + 1]``; likewise items.
+    user_blocks, item_blocks : list of distributed.Future
+        CSR weight blocks: users x all items, and items x all users.
+    owners : list of str
+        Worker address that holds (and solves) block ``b``, for both sides.
+    """
+
+    n_users: int
+    n_items: int
+    user_bounds: np.ndarray
+    item_bounds: np.ndarray
+    user_blocks: list
+    item_blocks: list
+    owners: list
+    nnz: int = field(default=0)
+
+    @property
+    def shape(self):
+        return (self.n_users, self.n_items)
+
+
+# -- tasks run on the workers -------------------------------------------------------------------
+
+
+def _csr_from_parts(indptr, indices, data, shape):
+    """A user or item block shipped from the client's CSR (its arrays travel in the task)."""
+    return scipy.sparse.csr_matrix((data, indices, indptr), shape=shape)
+
+
+def _split_partition(frame, columns, user_bounds, item_bounds, shape):
+    """Split one partition's (user, item, weight) rows by user block and by item block."""
+    user_col, item_col, weight_col = columns
+    users = _id_column(frame, user_col, shape[0])
+    items = _id_column(frame, item_col, shape[1])
+    if weight_col is None:
+        weights = np.ones(len(frame), dtype=np.float32)
+    else:
+        weights = frame[weight_col].to_numpy()
+        if not np.issubdtype(weights.dtype, np.number) or np.issubdtype(
+            weights.dtype, np.complexfloating
+        ):
+            raise TypeError(f"column {weight_col!r} must hold real weights, not {weights.dtype}")
+        weights = weights.astype(np.float32)
+    return {
+        "users": _pieces(users, items, weights, user_bounds),
+        "items": _pieces(items, users, weights, item_bounds),
+    }
+
+
+def _id_column(frame, column, upper):
+    ids = frame[column].to_numpy()
+    if not np.issubdtype(ids.dtype, np.integer):
+        raise TypeError(
+            f"column {column!r} must hold dense integer ids, not {ids.dtype} "
+            "(map raw ids with als.distributed.encode_ids)"
+        )
+    if len(ids) and (ids.min() < 0 or ids.max() >= upper):
+        bad = ids[(ids < 0) | (ids >= upper)][0]
+        raise ValueError(f"column {column!r} holds id {bad}, out of range 0..{upper - 1}")
+    return ids.astype(np.int64)
+
+
+def _pieces(rows, columns, weights, bounds):
+    """(local rows, columns, weights) of each block of ``rows``."""
+    block = np.searchsorted(bounds, rows, side="right") - 1
+    order = np.argsort(block, kind="stable")
+    splits = np.searchsorted(block[order], np.arange(1, len(bounds) - 1))
+    return [
+        (rows[part] - bounds[b], columns[part].astype(np.int32), weights[part])
+        for b, part in enumerate(np.split(order, splits))
+    ]
+
+
+def _piece(split, side, block):
+    return split[side][block]
+
+
+def _csr_from_pieces(shape, *pieces):
+    """One block's CSR from the pieces every partition sent it; duplicates are summed."""
+    rows = np.concatenate([piece[0] for piece in pieces])
+    columns = np.concatenate([piece[1] for piece in pieces])
+    weights = np.concatenate([piece[2] for piece in pieces])
+    return scipy.sparse.csr_matrix((weights, (rows, columns)), shape=shape)
+
+
+def _confidence_block(block, alpha):
+    """Canonical float32 confidences of one block, exactly as ``fit`` prepares the matrix."""
+    return AlternatingLeastSquares(alpha=alpha)._confidence(check_user_items(block, "a block"))
+
+
+def _random_block(state, rows, factors, dtype):
+    """Rows of initial factors, drawn from a copy of the client's stream at ``state``."""
+    generator = np.random.Generator(getattr(np.random, state["bit_generator"])())
+    generator.bit_generator.state = state
+    block = np.empty((rows, factors), dtype=dtype)
+    generator.random(out=block, dtype=dtype)
+    block *= block.dtype.type(0.01)
+    return block
+
+
+def _gram_partial(factors, start=0, stop=None):
+    rows = factors[start:stop].astype(np.float64)
+    return rows.T @ rows
+
+
+def _add(a, b):
+    return a + b
+
+
+def _finish_gram(total, regularization, dtype):
+    # the same expression as the backends' gram, applied to the summed partials
+    gram = total.astype(dtype)
+    return gram + np.asarray(regularization, dtype=dtype) * np.eye(len(gram), dtype=dtype)
+
+
+def _concatenate(*blocks):
+    return np.concatenate(blocks) if len(blocks) > 1 else blocks[0]
+
+
+def _thread_count(num_threads):
+    if num_threads:
+        return num_threads
+    try:
+        from distributed import get_worker
+
+        return max(1, get_worker().state.nthreads)
+    except (ImportError, ValueError, AttributeError):
+        return 0
+
+
+def _solve_block(block, own, start, stop, other, gram, cg_steps, num_threads, where):
+    """New factors for rows ``start:stop`` of ``own`` given the other side's full factors."""
+    backend = get_backend("cpu", _thread_count(num_threads))
+    # a copy: ``own`` is shared by every task on this worker and must stay as it was
+    rows = np.array(own[start:stop], order="C")
+    with backend.threads():
+        backend.solve(block, rows, other, gram, cg_steps)
+    if not backend.all_finite(rows):
+        iteration, side = where
+        raise ModelFitError(
+            f"the {side[:-1]} factors became NaN or infinite in iteration {iteration} "
+            f"(solving {side}); lower alpha, raise regularization or use float64"
+        )
+    return rows
+
+
+def _loss_parts(block, users, start, stop, items, num_threads):
+    """(loss terms without regularization, total confidence, nnz, |X_b|^2) of a user block."""
+    backend = get_backend("cpu", _thread_count(num_threads))
+    rows = users[start:stop]
+    with backend.threads():
+        normalised = backend.loss(block, rows, items, 0.0)
+    confidence = float(np.abs(block.data).sum(dtype=np.float64))
+    denominator = confidence + block.shape[0] * block.shape[1] - block.nnz
+    squares = float(np.sum(rows * rows, dtype=np.float64))
+    return normalised * denominator, confidence, block.nnz, squares
+
+
+# -- partitioning -------------------------------------------------------------------------------
+
+
+def _bounds(n, blocks):
+    return np.linspace(0, n, blocks + 1).round().astype(np.int64)
+
+
+def _workers(client):
+    workers = sorted(client.scheduler_info(n_workers=-1)["workers"])
+    if not workers:
+        raise ValueError("the Dask cluster has no workers")
+    return workers
+
+
+def partition_interactions(
+    client,
+    user_items,
+    *,
+    shape=None,
+    blocks=None,
+    user_col="user",
+    item_col="item",
+    weight_col="weight",
+):
+    """Put the interactions on the workers in user blocks and item blocks.
+
+    Parameters
+    ----------
+    client : distributed.Client
+    user_items : scipy.sparse matrix, dask.dataframe.DataFrame, str or list of str
+        A users x items matrix of weights (sliced on the client: the convenience path), a
+        dask DataFrame with dense integer id columns, or Parquet path(s) read as one.
+    shape : (int, int), optional
+        ``(n_users, n_items)`` of a DataFrame; by default one more than the largest ids.
+    blocks : int, optional
+        Blocks per side (default: one per worker).
+    user_col, item_col, weight_col : str
+        Columns of a DataFrame; ``weight_col=None`` weighs every row 1.
+
+    Returns
+    -------
+    BlockedInteractions
+
+    Raises
+    ------
+    TypeError, ValueError
+        For input that is neither, or ids that are not dense integers in range (raised
+        when the blocks are built).
+    """
+    owners = _workers(client)
+    blocks = check_positive_int(blocks if blocks is not None else len(owners), "blocks")
+    if scipy.sparse.issparse(user_items) or isinstance(user_items, np.ndarray):
+        return _partition_matrix(client, check_user_items(user_items), blocks, owners)
+    if isinstance(user_items, (str, os.PathLike, list, tuple)):
+        import dask.dataframe as dd
+
+        columns = [c for c in (user_col, item_col, weight_col) if c is not None]
+        user_items = dd.read_parquet(user_items, columns=columns)
+    if not hasattr(user_items, "to_delayed"):
+        raise TypeError(
+            "user_items must be a scipy.sparse matrix, a dask DataFrame or Parquet path(s), "
+            f"not {type(user_items).__name__}"
+        )
+    return _partition_frame(
+        client, user_items, (user_col, item_col, weight_col), shape, blocks, owners
+    )
+
+
+def _owner(owners, block):
+    return owners[block % len(owners)]
+
+
+def _partition_matrix(client, matrix, blocks, owners):
+    n_users, n_items = matrix.shape
+    user_bounds, item_bounds = _bounds(n_users, blocks), _bounds(n_items, blocks)
+    transposed = matrix.T.tocsr()
+    # the blocks travel inside their tasks on purpose: the scheduler keeps them, so a lost
+    # worker's blocks are rebuilt (so Dask's "Sending large graph" warning is expected)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sending large graph", category=UserWarning)
+        sides = _submit_matrix_blocks(client, matrix, transposed, user_bounds, item_bounds, owners)
+    return BlockedInteractions(
+        n_users, n_items, user_bounds, item_bounds, sides[0], sides[1], owners, matrix.nnz
+    )
+
+
+def _submit_matrix_blocks(client, matrix, transposed, user_bounds, item_bounds, owners):
+    sides = []
+    for source, bounds in ((matrix, user_bounds), (transposed, item_bounds)):
+        futures = []
+        for b in range(len(bounds) - 1):
+            part = source[bounds[b] : bounds[b + 1]]
+            futures.append(
+                client.submit(
+                    _csr_from_parts,
+                    part.indptr,
+                    part.indices,
+                    part.data,
+                    part.shape,
+                    workers=[_owner(owners, b)],
+                    allow_other_workers=True,
+                    pure=False,
+                )
+            )
+        sides.append(futures)
+    return sides
+
+
+def _partition_frame(client, frame, columns, shape, blocks, owners):
+    import dask
+
+    user_col, item_col, _ = columns
+    if shape is None:
+        largest = dask.compute(frame[user_col].max(), frame[item_col].max())
+        shape = (int(largest[0]) + 1, int(largest[1]) + 1)
+    n_users, n_items = (check_positive_int(n, "shape") for n in shape)
+    user_bounds, item_bounds = _bounds(n_users, blocks), _bounds(n_items, blocks)
+    splits = client.compute(
+        [
+            dask.delayed(_split_partition)(part, columns, user_bounds, item_bounds, shape)
+            for part in frame.to_delayed()
+        ]
+    )
+    sides = []
+    for side, bounds, columns_of_side in (
+        ("users", user_bounds, n_items),
+        ("items", item_bounds, n_users),
+    ):
+        futures = []
+        for b in range(blocks):
+            where = {"workers": [_owner(owners, b)], "allow_other_workers": True}
+            pieces = [client.submit(_piece, split, side, b, **where) for split in splits]
+            rows = int(bounds[b + 1] - bounds[b])
+            futures.append(
+                client.submit(_csr_from_pieces, (rows, columns_of_side), *pieces, **where)
+            )
+        sides.append(futures)
+    nnz = sum(client.gather([client.submit(_nnz, block) for block in sides[0]]))
+    return BlockedInteractions(
+        n_users, n_items, user_bounds, item_bounds, sides[0], sides[1], owners, nnz
+    )
+
+
+def _nnz(block):
+    return block.nnz
+
+
+def encode_ids(frame, user_col="user", item_col="item"):
+    """Map raw user and item ids of a dask DataFrame to dense ``0..n-1`` ids.
+
+    Ids are numbered in sorted order, as :func:`als.data.load` numbers them. The sorted
+    unique ids of both columns are computed on the cluster and returned to the client
+    (``n_users + n_items`` values), then each partition is mapped by binary search.
+
+    Returns
+    -------
+    frame : dask.dataframe.DataFrame
+        The same rows with dense integer ids in ``user_col`` and ``item_col``.
+    user_ids, item_ids : numpy.ndarray
+        ``user_ids[row]`` is the raw id of a dense user id; likewise for items.
+    """
+    import dask
+
+    user_ids, item_ids = dask.compute(frame[user_col].unique(), frame[item_col].unique())
+    user_ids, item_ids = np.sort(np.asarray(user_ids)), np.sort(np.asarray(item_ids))
+
+    def encode(part, users, items):
+        part = part.copy()
+        part[user_col] = np.searchsorted(users, part[user_col].to_numpy())
+        part[item_col] = np.searchsorted(items, part[item_col].to_numpy())
+        return part
+
+    meta = frame._meta.assign(**{user_col: np.int64(0), item_col: np.int64(0)})
+    encoded = frame.map_partitions(encode, user_ids, item_ids, meta=meta)
+    return encoded, user_ids, item_ids
+
+
+# -- initial factors ----------------------------------------------------------------------------
+
+
+def initial_factor_states(rng, bounds, factors, dtype):
+    """Bit-generator states at the first row of each block of ``bounds``, advancing ``rng``.
+
+    Drawing the blocks from these states gives exactly ``rng.random((bounds[-1], factors))``:
+    NumPy draws each value from the stream in order, whatever the size of the calls. The
+    client advances ``rng`` in chunks of ``RANDOM_CHUNK_ELEMENTS`` values, so it holds one
+    chunk (16 MiB in float32), never the factors.
+    """
+    rows_per_chunk = max(1, RANDOM_CHUNK_ELEMENTS // factors)
+    scratch = np.empty((rows_per_chunk, factors), dtype=dtype)
+    states = []
+    for b in range(len(bounds) - 1):
+        states.append(copy.deepcopy(rng.bit_generator.state))
+        for start in range(int(bounds[b]), int(bounds[b + 1]), rows_per_chunk):
+            rows = min(rows_per_chunk, int(bounds[b + 1]) - start)
+            rng.random(out=scratch[:rows], dtype=dtype)
+    return states
+
+
+# -- the fit ------------------------------------------------------------------------------------
+
+
+def _tree_sum(client, partials, owners):
+    """Sum futures pairwise, neighbours first, so the order never depends on the workers."""
+    level = list(partials)
+    while len(level) > 1:
+        pairs = []
+        for b in range(0, len(level) - 1, 2):
+            where = {"workers": [_owner(owners, b)], "allow_other_workers": True}
+            pairs.append(client.submit(_add, level[b], level[b + 1], **where))
+        if len(level) % 2:
+            pairs.append(level[-1])
+        level = pairs
+    return level[0]
+
+
+def fit_distributed(
+    client,
+    model,
+    user_items,
+    *,
+    shape=None,
+    blocks=None,
+    user_col="user",
+    item_col="item",
+    weight_col="weight",
+    show_progress=True,
+    callback=None,
+):
+    """Fit ``model`` on a Dask cluster and return it, with its factors gathered.
+
+    The model's parameters mean what they mean in ``model.fit`` and are checked by the
+    same code; the workers solve with the ``cpu`` backend whatever ``model.backend`` is,
+    and the gathered factors are put on the model's backend. Factors the model already has
+    with the right shapes are the starting point, as in ``fit``; they are sent to every
+    worker once.
+
+    Parameters
+    ----------
+    client : distributed.Client
+    model : AlternatingLeastSquares
+        Parameters of the fit; receives the factors.
+    user_items : scipy.sparse matrix, dask DataFrame, Parquet path(s) or BlockedInteractions
+        The interactions (see :func:`partition_interactions`), or blocks already on the
+        workers.
+    shape, blocks, user_col, item_col, weight_col
+        Passed to :func:`partition_interactions`.
+    show_progress : bool
+        Show a progress bar.
+    callback : callable, optional
+        Called after every iteration as ``callback(iteration, seconds, loss)``.
+
+    Returns
+    -------
+    AlternatingLeastSquares
+        ``model``, fitted.
+
+    Raises
+    ------
+    TypeError, ValueError
+        For bad parameters or input.
+    ModelFitError
+        When the factors stop being finite.
+    """
+    if not isinstance(model, AlternatingLeastSquares):
+        raise TypeError(f"model must be an AlternatingLeastSquares, not {type(model).__name__}")
+    model._check_params()
+    dtype = model._dtype()
+    cpu = get_backend("cpu")
+    if dtype not in cpu.dtypes:
+        raise TypeError(f"dtype={dtype.name} is not supported by the workers' 'cpu' backend")
+    owned = not isinstance(user_items, BlockedInteractions)
+    if owned:
+        user_items = partition_interactions(
+            client,
+            user_items,
+            shape=shape,
+            blocks=blocks,
+            user_col=user_col,
+            item_col=item_col,
+            weight_col=weight_col,
+        )
+    data = user_items
+    owners = data.owners
+    steps = model._solver_steps
+    # implicit's CG solver takes lambda as a C float (as AlternatingLeastSquares.fit does)
+    regularization = model.regularization
+    if steps is not None:
+        regularization = float(np.float32(regularization))
+    threads = model.num_threads
+
+    def on_owner(function, *args, block):
+        return client.submit(
+            function, *args, workers=[_owner(owners, block)], allow_other_workers=True
+        )
+
+    sides = {
+        side: (
+            [on_owner(_confidence_block, c, model.alpha, block=b) for b, c in enumerate(raw)],
+            bounds,
+        )
+        for side, raw, bounds in (
+            ("users", data.user_blocks, data.user_bounds),
+            ("items", data.item_blocks, data.item_bounds),
+        )
+    }
+    if owned:
+        # the confidence blocks replace the weights: the workers free them once those are
+        # built, and the scheduler keeps their lineage in case a worker is lost
+        data.user_blocks = data.item_blocks = None
+    full = _starting_factors(client, model, {side: sides[side][1] for side in sides}, owners)
+    partials = {
+        side: [
+            on_owner(_gram_partial, full[side], int(bounds[b]), int(bounds[b + 1]), block=b)
+            for b in range(len(bounds) - 1)
+        ]
+        for side, (_, bounds) in sides.items()
+    }
+
+    def half_iteration(iteration, side, other):
+        blocks_of_side, bounds = sides[side]
+        gram = client.submit(
+            _finish_gram, _tree_sum(client, partials[other], owners), regularization, dtype
+        )
+        solved = [
+            on_owner(
+                _solve_block,
+                block,
+                full[side],
+                int(bounds[b]),
+                int(bounds[b + 1]),
+                full[other],
+                gram,
+                steps,
+                threads,
+                (iteration, side),
+                block=b,
+            )
+            for b, block in enumerate(blocks_of_side)
+        ]
+        partials[side] = [on_owner(_gram_partial, x, block=b) for b, x in enumerate(solved)]
+        full[side] = client.submit(_concatenate, *solved)
+
+    from distributed import wait
+
+    loss = None
+    callback = callback or model.fit_callback
+    start = time.perf_counter()
+    with tqdm(total=model.iterations, disable=not show_progress) as bar:
+        for iteration in range(model.iterations):
+            half_iteration(iteration, "users", "items")
+            half_iteration(iteration, "items", "users")
+            wait([full["users"], full["items"], *partials["users"], *partials["items"]])
+            bar.update(1)
+            if model.calculate_training_loss:
+                loss = _loss(client, data, sides["users"][0], full, threads, model)
+                bar.set_postfix({"loss": f"{loss:.6f}"})
+            if callback:
+                callback(iteration, time.perf_counter() - start, loss)
+            start = time.perf_counter()
+    model.user_factors = full["users"].result()
+    model.item_factors = full["items"].result()
+    return model
+
+
+def _starting_factors(client, model, bounds_by_side, owners):
+    """Futures of both sides' full starting factors: the model's own, or drawn by block.
+
+    Follows ``AlternatingLeastSquares.fit``: a side with factors of the right shape keeps
+    them; a missing side is drawn from ``random_state``, user factors first.
+    """
+    dtype, factors, rng = model._dtype(), model.factors, None
+    full = {}
+    for side, bounds in bounds_by_side.items():
+        current = model._user_factors if side == "users" else model._item_factors
+        rows = int(bounds[-1])
+        if current is None:
+            rng = rng or _check_random_state(model.random_state)
+            drawn = [
+                client.submit(
+                    _random_block,
+                    state,
+                    int(bounds[b + 1] - bounds[b]),
+                    factors,
+                    dtype,
+                    workers=[_owner(owners, b)],
+                    allow_other_workers=True,
+                )
+                for b, state in enumerate(initial_factor_states(rng, bounds, factors, dtype))
+            ]
+            full[side] = client.submit(_concatenate, *drawn)
+        elif current.shape == (rows, factors):
+            array = np.ascontiguousarray(model.backend_.to_host(current), dtype=dtype)
+            # replicated at once, so a lost worker never loses the only copy
+            full[side] = client.scatter(array, broadcast=True)
+        else:
+            raise ValueError(
+                f"the interactions need {side[:-1]}_factors of shape {(rows, factors)} but the "
+                f"model already has {tuple(current.shape)}; fit a new model or set "
+                f"{side[:-1]}_factors = None to start again"
+            )
+    return full
+
+
+def _loss(client, data, user_blocks, full, threads, model):
+    """implicit's normalised training loss, from per-block parts summed on the client."""
+    bounds = data.user_bounds
+    parts = client.gather(
+        [
+            client.submit(
+                _loss_parts,
+                block,
+                full["users"],
+                int(bounds[b]),
+                int(bounds[b + 1]),
+                full["items"],
+                threads,
+                workers=[_owner(data.owners, b)],
+                allow_other_workers=True,
+            )
+            for b, block in enumerate(user_blocks)
+        ]
+    )
+    item_squares = client.submit(_squares, full["items"]).result()
+    terms, confidence, nnz, user_squares = (sum(values) for values in zip(*parts, strict=True))
+    terms += model.regularization * (user_squares + item_squares)
+    return terms / (confidence + data.n_users * data.n_items - nnz)
+
+
+def _squares(factors):
+    return float(np.sum(factors * factors, dtype=np.float64))
+
+
+@contextlib.contextmanager
+def _client(workers=None, scheduler=None, memory_limit="auto"):
+    from distributed import Client, LocalCluster
+
+    if scheduler:
+        with Client(scheduler) as client:
+            yield client
+        return
+    with (
+        LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            memory_limit=memory_limit,
+            dashboard_address=":0",
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        yield client
+
+
+def fit_on_cluster(model, user_items, *, workers=None, scheduler=None, log=None, **options):
+    """Fit on a new ``LocalCluster`` of ``workers`` processes, or on the cluster at ``scheduler``.
+
+    ``options`` go to :func:`fit_distributed`; ``log`` (e.g. ``print``) hears one line about
+    the cluster. Returns the fitted ``model``.
+    """
+    if bool(workers) == bool(scheduler):
+        raise ValueError("give either workers (a local cluster) or scheduler (an address)")
+    if workers:
+        check_positive_int(workers, "workers")
+    with _client(workers, scheduler) as client:
+        if log:
+            where = scheduler or f"a local cluster of {workers} worker processes"
+            log(f"fitting on {where} ({len(_workers(client))} workers)")
+        return fit_distributed(client, model, user_items, **options)

@@ -1,0 +1,303 @@
+"""The Dask fit: same factors as one machine, a worker lost mid-fit, blocks spread, the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from als import AlternatingLeastSquares
+from tests.conftest import power_law_matrix
+
+distributed = pytest.importorskip("distributed", reason="dask[distributed] is not installed")
+pd = pytest.importorskip("pandas")
+
+from als.distributed import (  # noqa: E402
+    encode_ids,
+    fit_distributed,
+    initial_factor_states,
+    partition_interactions,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+PARAMS = dict(
+    factors=8,
+    iterations=4,
+    regularization=0.05,
+    alpha=2.0,
+    random_state=7,
+    backend="cpu",
+    num_threads=1,
+)
+
+
+def _cluster():
+    return distributed.LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        memory_limit="768MiB",
+        dashboard_address=":0",
+    )
+
+
+@pytest.fixture(scope="module")
+def client():
+    with _cluster() as cluster, distributed.Client(cluster) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def user_items():
+    return power_law_matrix(600, 400, 15_000, seed=5, negative_fraction=0.02)
+
+
+@pytest.fixture(scope="module")
+def distributed_model(client, user_items):
+    return fit_distributed(
+        client, AlternatingLeastSquares(**PARAMS), user_items, blocks=3, show_progress=False
+    )
+
+
+def _frame(matrix):
+    coo = matrix.tocoo()
+    return pd.DataFrame({"user": coo.row, "item": coo.col, "weight": coo.data})
+
+
+def test_initial_factors_do_not_depend_on_blocks():
+    whole = np.random.default_rng(3)
+    expected = whole.random((101, 5), dtype=np.float32)
+    expected_next = whole.random()
+    for bounds in ([0, 101], [0, 1, 50, 101], [0, 33, 34, 100, 101]):
+        rng = np.random.default_rng(3)
+        states = initial_factor_states(rng, np.array(bounds), 5, np.float32)
+        for b, state in enumerate(states):
+            copy = np.random.Generator(np.random.PCG64())
+            copy.bit_generator.state = state
+            rows = copy.random((bounds[b + 1] - bounds[b], 5), dtype=np.float32)
+            np.testing.assert_array_equal(rows, expected[bounds[b] : bounds[b + 1]])
+        # the stream continues where a whole draw would leave it
+        assert rng.random() == expected_next
+
+
+def test_agrees_with_single_machine(distributed_model, user_items):
+    single = AlternatingLeastSquares(**PARAMS).fit(user_items, show_progress=False)
+    for name in ("user_factors", "item_factors"):
+        ours, theirs = getattr(distributed_model, name), getattr(single, name)
+        assert ours.dtype == np.float32 and ours.shape == theirs.shape
+        # only the Gram matrix is summed differently (float32 rounding, grown by 4 iterations
+        # of ill-conditioned solves with negative weights: about 2e-3 of the largest factor)
+        np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-2 * np.abs(theirs).max())
+    users = np.arange(user_items.shape[0])
+    ours, _ = distributed_model.recommend(users, user_items, N=10)
+    theirs, _ = single.recommend(users, user_items, N=10)
+    overlap = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ours, theirs, strict=True)])
+    assert overlap >= 0.99
+
+
+def test_equals_single_machine_with_a_float64_gram(distributed_model, user_items, monkeypatch):
+    from backends.numba_cpu import NumbaBackend
+
+    def gram64(self, Y, regularization):
+        # the distributed Gram: float64 sum, rounded once, then + lambda I in float32
+        Z = Y.astype(np.float64)
+        eye = np.eye(Y.shape[1], dtype=Y.dtype)
+        return (Z.T @ Z).astype(Y.dtype) + np.asarray(regularization, dtype=Y.dtype) * eye
+
+    monkeypatch.setattr(NumbaBackend, "gram", gram64)
+    single = AlternatingLeastSquares(**PARAMS).fit(user_items, show_progress=False)
+    # everything else (initial factors, confidences, solves) is the same computation
+    np.testing.assert_array_equal(distributed_model.user_factors, single.user_factors)
+    np.testing.assert_array_equal(distributed_model.item_factors, single.item_factors)
+
+
+def test_fitted_model_saves_and_loads(distributed_model, user_items, tmp_path):
+    distributed_model.save(tmp_path / "model.npz")
+    loaded = AlternatingLeastSquares.load(tmp_path / "model.npz", backend="cpu")
+    np.testing.assert_array_equal(loaded.item_factors, distributed_model.item_factors)
+    ids, _ = loaded.recommend(3, user_items[3], N=5)
+    assert len(ids) == 5
+
+
+def test_dataframe_and_parquet_give_the_same_factors(
+    client, distributed_model, user_items, tmp_path
+):
+    import dask.dataframe as dd
+
+    frame = _frame(user_items)
+    from_frame = fit_distributed(
+        client,
+        AlternatingLeastSquares(**PARAMS),
+        dd.from_pandas(frame, npartitions=4),
+        shape=user_items.shape,
+        blocks=3,
+        show_progress=False,
+    )
+    np.testing.assert_array_equal(from_frame.user_factors, distributed_model.user_factors)
+    np.testing.assert_array_equal(from_frame.item_factors, distributed_model.item_factors)
+
+    # raw ids (sparse, not from 0) through the id-mapping step, read back from Parquet
+    raw = frame.assign(user=frame.user * 3 + 1000, item=frame.item * 2 + 7)
+    for part, rows in enumerate(np.array_split(np.arange(len(raw)), 3)):
+        raw.iloc[rows].to_parquet(tmp_path / f"part{part}.parquet")
+    encoded, user_ids, item_ids = encode_ids(dd.read_parquet(str(tmp_path)))
+    present_users = np.unique(frame.user)
+    np.testing.assert_array_equal(user_ids, present_users * 3 + 1000)
+    from_parquet = fit_distributed(
+        client,
+        AlternatingLeastSquares(**PARAMS),
+        encoded,
+        shape=(len(user_ids), len(item_ids)),
+        show_progress=False,
+    )
+    # the same rows of the matrix (empty users and items drop out of the numbering)
+    expected = user_items[present_users][:, np.unique(frame.item)]
+    single = AlternatingLeastSquares(**PARAMS).fit(expected, show_progress=False)
+    np.testing.assert_allclose(
+        from_parquet.item_factors,
+        single.item_factors,
+        atol=1e-2 * np.abs(single.item_factors).max(),
+    )
+
+
+def test_no_worker_holds_the_whole_matrix(client, user_items):
+    blocked = partition_interactions(client, _frame(user_items).pipe(_dask_frame), blocks=4)
+    distributed.wait(blocked.user_blocks + blocked.item_blocks)
+    n_users, n_items = user_items.shape
+
+    def held_nnz(dask_worker):
+        import scipy.sparse
+
+        held = {"users": 0, "items": 0}
+        for value in dask_worker.data.values():
+            if scipy.sparse.issparse(value):
+                held["users" if value.shape[1] == n_items else "items"] += value.nnz
+        return held
+
+    held = client.run(held_nnz)
+    assert len(held) == 2
+    for side in ("users", "items"):
+        per_worker = [counts[side] for counts in held.values()]
+        assert sum(per_worker) == user_items.nnz
+        assert max(per_worker) < 0.75 * user_items.nnz, held
+    assert blocked.nnz == user_items.nnz and blocked.shape == (n_users, n_items)
+
+
+def _dask_frame(frame):
+    import dask.dataframe as dd
+
+    return dd.from_pandas(frame, npartitions=3)
+
+
+def test_worker_killed_mid_fit_gives_the_same_result(distributed_model, user_items):
+    killed = []
+    with _cluster() as cluster, distributed.Client(cluster) as client:
+
+        def kill_one_worker(iteration, seconds, loss):
+            if iteration != 1:
+                return
+            victim = sorted(client.scheduler_info(n_workers=-1)["workers"])[0]
+            # a hard crash: SIGKILL, no goodbye to the scheduler (the nanny starts a new one)
+            pid = client.run(os.getpid, workers=[victim])[victim]
+            os.kill(pid, signal.SIGKILL)
+            deadline = time.monotonic() + 30
+            while victim in client.scheduler_info(n_workers=-1)["workers"]:
+                assert time.monotonic() < deadline, "the worker did not die"
+                time.sleep(0.05)
+            killed.append(victim)
+
+        model = fit_distributed(
+            client,
+            AlternatingLeastSquares(**PARAMS),
+            user_items,
+            blocks=3,
+            show_progress=False,
+            callback=kill_one_worker,
+        )
+    assert killed
+    # every lost block is recomputed from the same inputs in the same order: bit for bit
+    np.testing.assert_array_equal(model.user_factors, distributed_model.user_factors)
+    np.testing.assert_array_equal(model.item_factors, distributed_model.item_factors)
+
+
+def test_loss_and_callback_match_the_model(client, user_items):
+    params = {**PARAMS, "iterations": 2, "calculate_training_loss": True}
+    losses, single_losses = [], []
+    fit_distributed(
+        client,
+        AlternatingLeastSquares(**params),
+        user_items,
+        show_progress=False,
+        callback=lambda i, s, loss: losses.append(loss),
+    )
+    AlternatingLeastSquares(**params).fit(
+        user_items, show_progress=False, callback=lambda i, s, loss: single_losses.append(loss)
+    )
+    np.testing.assert_allclose(losses, single_losses, rtol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("params", "error"),
+    [
+        ({"factors": 0}, ValueError),
+        ({"regularization": -1.0}, ValueError),
+        ({"alpha": 0.0}, ValueError),
+        ({"cg_steps": 0}, ValueError),
+        ({"random_state": "seed"}, TypeError),
+    ],
+)
+def test_parameters_are_checked_like_the_model(client, user_items, params, error):
+    with pytest.raises(error):
+        AlternatingLeastSquares(**{**PARAMS, **params}).fit(user_items, show_progress=False)
+    with pytest.raises(error):
+        fit_distributed(
+            client,
+            AlternatingLeastSquares(**{**PARAMS, **params}),
+            user_items,
+            show_progress=False,
+        )
+
+
+def test_bad_ids_are_reported(client):
+    frame = pd.DataFrame({"user": [0, 1, 5], "item": [0, 1, 1], "weight": [1.0, 2.0, 1.0]})
+    with pytest.raises(ValueError, match="'user' holds id 5"):
+        fit_distributed(
+            client,
+            AlternatingLeastSquares(**PARAMS),
+            _dask_frame(frame),
+            shape=(3, 2),
+            show_progress=False,
+        )
+    with pytest.raises(TypeError, match="dask DataFrame"):
+        fit_distributed(client, AlternatingLeastSquares(**PARAMS), {"user": [0]})
+
+
+def test_cli_with_two_workers(tmp_path):
+    matrix = power_law_matrix(300, 150, 4000, seed=9)
+    path = tmp_path / "plays.csv"
+    _frame(matrix).to_csv(path, index=False)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-m", "als.train", "--data", str(path), "--user-col", "user"]
+        + ["--item-col", "item", "--weight-col", "weight", "--workers", "2", "--factors", "8"]
+        + ["--iterations", "3", "--threads", "1", "--quiet", "--json", "--backend", "cpu"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "local cluster of 2 worker processes" in done.stderr
+    summary = json.loads(done.stdout)
+    assert len(summary["training"]["loss"]) == 3
+    assert summary["training"]["loss"][-1] < summary["training"]["loss"][0]
+    assert 0 <= summary["metrics"]["precision"] <= 1
+    assert len(summary["recommendations"]["items"]) == 20
