@@ -64,12 +64,44 @@ def _symv(A, v, out, zero):
 
 
 @njit(inline="always", fastmath=FASTMATH)
-def _add_projections(indices, data, start, stop, Y, v, out, sign, zero, one):
-    """out += sign * sum_i (c_ui - 1) (y_i . v) y_i over the entries start..stop of a row."""
-    for index in range(start, stop):
-        y = Y[indices[index]]
-        weight = sign * (abs(data[index]) - one) * _dot(y, v, zero)
-        for j in range(out.shape[0]):
+def _entry_weight(confidence, projection, sign, with_b, zero, one):
+    """sign (c - 1) (y . v), plus c when the entry is liked and ``with_b`` (the b of r = b - Ax)."""
+    weight = sign * (abs(confidence) - one) * projection
+    if with_b and confidence > zero:
+        weight += confidence
+    return weight
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _add_projections(indices, data, start, stop, Y, v, out, sign, with_b, zero, one):
+    """out += sum_i w_i y_i over the entries start..stop of a row, w_i from _entry_weight.
+
+    Entries are taken four at a time: v is read once for four dot products and out is
+    updated once for four entries, which halves the memory traffic of this, the hottest
+    loop of a fit.
+    """
+    factors = out.shape[0]
+    index = start
+    while index + 4 <= stop:
+        y0, y1 = Y[indices[index]], Y[indices[index + 1]]
+        y2, y3 = Y[indices[index + 2]], Y[indices[index + 3]]
+        s0 = s1 = s2 = s3 = zero
+        for j in range(factors):
+            s0 += y0[j] * v[j]
+            s1 += y1[j] * v[j]
+            s2 += y2[j] * v[j]
+            s3 += y3[j] * v[j]
+        w0 = _entry_weight(data[index], s0, sign, with_b, zero, one)
+        w1 = _entry_weight(data[index + 1], s1, sign, with_b, zero, one)
+        w2 = _entry_weight(data[index + 2], s2, sign, with_b, zero, one)
+        w3 = _entry_weight(data[index + 3], s3, sign, with_b, zero, one)
+        for j in range(factors):
+            out[j] += w0 * y0[j] + w1 * y1[j] + w2 * y2[j] + w3 * y3[j]
+        index += 4
+    for rest in range(index, stop):
+        y = Y[indices[rest]]
+        weight = _entry_weight(data[rest], _dot(y, v, zero), sign, with_b, zero, one)
+        for j in range(factors):
             out[j] += weight * y[j]
 
 
@@ -99,13 +131,7 @@ def _cg_solve(indptr, indices, data, X, Y, YtY, cg_steps, zero, one):
                 continue
             for j in range(factors):
                 r[j] = -r[j]
-            for index in range(start, stop):
-                confidence = data[index]
-                if confidence > zero:
-                    y = Y[indices[index]]
-                    for j in range(factors):
-                        r[j] += confidence * y[j]
-            _add_projections(indices, data, start, stop, Y, x, r, -one, zero, one)
+            _add_projections(indices, data, start, stop, Y, x, r, -one, True, zero, one)
             P[b] = r
             rsold[b] = _dot(r, r, zero)
             active[b] = rsold[b] >= CG_TOLERANCE
@@ -117,18 +143,8 @@ def _cg_solve(indptr, indices, data, X, Y, YtY, cg_steps, zero, one):
                 if not active[b]:
                     continue
                 x, r, p, Ap = x_block[b], R[b], P[b], AP[b]
-                _add_projections(
-                    indices,
-                    data,
-                    indptr[first + b],
-                    indptr[first + b + 1],
-                    Y,
-                    p,
-                    Ap,
-                    one,
-                    zero,
-                    one,
-                )
+                start, stop = indptr[first + b], indptr[first + b + 1]
+                _add_projections(indices, data, start, stop, Y, p, Ap, one, False, zero, one)
                 alpha = rsold[b] / _dot(p, Ap, zero)
                 for j in range(factors):
                     x[j] += alpha * p[j]
