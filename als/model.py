@@ -368,6 +368,9 @@ class AlternatingLeastSquares:
 
     def _check_finite(self, factors, iteration, side):
         if not self.backend_.all_finite(factors):
+            # never leave NaN factors behind to be served as recommendations
+            self._user_factors = self._item_factors = None
+            self._clear_caches()
             raise ModelFitError(
                 f"the {side[:-1]} factors became NaN or infinite in iteration {iteration} "
                 f"(solving {side}); lower alpha, raise regularization or use float64"

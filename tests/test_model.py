@@ -176,6 +176,9 @@ def test_fit_guard_names_iteration_and_side(backend_name):
     model = AlternatingLeastSquares(factors=2, iterations=2, random_state=0, backend=backend_name)
     with pytest.raises(ModelFitError, match="iteration 0"):
         model.fit(huge, show_progress=False)
+    assert model.user_factors is None and model.item_factors is None
+    with pytest.raises(ValueError, match="call fit"):
+        model.recommend(0, huge[0])
 
 
 # -- bad input ---------------------------------------------------------------------------
