@@ -28,7 +28,7 @@ import numpy as np
 import scipy.sparse
 
 from .base import BackendUnavailable
-from .numpy_ref import CG_TOLERANCE, NumpyBackend
+from .numpy_ref import CG_TOLERANCE, NumpyBackend, check_solve_operands
 
 __all__ = ["CupyBackend", "CudaOutOfMemoryError", "kernel_source", "name_expressions"]
 
@@ -219,7 +219,7 @@ class CupyBackend(NumpyBackend):
         return super().norms(factors.astype(DTYPES[factors.dtype][1], copy=False))
 
     def solve(self, Cui, X, Y, YtY, cg_steps):
-        _check_operands(Cui, X, Y, YtY)
+        check_solve_operands(Cui, X, Y, YtY, DTYPES)
         compute = DTYPES[X.dtype][1]
         geometry = launch_geometry("cg_solve", X.shape[0], X.shape[1], compute.itemsize)
         try:
@@ -353,21 +353,6 @@ class CupyBackend(NumpyBackend):
         best = top_scores.ravel()[order].reshape(rows, k)
         ids[best == -xp.inf] = -1
         return ids, best
-
-
-def _check_operands(Cui, X, Y, YtY):
-    """Check what the kernels assume (the model has checked index ranges)."""
-    n_rows, n_columns = Cui.shape
-    factors = X.shape[1]
-    if X.shape[0] != n_rows or Y.shape != (n_columns, factors) or YtY.shape != (factors,) * 2:
-        raise ValueError(
-            f"shapes do not line up: Cui {Cui.shape}, X {X.shape}, Y {Y.shape}, YtY {YtY.shape}"
-        )
-    if X.dtype != Y.dtype or X.dtype not in DTYPES:
-        raise TypeError(f"factor dtypes differ or are unsupported: X {X.dtype}, Y {Y.dtype}")
-    for name, array in (("X", X), ("Y", Y)):
-        if not array.flags.c_contiguous:
-            raise ValueError(f"{name} must be C-contiguous")
 
 
 def _gib(count):

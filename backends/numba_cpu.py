@@ -20,7 +20,7 @@ import numpy as np
 from numba import njit, prange
 from threadpoolctl import ThreadpoolController
 
-from .numpy_ref import BLOCK_ELEMENTS, CG_TOLERANCE, NumpyBackend
+from .numpy_ref import BLOCK_ELEMENTS, CG_TOLERANCE, NumpyBackend, check_solve_operands
 
 __all__ = ["NumbaBackend"]
 
@@ -434,19 +434,9 @@ class NumbaBackend(NumpyBackend):
 
 def _kernel_operands(Cui, X, Y, YtY):
     """Check what the kernels assume and return (int64 indptr, int32 indices, data)."""
-    n_rows, n_columns = Cui.shape
-    factors = X.shape[1]
-    if X.shape[0] != n_rows or Y.shape != (n_columns, factors) or YtY.shape != (factors,) * 2:
-        raise ValueError(
-            f"shapes do not line up: Cui {Cui.shape}, X {X.shape}, Y {Y.shape}, YtY {YtY.shape}"
-        )
-    if not (X.dtype == Y.dtype == YtY.dtype) or X.dtype not in NumbaBackend.dtypes:
-        raise TypeError(
-            f"factor dtypes differ or are unsupported: {X.dtype}, {Y.dtype}, {YtY.dtype}"
-        )
-    for name, array in (("X", X), ("Y", Y), ("YtY", YtY)):
-        if not array.flags.c_contiguous:
-            raise ValueError(f"{name} must be C-contiguous")
+    check_solve_operands(Cui, X, Y, YtY, NumbaBackend.dtypes)
+    if YtY.dtype != X.dtype:
+        raise TypeError(f"YtY is {YtY.dtype} but the factors are {X.dtype}")
     if not X.flags.writeable:
         raise ValueError("X must be writeable: it is updated in place")
     return (

@@ -24,7 +24,7 @@ import contextlib
 import numpy as np
 import scipy.sparse
 
-__all__ = ["NumpyBackend", "CG_TOLERANCE"]
+__all__ = ["NumpyBackend", "CG_TOLERANCE", "check_solve_operands"]
 
 #: a row's conjugate-gradient iteration stops once its squared residual is below this
 CG_TOLERANCE = 1e-20
@@ -241,3 +241,23 @@ class NumpyBackend:
         best = xp.take_along_axis(candidate_scores, order, axis=1)
         ids[xp.isneginf(best)] = -1
         return ids, best
+
+
+def check_solve_operands(Cui, X, Y, YtY, dtypes):
+    """Check the shapes, dtypes and layout a kernel-backed ``solve`` relies on.
+
+    Index ranges are the model's to check (``als.validation``); this is the part a backend
+    kernel needs besides: ``X`` rows match ``Cui`` rows, ``Y`` rows match its columns, one
+    factor dtype out of ``dtypes``, C-contiguous factors.
+    """
+    n_rows, n_columns = Cui.shape
+    factors = X.shape[1]
+    if X.shape[0] != n_rows or Y.shape != (n_columns, factors) or YtY.shape != (factors,) * 2:
+        raise ValueError(
+            f"shapes do not line up: Cui {Cui.shape}, X {X.shape}, Y {Y.shape}, YtY {YtY.shape}"
+        )
+    if X.dtype != Y.dtype or X.dtype not in dtypes:
+        raise TypeError(f"factor dtypes differ or are unsupported: X {X.dtype}, Y {Y.dtype}")
+    for name, array in (("X", X), ("Y", Y), ("YtY", YtY)):
+        if not array.flags.c_contiguous:
+            raise ValueError(f"{name} must be C-contiguous")
