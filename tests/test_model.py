@@ -171,6 +171,9 @@ def test_to_cpu_keeps_the_factors(fitted):
     np.testing.assert_array_equal(copy.user_factors, fitted.user_factors)
 
 
+# the reference backend's NumPy warns on the way to inf; the guard is what must speak
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
 def test_fit_guard_names_iteration_and_side(backend_name):
     huge = scipy.sparse.csr_matrix(np.full((3, 3), 3e38, dtype=np.float32))
     model = AlternatingLeastSquares(factors=2, iterations=2, random_state=0, backend=backend_name)
