@@ -191,6 +191,13 @@ def parse_args(argv):
     parser.add_argument("--cg-steps", type=int, default=DEFAULTS["cg_steps"])
     parser.add_argument("--threads", type=int, default=DEFAULTS["threads"], help="0 = all")
     parser.add_argument("--timeout", type=int, default=1800, help="seconds per configuration")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="measure every configuration this many times, engines taking turns, and report "
+        "the median (shared machines are noisy)",
+    )
     parser.add_argument("--no-compile-probe", action="store_true", help="skip Numba cold start")
     parser.add_argument("--no-chart", action="store_true")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
@@ -239,10 +246,18 @@ def main(argv=None):
             scipy.sparse.save_npz(paths[name], matrix, compressed=False)
             shapes[name] = {"users": matrix.shape[0], "items": matrix.shape[1], "nnz": matrix.nnz}
             del matrix
-        configs = [(d, f, e) for d in paths for f in factors_list for e in timed]
+        # engines take turns within each repeat, so a slow spell of the machine is shared
+        configs = [
+            (d, f, r, e)
+            for d in paths
+            for f in factors_list
+            for r in range(args.repeats)
+            for e in timed
+        ]
+        runs = {}
         bar = tqdm(configs, desc="benchmarks", unit="run")
-        for name, factors, engine in bar:
-            bar.set_postfix_str(f"{name} f={factors} {engine}")
+        for name, factors, repeat, engine in bar:
+            bar.set_postfix_str(f"{name} f={factors} {engine} #{repeat + 1}")
             spec = {
                 "engine": engine,
                 "factors": factors,
@@ -250,8 +265,10 @@ def main(argv=None):
                 "path": str(paths[name]),
                 "params": params,
             }
+            runs.setdefault((name, factors, engine), []).append(measure(spec, args.timeout))
+        for (name, factors, engine), measured in runs.items():
             row = {"dataset": name, **shapes[name], "factors": factors, "engine": engine}
-            row.update(measure(spec, args.timeout))
+            row.update(combine_repeats(measured))
             report_rows.append(row)
     compile_probe = None
     if "als-cpu" in timed and not args.no_compile_probe:
@@ -267,7 +284,13 @@ def main(argv=None):
         "grid": args.grid,
         "machine": machine_info(),
         "versions": versions(),
-        "params": {**params, "timed_iterations": iterations, "queries": QUERIES, "N": N},
+        "params": {
+            **params,
+            "timed_iterations": iterations,
+            "repeats": args.repeats,
+            "queries": QUERIES,
+            "N": N,
+        },
         "flop_formula": FLOP_FORMULA,
         "datasets": shapes,
         "engines": {engine: reason or "ok" for engine, reason in engines.items()},
@@ -286,6 +309,16 @@ def main(argv=None):
     stem.with_suffix(".md").write_text(text)
     print(f"wrote {stem}.json, .md" + ("" if args.no_chart else " and .png"))
     return report
+
+
+def combine_repeats(measured):
+    """One row from repeated measurements: the first run's fields, the median s/iter."""
+    row = dict(measured[0])
+    times = [m["s_per_iter"] for m in measured if "s_per_iter" in m]
+    if times:
+        row["s_per_iter"] = float(statistics.median(times))
+        row["s_per_iter_runs"] = times
+    return row
 
 
 def add_derived(rows, cg_steps):
@@ -399,7 +432,12 @@ def markdown(report):
         f"- parameters (every engine): regularization {params['regularization']}, alpha "
         f"{params['alpha']}, cg_steps {params['cg_steps']}, seed {params['seed']}, threads "
         f"{params['threads'] or 'all'}; implicit under threadpool_limits(1, 'blas'); median "
-        f"of {params['timed_iterations']} iterations after a warm-up fit",
+        f"of {params['timed_iterations']} iterations after a warm-up fit"
+        + (
+            f"; median of {params['repeats']} runs, engines taking turns"
+            if params.get("repeats", 1) > 1
+            else ""
+        ),
         f"- engines: {', '.join(f'{k}: {v}' for k, v in report['engines'].items())}",
         f"- agreement with implicit before timing: {report['agreement_with_implicit'] or '–'}",
         "",
