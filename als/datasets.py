@@ -9,6 +9,9 @@ md5 that other projects pin (``md5_third_party`` in the registry), in which case
 sha256 is logged so that it can be pinned; with neither, nothing is downloaded.
 :func:`extract_archive` then unpacks only the expected files, refusing unsafe member names,
 and moves the folder into place in one rename.
+
+The errors it raises (:class:`UnknownDatasetError`, :class:`DatasetNotFoundError`,
+:class:`ChecksumError`, :class:`UnsafeArchiveError`) are in :mod:`als.errors`.
 """
 
 from __future__ import annotations
@@ -27,43 +30,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
-from als.readers import _LAYOUTS, DataError, _ratings_file
+from als.errors import (
+    ChecksumError,
+    DatasetNotFoundError,
+    UnknownDatasetError,
+    UnsafeArchiveError,
+)
+from als.readers import _LAYOUTS, _ratings_file
 
 logger = logging.getLogger(__name__)
 
 PROJECT_DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 REGISTRY_PATH = PROJECT_DATA_DIR / "registry.json"
-
-
-# --------------------------------------------------------------------------------------------
-# Errors. Every message is one sentence on one line: the CLI prints str(exc) as it is.
-# --------------------------------------------------------------------------------------------
-
-
-class UnknownDatasetError(DataError, ValueError):
-    """A data set name is not in the registry and is not an existing path."""
-
-
-class DatasetNotFoundError(DataError, FileNotFoundError):
-    """A known data set is in none of the searched places and could not be downloaded.
-
-    Attributes
-    ----------
-    searched : list of str
-        Every folder that was looked at, in order.
-    """
-
-    def __init__(self, message, *, searched=()):
-        super().__init__(message)
-        self.searched = list(searched)
-
-
-class ChecksumError(DataError, ValueError):
-    """A downloaded archive has no known checksum, or its sha256 or md5 does not match."""
-
-
-class UnsafeArchiveError(DataError, ValueError):
-    """An archive has a member with an absolute path, a ``..`` part or a link, or lacks files."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -300,7 +278,8 @@ def _download(dataset: _Dataset, cache: Path) -> Path:
         _fetch(dataset.url, archive)
         sha256 = _sha256_to_unpack(dataset, archive)
         target = cache / dataset.folders[0]
-        required = (_LAYOUTS[dataset.layout].ratings[0], _LAYOUTS[dataset.layout].items)
+        layout = _LAYOUTS[dataset.layout]
+        required = (layout.ratings[0], layout.items)
         extract_archive(
             archive,
             target,

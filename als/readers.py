@@ -6,9 +6,10 @@ not build matrices (that is :mod:`als.data`) and does not find or download data 
 files, ml-100k tab and ``|`` files, the Last.fm HetRec 2011 header/CRLF files, MovieLens CSVs),
 reads plain or gzip-compressed text, and parses it with pandas' C parser, falling back to a
 line-by-line scan that reports (or skips and counts) each bad line with its number and text.
+:func:`read_titles_table` reads a plain ``item id, title`` table (the CLI's ``--titles``).
 
-It also holds :class:`DataError`, the base of every data error ``als`` raises, and the two
-errors that reading raises: :class:`DataFormatError` and :class:`UnknownColumnError`.
+The errors it raises (:class:`DataFormatError`, :class:`UnknownColumnError`) are in
+:mod:`als.errors`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import csv
 import gzip
 import io
 import math
+import os
 import re
 import warnings
 from collections.abc import Iterator, Sequence
@@ -26,45 +28,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from als.errors import (
+    DataError,  # noqa: F401 (importable from here before als.errors existed: kept)
+    DataFormatError,
+    UnknownColumnError,
+)
+
 _INTEGER = re.compile(r"[+-]?\d+")
 _SPACED_INTEGER = re.compile(r"\s*[+-]?\d+\s*")
-
-
-# --------------------------------------------------------------------------------------------
-# Errors. Every message is one sentence on one line: the CLI prints str(exc) as it is.
-# --------------------------------------------------------------------------------------------
-
-
-class DataError(Exception):
-    """Base class of the errors als raises about data (not about programming)."""
-
-    def __str__(self) -> str:
-        # KeyError would wrap its message in quotes; every DataError prints it plainly.
-        return str(self.args[0]) if self.args else ""
-
-
-class DataFormatError(DataError, ValueError):
-    """A line, row or value of a data file cannot be read.
-
-    Attributes
-    ----------
-    path : str or None
-        The file (or ``"DataFrame"``) the bad record came from.
-    line_number : int or None
-        1-based line number in the file (or row position in a ``DataFrame``).
-    line : str or None
-        The text of the bad line, without its line ending.
-    """
-
-    def __init__(self, message, *, path=None, line_number=None, line=None):
-        super().__init__(message)
-        self.path = path
-        self.line_number = line_number
-        self.line = line
-
-
-class UnknownColumnError(DataError, KeyError):
-    """A column name is not in the table; the message lists the available columns."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -256,10 +227,8 @@ def _header(text: str, sep: str, quoted: bool) -> list[str]:
 def _header_fields(text: str, spec: _TableSpec, path: Path) -> list[str]:
     names = _header(text, spec.sep, spec.quoted)
     for column in (spec.user, spec.item, spec.weight):
-        if column is not None and column not in names:
-            raise UnknownColumnError(
-                f"{path} has no column {column!r}; its columns are {', '.join(names)}."
-            )
+        if column is not None:
+            _pick_column(names, column, (), "", path)  # raises UnknownColumnError when absent
     return names
 
 
@@ -502,11 +471,11 @@ def _read_layout(
     titles_path = ratings.parent / layout.items if layout.items else None
     titles = None
     if titles_path is not None and titles_path.is_file():
-        titles = _read_titles(titles_path, layout, on_bad_lines)
+        titles = _read_layout_titles(titles_path, layout, on_bad_lines)
     return records, ratings, titles
 
 
-def _read_titles(path: Path, layout: _Layout, on_bad_lines: str) -> dict:
+def _read_layout_titles(path: Path, layout: _Layout, on_bad_lines: str) -> dict:
     """Return {raw item id: title} from a layout's item file."""
     text = _read_text(path, layout.items_encoding)
     id_column, title_column = layout.items_columns
@@ -548,3 +517,38 @@ def _read_users(path: Path) -> pd.DataFrame:
     for column in ("user", "age"):
         frame[column] = frame[column].astype(np.int64)
     return frame
+
+
+# --------------------------------------------------------------------------------------------
+# Item titles given apart from the data (the CLI's --titles).
+# --------------------------------------------------------------------------------------------
+
+
+def read_titles_table(path: str | os.PathLike) -> dict:
+    """Read an ``item id, title`` table: the first two columns of a delimited file with a header.
+
+    The separator is sniffed (comma, tab, ...). Ids keep the type pandas reads them as (int
+    or str); titles are str, ``""`` where missing.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A CSV/TSV file (``.gz`` allowed) whose first line is a header.
+
+    Returns
+    -------
+    dict
+        ``{raw item id: title}``, e.g. for :func:`als.data.load`'s ``titles=``.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``path`` does not exist.
+    ValueError
+        The table has no rows.
+    """
+    path = _check_file(Path(path))
+    frame = pd.read_csv(path, sep=None, engine="python", usecols=[0, 1], dtype={1: str})
+    if frame.empty:
+        raise ValueError(f"The titles table {path} has no rows.")
+    return dict(zip(frame.iloc[:, 0].tolist(), frame.iloc[:, 1].fillna("").tolist(), strict=True))

@@ -23,7 +23,6 @@ import sys
 import time
 
 import numpy as np
-import pandas as pd
 
 from .answers import (
     explain_for_row,
@@ -36,6 +35,7 @@ from .answers import (
 from .data import load
 from .evaluation import ranking_metrics_at_k, train_test_split
 from .model import AlternatingLeastSquares
+from .readers import read_titles_table
 
 REFERENCE_FAVOURITES = [
     "Toy Story (1995)",
@@ -182,19 +182,11 @@ def apply_reference_workflow(args):
     )
 
 
-def read_titles(path):
-    """Read an ``item id, title`` table (the first two columns; a header row is expected)."""
-    frame = pd.read_csv(path, sep=None, engine="python", usecols=[0, 1], dtype={1: str})
-    if frame.empty:
-        raise ValueError(f"--titles {path} has no rows")
-    return dict(zip(frame.iloc[:, 0].tolist(), frame.iloc[:, 1].fillna("").tolist(), strict=True))
-
-
 def load_interactions(args):
     """Load and filter the data named by the arguments."""
     options = {"sep": args.sep} if args.sep else {}
     if args.titles:
-        options["titles"] = read_titles(args.titles)
+        options["titles"] = read_titles_table(args.titles)
     data = load(
         args.data,
         user_col=args.user_col,

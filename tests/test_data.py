@@ -19,6 +19,10 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
+import als.data
+import als.datasets
+import als.errors
+import als.interactions
 from als.data import (
     AmbiguousItemError,
     DataError,
@@ -125,6 +129,15 @@ def test_argument_choices_are_checked(tmp_path, ml1m_dir):
         load(ml1m_dir, on_bad_lines="warn")
     with pytest.raises(ValueError, match="duplicates must be one of"):
         load(ml1m_dir, duplicates="mean")
+
+
+def test_data_reexports_the_split_modules():
+    assert als.data.Interactions is als.interactions.Interactions
+    for name in als.errors.__all__:
+        assert getattr(als.data, name) is getattr(als.errors, name)
+        assert name in als.data.__all__
+    assert als.data.PROJECT_DATA_DIR == als.datasets.PROJECT_DATA_DIR
+    assert als.data.REGISTRY_PATH == als.datasets.REGISTRY_PATH
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Tests of reading files (als.readers, through als.data.load / read_table): the data set
 layouts (ml-1m, ml-100k, Last.fm 2k, MovieLens CSV), generic CSV/TSV/Parquet tables, gzip, and
-bad lines, encodings, columns and missing files.
+bad lines, encodings, columns and missing files; and read_titles_table (the CLI's --titles).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from als.data import DataFormatError, UnknownColumnError, from_dataframe, load, read_table
+from als.readers import read_titles_table
 from tests.test_data import assert_canonical, dense, make_ml1m_dir, write
 
 
@@ -192,3 +193,16 @@ def test_bad_encoding_is_a_format_error(tmp_path):
     with pytest.raises(DataFormatError, match="line 2: bytes that are not valid utf-8"):
         load(path)
     assert load(path, encoding="iso-8859-1").item_ids.tolist() == ["é"]
+
+
+def test_read_titles_table(tmp_path):
+    path = write(tmp_path / "titles.tsv", "id\ttitle\textra\n7\tHeat (1995)\tx\n8\t\ty\n")
+    titles = read_titles_table(path)
+    assert titles == {7: "Heat (1995)", 8: ""}
+    assert all(type(key) is int for key in titles)
+    strings = read_titles_table(write(tmp_path / "t.csv", "track,title\nt1,001\n"))
+    assert strings == {"t1": "001"}  # titles stay str, even when they look like numbers
+    with pytest.raises(ValueError, match="empty.csv has no rows"):
+        read_titles_table(write(tmp_path / "empty.csv", "id,title\n"))
+    with pytest.raises(FileNotFoundError, match="nope.csv"):
+        read_titles_table(tmp_path / "nope.csv")
