@@ -269,6 +269,26 @@ def _loss_parts(indptr, indices, data, X, Y, YtY, zero, one):
     return loss + total_confidence, total_confidence
 
 
+@njit(parallel=True, cache=True)
+def _scores(queries, factors_t, chunks):
+    """queries @ factors_t, rows shared among the threads, each one single-threaded BLAS call.
+
+    BLAS stays single-threaded inside ``threads()``: its own pool would spin on the cores
+    that ``_select_topk`` needs next.
+    """
+    n_rows = queries.shape[0]
+    out = np.empty((n_rows, factors_t.shape[1]), queries.dtype)
+    chunks = max(1, min(n_rows, chunks))
+    for chunk in prange(chunks):
+        first, last = chunk * n_rows // chunks, (chunk + 1) * n_rows // chunks
+        part = np.empty((last - first, queries.shape[1]), queries.dtype)
+        part[:] = queries[first:last]
+        product = np.empty((last - first, factors_t.shape[1]), queries.dtype)
+        np.dot(part, factors_t, product)
+        out[first:last] = product
+    return out
+
+
 @njit(inline="always")
 def _worse(score_a, id_a, score_b, id_b):
     """True when (score_a, id_a) ranks below (score_b, id_b): lower score, or tie and higher id."""
@@ -364,8 +384,7 @@ class NumbaBackend(NumpyBackend):
     def threads(self):
         previous = numba.get_num_threads()
         # BLAS stays single-threaded: its idle workers spin and would steal the cores from
-        # Numba's; the one large product that gains from BLAS threads (scores in topk) asks
-        # for them itself
+        # Numba's; large products are split among Numba's threads instead (see _scores)
         with _blas_controller().limit(limits=1, user_api="blas"):
             numba.set_num_threads(self._thread_count())
             # hand out tasks dynamically: rows of power-law data differ widely in cost
@@ -413,11 +432,11 @@ class NumbaBackend(NumpyBackend):
             excl_indices = exclude.indices.astype(np.int32)
         ids = np.empty((n_queries, k), dtype=np.int32)
         scores = np.empty((n_queries, k), dtype=factors.dtype)
+        factors_t = np.ascontiguousarray(factors).T  # F-ordered view, no copy
         rows_per_block = max(1, BLOCK_ELEMENTS // max(n_items, 1))
         for start in range(0, n_queries, rows_per_block):
             stop = min(start + rows_per_block, n_queries)
-            with _blas_controller().limit(limits=self._thread_count(), user_api="blas"):
-                block = queries[start:stop] @ factors.T
+            block = _scores(queries[start:stop], factors_t, 4 * numba.get_num_threads())
             if norms is not None:
                 block /= norms
             offsets = excl_indptr[start : stop + 1]
