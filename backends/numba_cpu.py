@@ -270,8 +270,9 @@ def _loss_parts(indptr, indices, data, X, Y, YtY, zero, one):
 
 
 @njit(parallel=True, cache=True)
-def _scores(queries, factors_t, chunks):
-    """queries @ factors_t, rows shared among the threads, each one single-threaded BLAS call.
+def _scores(queries, factors_t, norms, chunks):
+    """queries @ factors_t (divided by ``norms`` unless it is empty), rows shared among the
+    threads, each one single-threaded BLAS call.
 
     BLAS stays single-threaded inside ``threads()``: its own pool would spin on the cores
     that ``_select_topk`` needs next.
@@ -285,6 +286,10 @@ def _scores(queries, factors_t, chunks):
         part[:] = queries[first:last]
         product = np.empty((last - first, factors_t.shape[1]), queries.dtype)
         np.dot(part, factors_t, product)
+        if norms.shape[0]:
+            for row in range(product.shape[0]):
+                for column in range(product.shape[1]):
+                    product[row, column] /= norms[column]
         out[first:last] = product
     return out
 
@@ -433,12 +438,11 @@ class NumbaBackend(NumpyBackend):
         ids = np.empty((n_queries, k), dtype=np.int32)
         scores = np.empty((n_queries, k), dtype=factors.dtype)
         factors_t = np.ascontiguousarray(factors).T  # F-ordered view, no copy
+        norms = np.zeros(0, factors.dtype) if norms is None else norms.astype(factors.dtype)
         rows_per_block = max(1, BLOCK_ELEMENTS // max(n_items, 1))
         for start in range(0, n_queries, rows_per_block):
             stop = min(start + rows_per_block, n_queries)
-            block = _scores(queries[start:stop], factors_t, 4 * numba.get_num_threads())
-            if norms is not None:
-                block /= norms
+            block = _scores(queries[start:stop], factors_t, norms, 4 * numba.get_num_threads())
             offsets = excl_indptr[start : stop + 1]
             _select_topk(
                 block,
