@@ -69,8 +69,19 @@ from tqdm.auto import tqdm
 
 from backends.base import get_backend
 
-from .model import AlternatingLeastSquares, ModelFitError, _check_random_state
-from .validation import check_positive_int, check_user_items
+from .errors import InvalidTypeError, InvalidValueError
+from .fitting import (
+    SIDES,
+    USERS,
+    SolverSettings,
+    add_loss_parts,
+    confidence,
+    initial_factors,
+    normalised_loss,
+    solve_side,
+)
+from .model import AlternatingLeastSquares
+from .validation import check_positive_int, check_random_state, check_user_items
 
 __all__ = [
     "BlockedInteractions",
@@ -135,7 +146,9 @@ def _split_partition(frame, columns, user_bounds, item_bounds, shape):
         if not np.issubdtype(weights.dtype, np.number) or np.issubdtype(
             weights.dtype, np.complexfloating
         ):
-            raise TypeError(f"column {weight_col!r} must hold real weights, not {weights.dtype}")
+            raise InvalidTypeError(
+                f"column {weight_col!r} must hold real weights, not {weights.dtype}"
+            )
         weights = weights.astype(np.float32)
     return {
         "users": _pieces(users, items, weights, user_bounds),
@@ -146,13 +159,13 @@ def _split_partition(frame, columns, user_bounds, item_bounds, shape):
 def _id_column(frame, column, upper):
     ids = frame[column].to_numpy()
     if not np.issubdtype(ids.dtype, np.integer):
-        raise TypeError(
+        raise InvalidTypeError(
             f"column {column!r} must hold dense integer ids, not {ids.dtype} "
             "(map raw ids with als.distributed.encode_ids)"
         )
     if len(ids) and (ids.min() < 0 or ids.max() >= upper):
         bad = ids[(ids < 0) | (ids >= upper)][0]
-        raise ValueError(f"column {column!r} holds id {bad}, out of range 0..{upper - 1}")
+        raise InvalidValueError(f"column {column!r} holds id {bad}, out of range 0..{upper - 1}")
     return ids.astype(np.int64)
 
 
@@ -181,17 +194,14 @@ def _csr_from_pieces(shape, *pieces):
 
 def _confidence_block(block, alpha):
     """Canonical float32 confidences of one block, exactly as ``fit`` prepares the matrix."""
-    return AlternatingLeastSquares(alpha=alpha)._confidence(check_user_items(block, "a block"))
+    return confidence(check_user_items(block, "a block"), alpha)
 
 
 def _random_block(state, rows, factors, dtype):
     """Rows of initial factors, drawn from a copy of the client's stream at ``state``."""
     generator = np.random.Generator(getattr(np.random, state["bit_generator"])())
     generator.bit_generator.state = state
-    block = np.empty((rows, factors), dtype=dtype)
-    generator.random(out=block, dtype=dtype)
-    block *= block.dtype.type(0.01)
-    return block
+    return initial_factors(generator, rows, factors, dtype)
 
 
 def _gram_partial(factors, start=0, stop=None):
@@ -229,27 +239,19 @@ def _solve_block(block, own, start, stop, other, gram, cg_steps, num_threads, wh
     backend = get_backend("cpu", _thread_count(num_threads))
     # a copy: ``own`` is shared by every task on this worker and must stay as it was
     rows = np.array(own[start:stop], order="C")
+    iteration, side = where
     with backend.threads():
-        backend.solve(block, rows, other, gram, cg_steps)
-    if not backend.all_finite(rows):
-        iteration, side = where
-        raise ModelFitError(
-            f"the {side[:-1]} factors became NaN or infinite in iteration {iteration} "
-            f"(solving {side}); lower alpha, raise regularization or use float64"
-        )
+        solve_side(backend, block, rows, other, gram, cg_steps, iteration, side)
     return rows
 
 
 def _loss_parts(block, users, start, stop, items, num_threads):
-    """(loss terms without regularization, total confidence, nnz, |X_b|^2) of a user block."""
+    """(``LossParts``, ``|X_b|^2``) of the user block ``start:stop``."""
     backend = get_backend("cpu", _thread_count(num_threads))
     rows = users[start:stop]
     with backend.threads():
-        normalised = backend.loss(block, rows, items, 0.0)
-    confidence = float(np.abs(block.data).sum(dtype=np.float64))
-    denominator = confidence + block.shape[0] * block.shape[1] - block.nnz
-    squares = float(np.sum(rows * rows, dtype=np.float64))
-    return normalised * denominator, confidence, block.nnz, squares
+        parts = backend.loss_parts(block, rows, items)
+    return parts, backend.squared_norm(rows)
 
 
 # -- partitioning -------------------------------------------------------------------------------
@@ -262,7 +264,7 @@ def _bounds(n, blocks):
 def _workers(client):
     workers = sorted(client.scheduler_info(n_workers=-1)["workers"])
     if not workers:
-        raise ValueError("the Dask cluster has no workers")
+        raise InvalidValueError("the Dask cluster has no workers")
     return workers
 
 
@@ -311,7 +313,7 @@ def partition_interactions(
         columns = [c for c in (user_col, item_col, weight_col) if c is not None]
         user_items = dd.read_parquet(user_items, columns=columns)
     if not hasattr(user_items, "to_delayed"):
-        raise TypeError(
+        raise InvalidTypeError(
             "user_items must be a scipy.sparse matrix, a dask DataFrame or Parquet path(s), "
             f"not {type(user_items).__name__}"
         )
@@ -517,12 +519,11 @@ def fit_distributed(
         When the factors stop being finite.
     """
     if not isinstance(model, AlternatingLeastSquares):
-        raise TypeError(f"model must be an AlternatingLeastSquares, not {type(model).__name__}")
-    model._check_params()
-    dtype = model._dtype()
-    cpu = get_backend("cpu")
-    if dtype not in cpu.dtypes:
-        raise TypeError(f"dtype={dtype.name} is not supported by the workers' 'cpu' backend")
+        raise InvalidTypeError(
+            f"model must be an AlternatingLeastSquares, not {type(model).__name__}"
+        )
+    # the workers train with the 'cpu' backend, whatever the model's own backend is
+    settings = SolverSettings.from_model(model, get_backend("cpu"))
     owned = not isinstance(user_items, BlockedInteractions)
     if owned:
         user_items = partition_interactions(
@@ -536,11 +537,6 @@ def fit_distributed(
         )
     data = user_items
     owners = data.owners
-    steps = model._solver_steps
-    # implicit's CG solver takes lambda as a C float (as AlternatingLeastSquares.fit does)
-    regularization = model.regularization
-    if steps is not None:
-        regularization = float(np.float32(regularization))
     threads = model.num_threads
 
     def on_owner(function, *args, block):
@@ -550,19 +546,23 @@ def fit_distributed(
 
     sides = {
         side: (
-            [on_owner(_confidence_block, c, model.alpha, block=b) for b, c in enumerate(raw)],
+            [on_owner(_confidence_block, c, settings.alpha, block=b) for b, c in enumerate(raw)],
             bounds,
         )
-        for side, raw, bounds in (
-            ("users", data.user_blocks, data.user_bounds),
-            ("items", data.item_blocks, data.item_bounds),
+        for side, raw, bounds in zip(
+            SIDES,
+            (data.user_blocks, data.item_blocks),
+            (data.user_bounds, data.item_bounds),
+            strict=True,
         )
     }
     if owned:
         # the confidence blocks replace the weights: the workers free them once those are
         # built, and the scheduler keeps their lineage in case a worker is lost
         data.user_blocks = data.item_blocks = None
-    full = _starting_factors(client, model, {side: sides[side][1] for side in sides}, owners)
+    full = _starting_factors(
+        client, model, settings, {side: sides[side][1] for side in sides}, owners
+    )
     partials = {
         side: [
             on_owner(_gram_partial, full[side], int(bounds[b]), int(bounds[b + 1]), block=b)
@@ -571,10 +571,13 @@ def fit_distributed(
         for side, (_, bounds) in sides.items()
     }
 
-    def half_iteration(iteration, side, other):
+    def half_iteration(iteration, side):
         blocks_of_side, bounds = sides[side]
         gram = client.submit(
-            _finish_gram, _tree_sum(client, partials[other], owners), regularization, dtype
+            _finish_gram,
+            _tree_sum(client, partials[side.other], owners),
+            settings.solve_regularization,
+            settings.dtype,
         )
         solved = [
             on_owner(
@@ -583,9 +586,9 @@ def fit_distributed(
                 full[side],
                 int(bounds[b]),
                 int(bounds[b + 1]),
-                full[other],
+                full[side.other],
                 gram,
-                steps,
+                settings.cg_steps,
                 threads,
                 (iteration, side),
                 block=b,
@@ -600,36 +603,36 @@ def fit_distributed(
     loss = None
     callback = callback or model.fit_callback
     start = time.perf_counter()
-    with tqdm(total=model.iterations, disable=not show_progress) as bar:
-        for iteration in range(model.iterations):
-            half_iteration(iteration, "users", "items")
-            half_iteration(iteration, "items", "users")
-            wait([full["users"], full["items"], *partials["users"], *partials["items"]])
+    with tqdm(total=settings.iterations, disable=not show_progress) as bar:
+        for iteration in range(settings.iterations):
+            for side in SIDES:
+                half_iteration(iteration, side)
+            wait([*full.values(), *(future for side in SIDES for future in partials[side])])
             bar.update(1)
-            if model.calculate_training_loss:
-                loss = _loss(client, data, sides["users"][0], full, threads, model)
+            if settings.calculate_training_loss:
+                loss = _loss(client, data, sides[USERS][0], full, threads, settings)
                 bar.set_postfix({"loss": f"{loss:.6f}"})
             if callback:
                 callback(iteration, time.perf_counter() - start, loss)
             start = time.perf_counter()
-    model.user_factors = full["users"].result()
-    model.item_factors = full["items"].result()
+    for side in SIDES:
+        setattr(model, side.factors_name, full[side].result())
     return model
 
 
-def _starting_factors(client, model, bounds_by_side, owners):
+def _starting_factors(client, model, settings, bounds_by_side, owners):
     """Futures of both sides' full starting factors: the model's own, or drawn by block.
 
     Follows ``AlternatingLeastSquares.fit``: a side with factors of the right shape keeps
     them; a missing side is drawn from ``random_state``, user factors first.
     """
-    dtype, factors, rng = model._dtype(), model.factors, None
+    dtype, factors, rng = settings.dtype, settings.factors, None
     full = {}
     for side, bounds in bounds_by_side.items():
-        current = model._user_factors if side == "users" else model._item_factors
+        current = getattr(model, side.factors_name)
         rows = int(bounds[-1])
         if current is None:
-            rng = rng or _check_random_state(model.random_state)
+            rng = rng or check_random_state(model.random_state)
             drawn = [
                 client.submit(
                     _random_block,
@@ -644,19 +647,19 @@ def _starting_factors(client, model, bounds_by_side, owners):
             ]
             full[side] = client.submit(_concatenate, *drawn)
         elif current.shape == (rows, factors):
-            array = np.ascontiguousarray(model.backend_.to_host(current), dtype=dtype)
+            array = np.ascontiguousarray(current, dtype=dtype)
             # replicated at once, so a lost worker never loses the only copy
             full[side] = client.scatter(array, broadcast=True)
         else:
-            raise ValueError(
-                f"the interactions need {side[:-1]}_factors of shape {(rows, factors)} but the "
-                f"model already has {tuple(current.shape)}; fit a new model or set "
-                f"{side[:-1]}_factors = None to start again"
+            raise InvalidValueError(
+                f"the interactions need {side.factors_name} of shape {(rows, factors)} but "
+                f"the model already has {tuple(current.shape)}; fit a new model or set "
+                f"{side.factors_name} = None to start again"
             )
     return full
 
 
-def _loss(client, data, user_blocks, full, threads, model):
+def _loss(client, data, user_blocks, full, threads, settings):
     """implicit's normalised training loss, from per-block parts summed on the client."""
     bounds = data.user_bounds
     parts = client.gather(
@@ -664,10 +667,10 @@ def _loss(client, data, user_blocks, full, threads, model):
             client.submit(
                 _loss_parts,
                 block,
-                full["users"],
+                full[USERS],
                 int(bounds[b]),
                 int(bounds[b + 1]),
-                full["items"],
+                full[USERS.other],
                 threads,
                 workers=[_owner(data.owners, b)],
                 allow_other_workers=True,
@@ -675,14 +678,14 @@ def _loss(client, data, user_blocks, full, threads, model):
             for b, block in enumerate(user_blocks)
         ]
     )
-    item_squares = client.submit(_squares, full["items"]).result()
-    terms, confidence, nnz, user_squares = (sum(values) for values in zip(*parts, strict=True))
-    terms += model.regularization * (user_squares + item_squares)
-    return terms / (confidence + data.n_users * data.n_items - nnz)
+    item_squares = client.submit(_squares, full[USERS.other]).result()
+    loss_parts, user_squares = zip(*parts, strict=True)
+    squared_norms = sum(user_squares) + item_squares
+    return normalised_loss(add_loss_parts(loss_parts), squared_norms, settings.regularization)
 
 
 def _squares(factors):
-    return float(np.sum(factors * factors, dtype=np.float64))
+    return get_backend("cpu").squared_norm(factors)
 
 
 @contextlib.contextmanager
@@ -713,7 +716,9 @@ def fit_on_cluster(model, user_items, *, workers=None, scheduler=None, log=None,
     the cluster. Returns the fitted ``model``.
     """
     if bool(workers) == bool(scheduler):
-        raise ValueError("give either workers (a local cluster) or scheduler (an address)")
+        raise InvalidValueError(
+            "give either workers (a local cluster) or scheduler (an address)"
+        )
     if workers:
         check_positive_int(workers, "workers")
     with _client(workers, scheduler) as client:

@@ -1,15 +1,22 @@
-"""Errors about data: every exception the data layer (readers, datasets, data) raises.
+"""The project's user-facing errors: ``UserError`` and everything derived from it.
 
-They live here, below :mod:`als.readers`, :mod:`als.datasets`, :mod:`als.interactions` and
-:mod:`als.data`, so that each of those can raise them without importing another; all are
-importable from :mod:`als.data` too. Every one derives from :class:`DataError` and from the
-built-in exception a caller would expect (``ValueError``, ``KeyError``, ``FileNotFoundError``).
-Every message is one sentence on one line: the CLI prints ``str(exc)`` as it is.
+``UserError`` is what a person got wrong (an argument, an option, a file, a title), as
+opposed to a bug: the command lines print its message on one line and exit with status 2,
+and let every other exception through. Each class also derives from the built-in exception
+a caller would expect (``ValueError``, ``TypeError``, ``KeyError``, ``FileNotFoundError``).
+
+The errors about data live here too, below :mod:`als.readers`, :mod:`als.datasets`,
+:mod:`als.interactions` and :mod:`als.data`, so that each of those can raise them without
+importing another; all are importable from :mod:`als.data` too and derive from
+:class:`DataError`. Every message is one sentence on one line: the CLI prints ``str(exc)`` as it is.
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "UserError",
+    "InvalidTypeError",
+    "InvalidValueError",
     "AmbiguousItemError",
     "ChecksumError",
     "DataError",
@@ -24,12 +31,24 @@ __all__ = [
 ]
 
 
-class DataError(Exception):
-    """Base class of the errors als raises about data (not about programming)."""
+class UserError(Exception):
+    """Base class of the errors that are a user's mistake, not a bug in als."""
 
     def __str__(self) -> str:
-        # KeyError would wrap its message in quotes; every DataError prints it plainly.
+        # KeyError would wrap its message in quotes; every UserError prints it plainly.
         return str(self.args[0]) if self.args else ""
+
+
+class InvalidValueError(UserError, ValueError):
+    """An argument or option has a value it may not have; the message names it."""
+
+
+class InvalidTypeError(UserError, TypeError):
+    """An argument has a type it may not have; the message names it."""
+
+
+class DataError(UserError):
+    """Base class of the errors als raises about data (not about programming)."""
 
 
 # --------------------------------------------------------------------------------------------

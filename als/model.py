@@ -1,7 +1,9 @@
 """``AlternatingLeastSquares``: the implicit-compatible model, its fit loop and its queries.
 
-The model owns parameters, defaults, validation and the one fit loop; the numerical work is
-delegated to a backend (``backends.base.Backend``) chosen by name. Factors live in backend
+The model owns parameters, defaults and the one fit loop, built from the fit core
+(``als.fitting``: settings, initial factors, the half-iteration, the loss) that the Dask fit
+shares; input checks are ``als.validation``'s; the numerical work is delegated to a backend
+(``backends.base.Backend``) chosen by name. Factors live in backend
 memory from fit to recommend; ``user_factors`` and ``item_factors`` read them as NumPy.
 """
 
@@ -17,11 +19,25 @@ from tqdm.auto import tqdm
 
 from backends.base import Backend, BackendUnavailable, get_backend
 
+from .errors import InvalidValueError
+from .fitting import (
+    ITEMS,
+    SIDES,
+    USERS,
+    ModelFitError,
+    SolverSettings,
+    confidence,
+    initial_factors,
+    solve_side,
+    training_loss,
+)
 from .persistence import ModelFileError, read_npz, write_npz
 from .validation import (
+    check_dtype,
     check_factor_array,
     check_ids,
     check_positive_int,
+    check_random_state,
     check_user_items,
 )
 
@@ -41,10 +57,6 @@ _SAVED_PARAMS = (
     "num_threads",
     "cg_steps",
 )
-
-
-class ModelFitError(RuntimeError):
-    """Raised when training produced factors that are not finite."""
 
 
 class AlternatingLeastSquares:
@@ -137,9 +149,13 @@ class AlternatingLeastSquares:
         self._clear_caches()
 
     def __repr__(self):
+        # never resolves the backend: that can import CuPy, compile kernels or raise
+        backend = self.backend if self._backend is None else self._backend.name
+        if isinstance(backend, Backend) and not isinstance(backend, str):
+            backend = backend.name
         return (
             f"{type(self).__name__}(factors={self.factors}, regularization={self.regularization}"
-            f", alpha={self.alpha}, iterations={self.iterations}, backend={self.backend_name!r})"
+            f", alpha={self.alpha}, iterations={self.iterations}, backend={backend!r})"
         )
 
     # -- backend and learned state ------------------------------------------------------------
@@ -162,7 +178,7 @@ class AlternatingLeastSquares:
             return self.backend
         if self.backend is not None:
             if self.use_gpu is not None and (self.backend == "cuda") != bool(self.use_gpu):
-                raise ValueError(
+                raise InvalidValueError(
                     f"use_gpu={self.use_gpu} contradicts backend={self.backend!r}: set one"
                 )
             return get_backend(self.backend, threads)
@@ -210,78 +226,49 @@ class AlternatingLeastSquares:
         self._norm_cache = {}
 
     def _dtype(self):
-        try:
-            return np.dtype(self.dtype)
-        except TypeError as exc:
-            raise TypeError(f"dtype={self.dtype!r} is not a NumPy dtype") from exc
+        return check_dtype(self.dtype)
+
+    def _factors(self, side):
+        """The device factors of ``side`` (``fitting.USERS`` or ``fitting.ITEMS``)."""
+        return getattr(self, f"_{side.factors_name}")
+
+    def _set_factors(self, side, factors):
+        setattr(self, f"_{side.factors_name}", factors)
 
     def _gram(self, side):
-        """``F^T F + lambda I`` of the item (side="items") or user factors, cached."""
-        key = (side, float(self.regularization))
+        """``F^T F + lambda I`` of ``side``'s factors, cached."""
+        key = (side.name, float(self.regularization))
         if key not in self._gram_cache:
-            factors = self._item_factors if side == "items" else self._user_factors
-            self._gram_cache[key] = self.backend_.gram(factors, self.regularization)
+            self._gram_cache[key] = self.backend_.gram(self._factors(side), self.regularization)
         return self._gram_cache[key]
 
     def _norms(self, side):
-        if side not in self._norm_cache:
-            factors = self._item_factors if side == "items" else self._user_factors
-            self._norm_cache[side] = self.backend_.norms(factors)
-        return self._norm_cache[side]
+        if side.name not in self._norm_cache:
+            self._norm_cache[side.name] = self.backend_.norms(self._factors(side))
+        return self._norm_cache[side.name]
 
     @property
     def user_norms(self):
         """Norms of the user factors (zero norms replaced by 1e-10)."""
-        return self.backend_.to_host(self._norms("users"))
+        return self.backend_.to_host(self._norms(USERS))
 
     @property
     def item_norms(self):
         """Norms of the item factors (zero norms replaced by 1e-10)."""
-        return self.backend_.to_host(self._norms("items"))
+        return self.backend_.to_host(self._norms(ITEMS))
 
     # -- training -----------------------------------------------------------------------------
 
-    def _check_params(self):
-        check_positive_int(self.factors, "factors")
-        check_positive_int(self.iterations, "iterations", minimum=0)
-        for name in ("regularization", "alpha"):
-            value = getattr(self, name)
-            if not isinstance(value, numbers.Real) or not np.isfinite(value):
-                raise ValueError(f"{name} must be a finite number, got {value!r}")
-        if self.regularization < 0:
-            raise ValueError(f"regularization must be >= 0, got {self.regularization}")
-        if self.alpha <= 0:
-            raise ValueError(f"alpha must be > 0, got {self.alpha}")
-        if self.cg_steps is not None:
-            check_positive_int(self.cg_steps, "cg_steps")
-        dtype = self._dtype()
-        if dtype not in self.backend_.dtypes:
-            names = ", ".join(d.name for d in self.backend_.dtypes)
-            raise TypeError(
-                f"dtype={dtype.name} is not supported by the {self.backend_name!r} backend "
-                f"(supported: {names})"
-            )
+    def solver_settings(self):
+        """The checked parameters of a fit (``als.fitting.SolverSettings``).
 
-    @property
-    def _solver_steps(self):
-        return self.cg_steps if self.use_cg else None
-
-    def _confidence(self, matrix):
-        """Scale weights by alpha in float32, exactly as implicit does."""
-        if self.alpha != 1.0:
-            matrix = matrix.copy()
-            matrix.data *= np.float32(self.alpha)
-        return matrix
-
-    def _initial_factors(self, rows, rng):
-        """``rng.random(...) * 0.01`` in the factor dtype, as implicit draws them.
-
-        NumPy draws only float32 and float64; float16 factors are float32 draws, rounded.
+        Raises
+        ------
+        TypeError, ValueError
+            For a bad parameter (the message names which), or a ``dtype`` the backend
+            cannot train with.
         """
-        dtype = self._dtype()
-        draw = np.dtype(np.float32) if dtype.itemsize < 4 else dtype
-        factors = rng.random((rows, self.factors), dtype=draw) * draw.type(0.01)
-        return factors.astype(dtype, copy=False)
+        return SolverSettings.from_model(self, self.backend_)
 
     def fit(self, user_items, show_progress=True, callback=None):
         """Factorise ``user_items`` into user and item factors.
@@ -313,34 +300,30 @@ class AlternatingLeastSquares:
         ModelFitError
             When the factors stop being finite.
         """
-        self._check_params()
+        settings = self.solver_settings()
         backend = self.backend_
-        Cui = self._confidence(check_user_items(user_items, require_entries=True))
-        n_users, n_items = Cui.shape
-        self._init_or_check_factors(n_users, n_items)
+        Cui = confidence(check_user_items(user_items, require_entries=True), settings.alpha)
+        self._init_or_check_factors(Cui.shape, settings)
 
         start = time.perf_counter()
-        Ciu = Cui.T.tocsr()
-        Cui_device, Ciu_device = backend.to_device(Cui), backend.to_device(Ciu)
-        X, Y = self._user_factors, self._item_factors
+        # one confidence matrix per side: its rows are that side's rows
+        matrices = {USERS: backend.to_device(Cui), ITEMS: backend.to_device(Cui.T.tocsr())}
         self._clear_caches()
         callback = callback or self.fit_callback
         loss = None
-        # implicit's CG solver takes lambda as a C float: match it, float64 factors included
-        regularization = self.regularization
-        if self._solver_steps is not None:
-            regularization = float(np.float32(regularization))
-        with backend.threads(), tqdm(total=self.iterations, disable=not show_progress) as bar:
-            for iteration in range(self.iterations):
-                YtY = backend.gram(Y, regularization)
-                backend.solve(Cui_device, X, Y, YtY, self._solver_steps)
-                self._check_finite(X, iteration, "users")
-                XtX = backend.gram(X, regularization)
-                backend.solve(Ciu_device, Y, X, XtX, self._solver_steps)
-                self._check_finite(Y, iteration, "items")
+        with backend.threads(), tqdm(total=settings.iterations, disable=not show_progress) as bar:
+            for iteration in range(settings.iterations):
+                for side in SIDES:
+                    self._half_iteration(matrices[side], side, settings, iteration)
                 bar.update(1)
-                if self.calculate_training_loss:
-                    loss = backend.loss(Cui_device, X, Y, self.regularization)
+                if settings.calculate_training_loss:
+                    loss = training_loss(
+                        backend,
+                        matrices[USERS],
+                        self._user_factors,
+                        self._item_factors,
+                        settings.regularization,
+                    )
                     bar.set_postfix({"loss": f"{loss:.6f}"})
                 if callback:
                     callback(iteration, time.perf_counter() - start, loss)
@@ -348,48 +331,49 @@ class AlternatingLeastSquares:
         self._clear_caches()
         return self
 
-    def _init_or_check_factors(self, n_users, n_items):
-        rng = None
-        for side, rows in (("user", n_users), ("item", n_items)):
-            attribute = f"_{side}_factors"
-            current = getattr(self, attribute)
-            if current is None:
-                rng = rng or _check_random_state(self.random_state)
-                factors = self.backend_.to_device(self._initial_factors(rows, rng))
-                setattr(self, attribute, factors)
-            elif current.shape != (rows, self.factors):
-                raise ValueError(
-                    f"user_items has shape {(n_users, n_items)} but the model already has "
-                    f"{side}_factors of shape {tuple(current.shape)}; fit a new model or set "
-                    f"{side}_factors = None to start again"
-                )
-            elif current.dtype != self._dtype():
-                setattr(self, attribute, current.astype(self._dtype()))
-
-    def _check_finite(self, factors, iteration, side):
-        if not self.backend_.all_finite(factors):
+    def _half_iteration(self, matrix, side, settings, iteration):
+        """Solve ``side``'s factors given the other side's: one half of an iteration."""
+        other = self._factors(side.other)
+        gram = self.backend_.gram(other, settings.solve_regularization)
+        try:
+            own = self._factors(side)
+            solve_side(self.backend_, matrix, own, other, gram, settings.cg_steps, iteration, side)
+        except ModelFitError:
             # never leave NaN factors behind to be served as recommendations
             self._user_factors = self._item_factors = None
             self._clear_caches()
-            raise ModelFitError(
-                f"the {side[:-1]} factors became NaN or infinite in iteration {iteration} "
-                f"(solving {side}); lower alpha, raise regularization or use float64"
-            )
+            raise
+
+    def _init_or_check_factors(self, shape, settings):
+        rng = None
+        for side, rows in zip(SIDES, shape, strict=True):
+            current = self._factors(side)
+            if current is None:
+                rng = rng or check_random_state(self.random_state)
+                drawn = initial_factors(rng, rows, settings.factors, settings.dtype)
+                self._set_factors(side, self.backend_.to_device(drawn))
+            elif current.shape != (rows, settings.factors):
+                raise InvalidValueError(
+                    f"user_items has shape {tuple(shape)} but the model already has "
+                    f"{side.factors_name} of shape {tuple(current.shape)}; fit a new model or "
+                    f"set {side.factors_name} = None to start again"
+                )
+            elif current.dtype != settings.dtype:
+                self._set_factors(side, current.astype(settings.dtype))
 
     # -- updating factors for some rows ---------------------------------------------------------
 
     def _recalculate(self, ids, matrix, side):
         """Exact factors (device array) for the rows of ``matrix`` against the other side."""
-        other = "items" if side == "users" else "users"
-        fixed = self._item_factors if side == "users" else self._user_factors
         self._require_fit()
+        fixed = self._factors(side.other)
         count = 1 if np.isscalar(ids) else len(ids)
-        name = "user_items" if side == "users" else "item_users"
-        matrix = self._confidence(check_user_items(matrix, name, rows=count, columns=len(fixed)))
+        matrix = check_user_items(matrix, side.matrix_name, rows=count, columns=len(fixed))
+        matrix = confidence(matrix, self.alpha)
         backend = self.backend_
         rows = backend.to_device(np.zeros((count, self.factors), dtype=self._dtype()))
         with backend.threads():
-            backend.solve(backend.to_device(matrix), rows, fixed, self._gram(other), None)
+            backend.solve(backend.to_device(matrix), rows, fixed, self._gram(side.other), None)
         return rows
 
     def recalculate_user(self, userid, user_items):
@@ -407,7 +391,7 @@ class AlternatingLeastSquares:
         numpy.ndarray
             Shape (factors,) for a scalar ``userid``, else (len(userid), factors).
         """
-        factors = self.backend_.to_host(self._recalculate(userid, user_items, "users"))
+        factors = self.backend_.to_host(self._recalculate(userid, user_items, USERS))
         return factors[0] if np.isscalar(userid) else factors
 
     def recalculate_item(self, itemid, item_users):
@@ -415,32 +399,26 @@ class AlternatingLeastSquares:
 
         ``item_users`` has one row per item in ``itemid`` and one column per user.
         """
-        factors = self.backend_.to_host(self._recalculate(itemid, item_users, "items"))
+        factors = self.backend_.to_host(self._recalculate(itemid, item_users, ITEMS))
         return factors[0] if np.isscalar(itemid) else factors
 
     def partial_fit_users(self, userids, user_items):
         """Recompute and store factors for ``userids``, growing the model for new users."""
-        self._partial_fit(userids, user_items, "users")
+        self._partial_fit(userids, user_items, USERS)
 
     def partial_fit_items(self, itemids, item_users):
         """Recompute and store factors for ``itemids``, growing the model for new items."""
-        self._partial_fit(itemids, item_users, "items")
+        self._partial_fit(itemids, item_users, ITEMS)
 
     def _partial_fit(self, ids, matrix, side):
-        ids = check_ids(
-            ids,
-            "userids" if side == "users" else "itemids",
-            np.iinfo(np.int64).max,
-            allow_scalar=False,
-        )
+        ids = check_ids(ids, side.ids_name, np.iinfo(np.int64).max, allow_scalar=False)
         new = self._recalculate(ids, matrix, side)
-        attribute = "_user_factors" if side == "users" else "_item_factors"
-        factors = getattr(self, attribute)
+        factors = self._factors(side)
         if len(ids) and ids.max() >= len(factors):
             grown = np.zeros((int(ids.max()) + 1, self.factors), dtype=self._dtype())
             grown[: len(factors)] = self.backend_.to_host(factors)
             factors = self.backend_.to_device(grown)
-            setattr(self, attribute, factors)
+            self._set_factors(side, factors)
         factors[self.backend_.to_device(ids)] = new
         self._clear_caches()
 
@@ -448,7 +426,7 @@ class AlternatingLeastSquares:
 
     def _require_fit(self):
         if self._user_factors is None or self._item_factors is None:
-            raise ValueError("the model has no factors yet: call fit (or load) first")
+            raise InvalidValueError("the model has no factors yet: call fit (or load) first")
 
     def recommend(
         self,
@@ -498,21 +476,21 @@ class AlternatingLeastSquares:
         if filter_already_liked_items or recalculate_user:
             liked = check_user_items(user_items, "user_items", rows=count, columns=n_items)
         if recalculate_user:
-            queries = self._recalculate(userid, user_items, "users")
+            queries = self._recalculate(userid, user_items, USERS)
         else:
             ids = check_ids(userid, "userid", n_users)
             queries = self._user_factors[self.backend_.to_device(np.atleast_1d(ids))]
         exclude = liked if filter_already_liked_items else None
-        ids, scores = self._rank(queries, "items", N, exclude, filter_items, items, "items")
+        ids, scores = self._rank(queries, ITEMS, N, exclude, filter_items, items, "items")
         return (ids[0][ids[0] >= 0], scores[0][ids[0] >= 0]) if scalar else (ids, scores)
 
     def _rank(self, queries, side, N, exclude, filter_ids, subset, subset_name, norms=None):
         """Top ``N`` of ``side``'s factors for ``queries``, restricted and filtered."""
-        factors = self._item_factors if side == "items" else self._user_factors
+        factors = self._factors(side)
         total = len(factors)
-        filter_name = "filter_items" if side == "items" else "filter_users"
+        filter_name = f"filter_{side.name}"
         if subset is not None and filter_ids is not None:
-            raise ValueError(f"{subset_name} and {filter_name} cannot be combined: pick one")
+            raise InvalidValueError(f"{subset_name} and {filter_name} cannot be combined: pick one")
         exclude_all = None
         if filter_ids is not None:
             exclude_all = self.backend_.to_device(
@@ -563,27 +541,27 @@ class AlternatingLeastSquares:
         ids, scores : numpy.ndarray
             As ``recommend``: best first, cosine similarities as scores.
         """
-        return self._similar(itemid, N, recalculate_item, item_users, filter_items, items, "items")
+        return self._similar(itemid, N, recalculate_item, item_users, filter_items, items, ITEMS)
 
     def similar_users(self, userid, N=10, filter_users=None, users=None):
         """Users most similar to ``userid`` by cosine similarity (as ``similar_items``)."""
-        return self._similar(userid, N, False, None, filter_users, users, "users")
+        return self._similar(userid, N, False, None, filter_users, users, USERS)
 
     def _similar(self, queryid, N, recalculate, matrix, filter_ids, subset, side):
         self._require_fit()
         N = check_positive_int(N, "N")
-        factors = self._item_factors if side == "items" else self._user_factors
+        factors = self._factors(side)
         scalar = np.isscalar(queryid)
         if recalculate:
             queries = self._recalculate(queryid, matrix, side)
             query_norms = self.backend_.norms(queries)
         else:
-            ids = np.atleast_1d(check_ids(queryid, f"{side[:-1]}id", len(factors)))
+            ids = np.atleast_1d(check_ids(queryid, f"{side.singular}id", len(factors)))
             device_ids = self.backend_.to_device(ids)
             queries = factors[device_ids]
             query_norms = self._norms(side)[device_ids]
         ids, scores = self._rank(
-            queries, side, N, None, filter_ids, subset, side, norms=self._norms(side)
+            queries, side, N, None, filter_ids, subset, side.name, norms=self._norms(side)
         )
         scores = scores / self.backend_.to_host(query_norms)[:, None]
         return (ids[0][ids[0] >= 0], scores[0][ids[0] >= 0]) if scalar else (ids, scores)
@@ -621,17 +599,17 @@ class AlternatingLeastSquares:
         itemid = check_ids(itemid, "itemid", len(item_factors))
         user_items = check_user_items(user_items, "user_items", columns=len(item_factors))
         row = 0 if user_items.shape[0] == 1 else check_ids(userid, "userid", user_items.shape[0])
-        row = self._confidence(user_items[row])
+        row = confidence(user_items[row], self.alpha)
         # implicit skips disliked (negative) entries; a stored zero contributes zero
         liked = row.indices[row.data >= 0]
-        confidence = row.data[row.data >= 0].astype(np.float64)
+        liked_confidence = row.data[row.data >= 0].astype(np.float64)
         if user_weights is None:
             Y = item_factors[row.indices].astype(np.float64)
-            A = self.backend_.to_host(self._gram("items")).astype(np.float64)
+            A = self.backend_.to_host(self._gram(ITEMS)).astype(np.float64)
             A += (Y.T * (np.abs(row.data) - 1)) @ Y
             user_weights = scipy.linalg.cho_factor(A)
         weighted_item = scipy.linalg.cho_solve(user_weights, item_factors[itemid])
-        scores = (item_factors[liked] @ weighted_item) * confidence
+        scores = (item_factors[liked] @ weighted_item) * liked_confidence
         order = np.lexsort((liked, -scores))[:N]
         contributions = [(int(liked[i]), float(scores[i])) for i in order]
         return float(scores.sum()), contributions, user_weights
@@ -741,18 +719,6 @@ def _check_model_arrays(arrays, name):
                 f"{name} is corrupted: {key} is {array.dtype} {array.shape}, expected a float "
                 f"array with {factors} columns"
             )
-
-
-def _check_random_state(random_state):
-    """Return one ``numpy.random.Generator`` for None, an int, a Generator or a RandomState."""
-    if isinstance(random_state, np.random.RandomState):
-        return np.random.default_rng(random_state.randint(0, 2**31 - 1))
-    if random_state is None or isinstance(random_state, (numbers.Integral, np.random.Generator)):
-        return np.random.default_rng(random_state)
-    raise TypeError(
-        "random_state must be None, an int, a numpy Generator or RandomState, "
-        f"not {type(random_state).__name__}"
-    )
 
 
 def _restrict_columns(matrix, subset):

@@ -1,8 +1,14 @@
 """The interface every compute backend implements, and lookup of a backend by name.
 
 A backend owns where arrays live (host memory, GPU memory) and the numerical kernels that
-touch them. The model (``als.model``) owns everything else: validation, defaults, the fit
-loop. It calls only the methods below, so it never needs to know which backend it holds.
+touch them. The model (``als.model``) and the fit core (``als.fitting``) own everything else:
+validation, defaults, the fit loop, the loss's normalisation. They call only the methods
+below, so they never need to know which backend they hold.
+
+The contract every implementation shares lives here too: the CG stopping threshold, the size
+of the row blocks work arrays are cut into, and the operand check a kernel-backed ``solve``
+relies on. Implementations: ``numpy_ref`` (the oracle), ``numba_cpu``, ``cupy_cuda``; the
+array code the NumPy and CuPy backends share is ``xp_generic.ArrayModuleBackend``.
 
 Arrays a backend hands out are "device arrays": ``numpy.ndarray`` for the CPU backends,
 ``cupy.ndarray`` on the GPU. Sparse matrices are CSR in the backend's own sparse type.
@@ -12,15 +18,53 @@ from __future__ import annotations
 
 import importlib
 from contextlib import AbstractContextManager
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["Backend", "BackendUnavailable", "BACKENDS", "get_backend", "available_backends"]
+__all__ = [
+    "Backend",
+    "BackendUnavailable",
+    "BACKENDS",
+    "BLOCK_ELEMENTS",
+    "CG_TOLERANCE",
+    "LossParts",
+    "available_backends",
+    "check_solve_operands",
+    "get_backend",
+]
+
+#: a row's conjugate-gradient iteration stops once its squared residual is below this
+CG_TOLERANCE = 1e-20
+
+#: work arrays are split into blocks of rows holding at most this many elements
+BLOCK_ELEMENTS = 1 << 24
 
 
 class BackendUnavailable(RuntimeError):
     """Raised when a backend was asked for but cannot run here (package or device missing)."""
+
+
+class LossParts(NamedTuple):
+    """The unregularised training loss of some rows, as sums, before normalisation.
+
+    With ``s = x_u . y_i``, confidence ``c = |Cui[u, i]|`` and preference ``p = [Cui > 0]``
+    (implicit's loss, which adds ``c`` rather than ``c p^2`` for every stored entry):
+
+    - ``observed``: the stored entries, ``sum c (1 + s^2 - 2 p s)``;
+    - ``unobserved``: the missing cells, ``sum s^2``, computed through the Gramian as
+      ``sum_u x_u^T (Y^T Y) x_u`` minus the stored entries' ``s^2``;
+    - ``confidence``: ``sum c`` over the stored entries;
+    - ``missing``: the number of missing cells, ``rows * columns - nnz``.
+
+    Parts of disjoint blocks of rows add up field by field; ``als.fitting.training_loss``
+    adds the regularisation and normalises, in one place.
+    """
+
+    observed: float
+    unobserved: float
+    confidence: float
+    missing: int
 
 
 @runtime_checkable
@@ -57,8 +101,11 @@ class Backend(Protocol):
         become zero.
         """
 
-    def loss(self, Cui: Any, X: Any, Y: Any, regularization: float) -> float:
-        """Return implicit's normalised training loss of the factorisation."""
+    def loss_parts(self, Cui: Any, X: Any, Y: Any) -> LossParts:
+        """Return the unregularised loss of the rows of ``X``, as its parts (float64 sums)."""
+
+    def squared_norm(self, array: Any) -> float:
+        """Return the sum of the squares of a device array's values, in float64."""
 
     def all_finite(self, array: Any) -> bool:
         """Return True when every value of a device array is finite."""
@@ -86,6 +133,26 @@ class Backend(Protocol):
 
     def threads(self) -> AbstractContextManager[None]:
         """Context manager that applies this backend's thread limits and restores them."""
+
+
+def check_solve_operands(Cui, X, Y, YtY, dtypes):
+    """Check the shapes, dtypes and layout a kernel-backed ``solve`` relies on.
+
+    Index ranges are the caller's to check (``als.validation``); this is the part a backend
+    kernel needs besides: ``X`` rows match ``Cui`` rows, ``Y`` rows match its columns, one
+    factor dtype out of ``dtypes``, C-contiguous factors.
+    """
+    n_rows, n_columns = Cui.shape
+    factors = X.shape[1]
+    if X.shape[0] != n_rows or Y.shape != (n_columns, factors) or YtY.shape != (factors,) * 2:
+        raise ValueError(
+            f"shapes do not line up: Cui {Cui.shape}, X {X.shape}, Y {Y.shape}, YtY {YtY.shape}"
+        )
+    if X.dtype != Y.dtype or X.dtype not in dtypes:
+        raise TypeError(f"factor dtypes differ or are unsupported: X {X.dtype}, Y {Y.dtype}")
+    for name, array in (("X", X), ("Y", Y), ("YtY", YtY)):
+        if not array.flags.c_contiguous:
+            raise ValueError(f"{name} must be C-contiguous")
 
 
 #: backend name -> "module:class"; the module may raise BackendUnavailable on construction

@@ -1,9 +1,9 @@
 """The GPU backend: CuPy arrays, cuBLAS for dense products, CUDA C++ kernels for the rest.
 
-``CupyBackend`` is the NumPy reference backend built on CuPy (``xp=cupy``,
-``sparse=cupyx.scipy.sparse``), so the loss, the exact solve (one batched
-``cupy.linalg.solve`` per block of rows) and the finiteness check run the reference's own
-array code on the device. Three things are
+``CupyBackend`` is the array-module backend (``backends.xp_generic``) built on CuPy
+(``xp=cupy``, ``sparse=cupyx.scipy.sparse``), so the loss, the exact solve (one batched
+``cupy.linalg.solve`` per block of rows) and the finiteness check run the same array code
+as the NumPy reference, on the device. Three things are
 replaced by kernels from ``backends/kernels`` (see each file's header comment):
 
 - ``cg_solve``: the conjugate-gradient update, one warp per row, fused (no launch per row);
@@ -27,8 +27,8 @@ import re
 import numpy as np
 import scipy.sparse
 
-from .base import BackendUnavailable
-from .numpy_ref import CG_TOLERANCE, NumpyBackend, check_solve_operands
+from .base import BLOCK_ELEMENTS, CG_TOLERANCE, BackendUnavailable, check_solve_operands
+from .xp_generic import ArrayModuleBackend
 
 __all__ = ["CupyBackend", "CudaOutOfMemoryError", "kernel_source", "name_expressions"]
 
@@ -144,7 +144,7 @@ def _module(device_id):
     return module
 
 
-class CupyBackend(NumpyBackend):
+class CupyBackend(ArrayModuleBackend):
     """CUDA backend on CuPy: factors and interactions stay in GPU memory from fit to query.
 
     Parameters
@@ -248,7 +248,7 @@ class CupyBackend(NumpyBackend):
             exact = cg_steps is None
             working = Cui.nnz * (8 + compute.itemsize) + (X.size + Y.size) * X.itemsize
             if exact:  # the reference holds one f x f outer product per entry of a block
-                working += 3 * (1 << 24) * compute.itemsize
+                working += 3 * BLOCK_ELEMENTS * compute.itemsize
             raise CudaOutOfMemoryError(
                 f"CUDA ran out of memory solving {X.shape[0]:,} rows x {X.shape[1]} factors "
                 f"({Cui.nnz:,} stored entries, {X.dtype} factors, "

@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse
 
+from als.fitting import initial_factors, training_loss
 from backends.base import BackendUnavailable, get_backend
 
 ML20M_SHAPE = (138_493, 26_744, 20_000_263)
@@ -165,18 +166,17 @@ def iteration(backend, Cui, Ciu, X, Y, regularization, cg_steps):
     backend.solve(Ciu, Y, X, backend.gram(X, regularization), cg_steps)
 
 
-def initial_factors(shape, factors, dtype, seed):
+def starting_factors(shape, factors, dtype, seed):
+    """User and item factors as ``AlternatingLeastSquares.fit`` draws them from ``seed``."""
     rng = np.random.default_rng(seed)
-    users = rng.random((shape[0], factors), dtype=np.float32) * np.float32(0.01)
-    items = rng.random((shape[1], factors), dtype=np.float32) * np.float32(0.01)
-    return users.astype(dtype), items.astype(dtype)
+    return tuple(initial_factors(rng, rows, factors, dtype) for rows in shape)
 
 
 def time_gpu(cuda, cupy, Cui, factors, iterations, cg_steps, dtype=np.float32):
     """Seconds per iteration (CUDA events, after one warm-up iteration) and the final loss."""
     Ciu = Cui.T.tocsr()
     C, Ct = cuda.to_device(Cui), cuda.to_device(Ciu)
-    X, Y = (cuda.to_device(a) for a in initial_factors(Cui.shape, factors, dtype, seed=0))
+    X, Y = (cuda.to_device(a) for a in starting_factors(Cui.shape, factors, dtype, seed=0))
     iteration(cuda, C, Ct, X, Y, 0.01, cg_steps)  # compiles, allocates, warms caches
     seconds = []
     for _ in range(iterations):
@@ -186,7 +186,7 @@ def time_gpu(cuda, cupy, Cui, factors, iterations, cg_steps, dtype=np.float32):
         stop.record()
         stop.synchronize()
         seconds.append(cupy.cuda.get_elapsed_time(start, stop) / 1e3)
-    loss = cuda.loss(C, X, Y, 0.01)
+    loss = training_loss(cuda, C, X, Y, 0.01)
     del C, Ct, X, Y
     cupy.get_default_memory_pool().free_all_blocks()
     return float(np.median(seconds)), seconds, loss
@@ -195,7 +195,7 @@ def time_gpu(cuda, cupy, Cui, factors, iterations, cg_steps, dtype=np.float32):
 def time_cpu(cpu, Cui, factors, iterations, cg_steps):
     """Seconds per iteration of the Numba backend (wall clock; JIT compiled beforehand)."""
     Ciu = Cui.T.tocsr()
-    X, Y = initial_factors(Cui.shape, factors, np.float32, seed=0)
+    X, Y = starting_factors(Cui.shape, factors, np.float32, seed=0)
     seconds = []
     with cpu.threads():
         for _ in range(iterations):

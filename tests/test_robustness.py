@@ -172,14 +172,14 @@ def test_bad_queries(fitted, call, error, message):
 def test_topk_in_many_small_blocks_equals_one_block(name, monkeypatch):
     """Scores are computed in blocks of queries so queries x items never has to fit at once."""
     import backends.numba_cpu
-    import backends.numpy_ref
+    import backends.xp_generic
 
     backend = get_backend(name)
     rng = np.random.default_rng(0)
     queries, factors = rng.standard_normal((97, 5)), rng.standard_normal((300, 5))
     exclude = scipy.sparse.random(97, 300, density=0.1, format="csr", random_state=1)
     whole = backend.topk(queries, factors, 7, exclude, np.array([3, 4]))
-    for module in (backends.numpy_ref, backends.numba_cpu):
+    for module in (backends.xp_generic, backends.numba_cpu):
         monkeypatch.setattr(module, "BLOCK_ELEMENTS", 1000)  # 3 queries per block
     blocked = backend.topk(queries, factors, 7, exclude, np.array([3, 4]))
     np.testing.assert_array_equal(blocked[0], whole[0])

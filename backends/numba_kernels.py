@@ -1,0 +1,356 @@
+"""Numba kernels of the CPU backend: the solve, the loss and top-k selection.
+
+The kernels follow ``backends.xp_generic`` step for step (same names, same stopping
+threshold) but work one row at a time, with the loop over blocks of rows in ``prange`` and
+scratch vectors allocated once per block. Arithmetic is in the factor dtype, as in implicit,
+with reassociation allowed so that LLVM vectorises the dot products. Every row is computed by
+one thread from the same inputs, so results do not depend on the thread count.
+
+The kernels trust their inputs: ``backends.numba_cpu`` checks shapes and dtypes and
+normalises index dtypes (int64 ``indptr``, int32 ``indices``) so each kernel compiles once
+per factor dtype, and the caller has checked that every index is in range.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from .base import CG_TOLERANCE
+
+__all__ = ["cg_solve", "exact_solve", "loss_parts", "scores", "select_topk", "task_bounds"]
+
+#: rows solved by one parallel task, in lockstep; scratch buffers are allocated once per task
+ROWS_PER_TASK = 32
+
+#: and at most this many elements of the factor rows their entries read (2 MiB in float32)
+TASK_ELEMENTS = 1 << 19
+
+# reassociation lets LLVM vectorise reductions; no-NaN/no-inf assumptions stay off so the
+# fit's finiteness guard keeps working
+FASTMATH = {"reassoc", "contract"}
+
+@njit(inline="always", fastmath=FASTMATH)
+def _dot(a, b, zero):
+    total = zero
+    for j in range(a.shape[0]):
+        total += a[j] * b[j]
+    return total
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _symv(A, v, out, zero):
+    """out = A v for a symmetric A (row-major access)."""
+    for a in range(A.shape[0]):
+        out[a] = _dot(A[a], v, zero)
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _entry_weight(confidence, projection, sign, with_b, zero, one):
+    """sign (c - 1) (y . v), plus c when the entry is liked and ``with_b`` (the b of r = b - Ax)."""
+    weight = sign * (abs(confidence) - one) * projection
+    if with_b and confidence > zero:
+        weight += confidence
+    return weight
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _add_projections(indices, data, start, stop, Y, v, out, sign, with_b, zero, one):
+    """out += sum_i w_i y_i over the entries start..stop of a row, w_i from _entry_weight.
+
+    Entries are taken four at a time: v is read once for four dot products and out is
+    updated once for four entries, which halves the memory traffic of this, the hottest
+    loop of a fit.
+    """
+    factors = out.shape[0]
+    index = start
+    while index + 4 <= stop:
+        y0, y1 = Y[indices[index]], Y[indices[index + 1]]
+        y2, y3 = Y[indices[index + 2]], Y[indices[index + 3]]
+        s0 = s1 = s2 = s3 = zero
+        for j in range(factors):
+            s0 += y0[j] * v[j]
+            s1 += y1[j] * v[j]
+            s2 += y2[j] * v[j]
+            s3 += y3[j] * v[j]
+        w0 = _entry_weight(data[index], s0, sign, with_b, zero, one)
+        w1 = _entry_weight(data[index + 1], s1, sign, with_b, zero, one)
+        w2 = _entry_weight(data[index + 2], s2, sign, with_b, zero, one)
+        w3 = _entry_weight(data[index + 3], s3, sign, with_b, zero, one)
+        for j in range(factors):
+            out[j] += w0 * y0[j] + w1 * y1[j] + w2 * y2[j] + w3 * y3[j]
+        index += 4
+    for rest in range(index, stop):
+        y = Y[indices[rest]]
+        weight = _entry_weight(data[rest], _dot(y, v, zero), sign, with_b, zero, one)
+        for j in range(factors):
+            out[j] += weight * y[j]
+
+
+@njit(cache=True)
+def task_bounds(indptr, factors):
+    """Split the rows into tasks of at most ROWS_PER_TASK rows and TASK_ELEMENTS elements of
+    the factor rows their entries read (a row bigger than that is a task of its own).
+
+    Rows of power-law data differ in cost by orders of magnitude; tasks sized by their
+    entries keep the threads evenly loaded and a task's working set near the cache.
+    """
+    n_rows = indptr.shape[0] - 1
+    bounds = np.empty(n_rows + 1, np.int64)
+    count = 0
+    first = 0
+    while first < n_rows:
+        bounds[count] = first
+        count += 1
+        last = first + 1
+        while (
+            last < n_rows
+            and last - first < ROWS_PER_TASK
+            and (indptr[last + 1] - indptr[first]) * factors <= TASK_ELEMENTS
+        ):
+            last += 1
+        first = last
+    bounds[count] = n_rows
+    return bounds[: count + 1]
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def cg_solve(indptr, indices, data, X, Y, YtY, cg_steps, zero, one):
+    n_rows, factors = X.shape
+    bounds = task_bounds(indptr, factors)
+    for task in prange(bounds.shape[0] - 1):
+        first = bounds[task]
+        rows = bounds[task + 1] - first
+        # the rows of a task step in lockstep so that YtY times their search directions is
+        # one matrix product; each row still follows its own CG iteration exactly
+        x_block = np.empty((rows, factors), X.dtype)
+        x_block[:] = X[first : first + rows]
+        R = np.empty((rows, factors), X.dtype)
+        P = np.empty((rows, factors), X.dtype)
+        AP = np.empty((rows, factors), X.dtype)
+        rsold = np.empty(rows, X.dtype)
+        active = np.zeros(rows, np.bool_)
+        # r = b - A x, with A x = YtY x + sum_i (c_ui - 1) (y_i . x) y_i   (YtY is symmetric)
+        np.dot(x_block, YtY, R)
+        for b in range(rows):
+            x, r = x_block[b], R[b]
+            start, stop = indptr[first + b], indptr[first + b + 1]
+            if start == stop:
+                x[:] = zero
+                continue
+            for j in range(factors):
+                r[j] = -r[j]
+            _add_projections(indices, data, start, stop, Y, x, r, -one, True, zero, one)
+            P[b] = r
+            rsold[b] = _dot(r, r, zero)
+            active[b] = rsold[b] >= CG_TOLERANCE
+        for _ in range(cg_steps):
+            if not active.any():
+                break
+            np.dot(P, YtY, AP)
+            for b in range(rows):
+                if not active[b]:
+                    continue
+                x, r, p, Ap = x_block[b], R[b], P[b], AP[b]
+                start, stop = indptr[first + b], indptr[first + b + 1]
+                _add_projections(indices, data, start, stop, Y, p, Ap, one, False, zero, one)
+                alpha = rsold[b] / _dot(p, Ap, zero)
+                for j in range(factors):
+                    x[j] += alpha * p[j]
+                    r[j] -= alpha * Ap[j]
+                rsnew = _dot(r, r, zero)
+                if rsnew < CG_TOLERANCE:
+                    active[b] = False
+                    continue
+                beta = rsnew / rsold[b]
+                for j in range(factors):
+                    p[j] = r[j] + beta * p[j]
+                rsold[b] = rsnew
+        X[first : first + rows] = x_block
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def exact_solve(indptr, indices, data, X, Y, YtY, zero, one):
+    n_rows, factors = X.shape
+    n_tasks = (n_rows + ROWS_PER_TASK - 1) // ROWS_PER_TASK
+    for task in prange(n_tasks):
+        A = np.empty((factors, factors), X.dtype)
+        b = np.empty(factors, X.dtype)
+        for u in range(task * ROWS_PER_TASK, min((task + 1) * ROWS_PER_TASK, n_rows)):
+            x = X[u]
+            start, stop = indptr[u], indptr[u + 1]
+            if start == stop:
+                x[:] = zero
+                continue
+            A[:, :] = YtY
+            b[:] = zero
+            for index in range(start, stop):
+                i = indices[index]
+                confidence = data[index]
+                if confidence > zero:
+                    for j in range(factors):
+                        b[j] += confidence * Y[i, j]
+                weight = abs(confidence) - one
+                for a in range(factors):
+                    scaled = weight * Y[i, a]
+                    for j in range(factors):
+                        A[a, j] += scaled * Y[i, j]
+            _cholesky_solve(A, b, zero)
+            x[:] = b
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _cholesky_solve(A, b, zero):
+    """Solve A x = b in place (x overwrites b) for a symmetric positive definite A."""
+    n = A.shape[0]
+    # A = L L^T, L stored in the lower triangle of A
+    for j in range(n):
+        diagonal = A[j, j] - _dot(A[j, :j], A[j, :j], zero)
+        A[j, j] = np.sqrt(diagonal)
+        for i in range(j + 1, n):
+            A[i, j] = (A[i, j] - _dot(A[i, :j], A[j, :j], zero)) / A[j, j]
+    for i in range(n):
+        b[i] = (b[i] - _dot(A[i, :i], b[:i], zero)) / A[i, i]
+    for i in range(n - 1, -1, -1):
+        total = b[i]
+        for j in range(i + 1, n):
+            total -= A[j, i] * b[j]
+        b[i] = total / A[i, i]
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def loss_parts(indptr, indices, data, X, Y, YtY, zero, one):
+    """Return the float64 sums (observed, gramian, stored squares, confidence) of the rows.
+
+    ``observed`` is ``sum c (1 + s^2 - 2 p s)`` over the stored entries (implicit adds c, not
+    c p^2, for every stored entry), ``gramian`` is ``sum_u x_u^T YtY x_u`` (every cell's
+    ``s^2`` as if it were missing), ``stored squares`` the stored entries' ``s^2``.
+    """
+    n_rows, factors = X.shape
+    observed = gramian = stored_squares = total_confidence = 0.0
+    n_tasks = (n_rows + ROWS_PER_TASK - 1) // ROWS_PER_TASK
+    for task in prange(n_tasks):
+        r = np.empty(factors, X.dtype)
+        task_observed = task_gramian = task_squares = task_confidence = 0.0
+        for u in range(task * ROWS_PER_TASK, min((task + 1) * ROWS_PER_TASK, n_rows)):
+            x = X[u]
+            _symv(YtY, x, r, zero)
+            task_gramian += _dot(r, x, zero)
+            for index in range(indptr[u], indptr[u + 1]):
+                confidence = data[index]
+                liked = confidence > zero
+                confidence = abs(confidence)
+                score = _dot(Y[indices[index]], x, zero)
+                term = one + score * score
+                if liked:
+                    term -= 2 * score
+                task_observed += confidence * term
+                task_squares += score * score
+                task_confidence += confidence
+        observed += task_observed
+        gramian += task_gramian
+        stored_squares += task_squares
+        total_confidence += task_confidence
+    return observed, gramian, stored_squares, total_confidence
+
+
+@njit(parallel=True, cache=True)
+def scores(queries, factors_t, norms, chunks):
+    """queries @ factors_t (divided by ``norms`` unless it is empty), rows shared among the
+    threads, each one single-threaded BLAS call.
+
+    BLAS stays single-threaded inside ``threads()``: its own pool would spin on the cores
+    that ``select_topk`` needs next.
+    """
+    n_rows = queries.shape[0]
+    out = np.empty((n_rows, factors_t.shape[1]), queries.dtype)
+    chunks = max(1, min(n_rows, chunks))
+    for chunk in prange(chunks):
+        first, last = chunk * n_rows // chunks, (chunk + 1) * n_rows // chunks
+        part = np.empty((last - first, queries.shape[1]), queries.dtype)
+        part[:] = queries[first:last]
+        product = np.empty((last - first, factors_t.shape[1]), queries.dtype)
+        np.dot(part, factors_t, product)
+        if norms.shape[0]:
+            for row in range(product.shape[0]):
+                for column in range(product.shape[1]):
+                    product[row, column] /= norms[column]
+        out[first:last] = product
+    return out
+
+
+@njit(inline="always")
+def _worse(score_a, id_a, score_b, id_b):
+    """True when (score_a, id_a) ranks below (score_b, id_b): lower score, or tie and higher id."""
+    return score_a < score_b or (score_a == score_b and id_a > id_b)
+
+
+@njit(inline="always")
+def _sift_down(scores, ids, position, size):
+    """Restore the heap property (worst entry at the root) below ``position``."""
+    while True:
+        child = 2 * position + 1
+        if child >= size:
+            return
+        if child + 1 < size and _worse(
+            scores[child + 1], ids[child + 1], scores[child], ids[child]
+        ):
+            child += 1
+        if not _worse(scores[child], ids[child], scores[position], ids[position]):
+            return
+        scores[child], scores[position] = scores[position], scores[child]
+        ids[child], ids[position] = ids[position], ids[child]
+        position = child
+
+
+@njit(parallel=True, cache=True)
+def select_topk(scores, excl_indptr, excl_indices, excluded_for_all, out_ids, out_scores):
+    """Write each row's k best (score, id), best first, skipping excluded ids."""
+    n_rows, n_items = scores.shape
+    k = out_ids.shape[1]
+    for row in prange(n_rows):
+        values = scores[row]
+        for index in range(excl_indptr[row], excl_indptr[row + 1]):
+            values[excl_indices[index]] = -np.inf
+        heap_scores = out_scores[row]
+        heap_ids = out_ids[row]
+        size = 0
+        for item in range(n_items):
+            value = values[item]
+            if excluded_for_all[item] or value == -np.inf:
+                continue
+            if size < k:
+                # sift the new entry up
+                position = size
+                heap_scores[position] = value
+                heap_ids[position] = item
+                size += 1
+                while position > 0:
+                    parent = (position - 1) // 2
+                    if not _worse(
+                        heap_scores[position],
+                        heap_ids[position],
+                        heap_scores[parent],
+                        heap_ids[parent],
+                    ):
+                        break
+                    heap_scores[position], heap_scores[parent] = (
+                        heap_scores[parent],
+                        heap_scores[position],
+                    )
+                    heap_ids[position], heap_ids[parent] = heap_ids[parent], heap_ids[position]
+                    position = parent
+            elif _worse(heap_scores[0], heap_ids[0], value, item):
+                heap_scores[0] = value
+                heap_ids[0] = item
+                _sift_down(heap_scores, heap_ids, 0, size)
+        # pop the worst to the back until the heap is empty: the row ends up best first
+        filled = size
+        while size > 1:
+            size -= 1
+            heap_scores[0], heap_scores[size] = heap_scores[size], heap_scores[0]
+            heap_ids[0], heap_ids[size] = heap_ids[size], heap_ids[0]
+            _sift_down(heap_scores, heap_ids, 0, size)
+        for position in range(filled, k):
+            heap_scores[position] = -np.inf
+            heap_ids[position] = -1
