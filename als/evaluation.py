@@ -16,13 +16,17 @@ why.
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 import scipy.sparse
 from tqdm.auto import tqdm
 
-from .validation import check_positive_int, check_user_items
+from .errors import InvalidTypeError, InvalidValueError
+from .validation import (
+    check_finite_real,
+    check_positive_int,
+    check_random_state,
+    check_user_items,
+)
 
 __all__ = [
     "train_test_split",
@@ -82,13 +86,10 @@ def train_test_split(ratings, train_percentage=0.8, random_state=None):
     (True, 20)
     """
     ratings = _check_ratings(ratings)
-    if not isinstance(train_percentage, numbers.Real) or isinstance(train_percentage, bool):
-        raise TypeError(
-            f"train_percentage must be a real number, not {type(train_percentage).__name__}"
-        )
-    if not 0.0 < train_percentage <= 1.0:
-        raise ValueError(f"train_percentage must be in (0, 1], got {train_percentage}")
-    rng = _check_random_state(random_state)
+    train_percentage = check_finite_real(
+        train_percentage, "train_percentage", exclusive_minimum=0, maximum=1
+    )
+    rng = check_random_state(random_state)
 
     # One uniform draw per stored entry, in row-major order: implicit draws the same numbers
     # over ``ratings.tocoo()``, which for canonical CSR input is this order.
@@ -155,13 +156,10 @@ def leave_k_out_split(ratings, K=1, train_only_size=0.0, random_state=None):
     """
     ratings = _check_ratings(ratings)
     K = check_positive_int(K, "K")
-    if not isinstance(train_only_size, numbers.Real) or isinstance(train_only_size, bool):
-        raise TypeError(
-            f"train_only_size must be a real number, not {type(train_only_size).__name__}"
-        )
-    if not 0.0 <= train_only_size < 1.0:
-        raise ValueError(f"train_only_size must be in [0, 1), got {train_only_size}")
-    rng = _check_random_state(random_state)
+    train_only_size = check_finite_real(
+        train_only_size, "train_only_size", minimum=0, exclusive_maximum=1
+    )
+    rng = check_random_state(random_state)
 
     counts = np.diff(ratings.indptr)
     eligible = counts > K + 1
@@ -385,7 +383,7 @@ def ranking_metrics_at_k(
     (0.5, 0.5, 0.625)
     """
     if not callable(getattr(model, "recommend", None)):
-        raise TypeError(f"model must have a recommend method; {type(model).__name__} has none")
+        raise InvalidTypeError(f"model must have a recommend method; {type(model).__name__} has none")
     K = check_positive_int(K, "K")
     check_positive_int(num_threads, "num_threads", minimum=0)
     batch_size = check_positive_int(batch_size, "batch_size")
@@ -399,10 +397,10 @@ def ranking_metrics_at_k(
     test_counts = np.diff(test_user_items.indptr)
     to_generate = np.flatnonzero(test_counts).astype(np.int32)
     if not len(to_generate):
-        raise ValueError("test_user_items has no interactions: no user can be evaluated")
+        raise InvalidValueError("test_user_items has no interactions: no user can be evaluated")
     if np.any(test_counts >= n_items):
         user = int(np.flatnonzero(test_counts >= n_items)[0])
-        raise ValueError(
+        raise InvalidValueError(
             f"test_user_items holds every item for user {user}: AUC is undefined for a user "
             "with no negative items"
         )
@@ -460,12 +458,12 @@ def _recommend_ids(model, batch, user_items, K):
     if ids.ndim == 1 and len(batch) == 1:
         ids = ids[np.newaxis, :]
     if ids.ndim != 2 or ids.shape[0] != len(batch):
-        raise ValueError(
+        raise InvalidValueError(
             f"model.recommend returned ids of shape {ids.shape} for {len(batch)} users; "
             f"expected ({len(batch)}, {K})"
         )
     if not np.issubdtype(ids.dtype, np.integer):
-        raise TypeError(f"model.recommend returned ids of dtype {ids.dtype}, not integers")
+        raise InvalidTypeError(f"model.recommend returned ids of dtype {ids.dtype}, not integers")
     padded = np.full((len(batch), K), -1, dtype=np.int64)
     width = min(K, ids.shape[1])
     padded[:, :width] = ids[:, :width]
@@ -496,23 +494,18 @@ def _check_model_shape(model, n_items):
     """Raise if the model's ``item_factors`` (when it has them) disagree with ``n_items``."""
     shape = getattr(getattr(model, "item_factors", None), "shape", None)
     if shape is not None and len(shape) == 2 and shape[0] != n_items:
-        raise ValueError(
+        raise InvalidValueError(
             f"test_user_items has {n_items} items but the model has {shape[0]} item factors"
         )
 
 
 def _check_ratings(ratings):
-    """Return ``ratings`` as a canonical CSR matrix, keeping its dtype; the input is not
-    modified. Any sparse format is accepted: a split needs every entry, not fast rows."""
-    if not scipy.sparse.issparse(ratings):
-        raise TypeError(f"ratings must be a scipy.sparse matrix, not {type(ratings).__name__}")
-    if ratings.ndim != 2:
-        raise ValueError(f"ratings must be 2-dimensional, got shape {ratings.shape}")
-    csr = scipy.sparse.csr_matrix(ratings)
-    if not csr.has_canonical_format:
-        csr = csr.copy()
-        csr.sum_duplicates()
-    return csr
+    """Return ``ratings`` as a canonical CSR matrix, keeping its dtype (and any NaN, as
+    implicit does); the input is not modified. Any sparse format is accepted silently: a
+    split needs every entry, not fast rows."""
+    return check_user_items(
+        ratings, "ratings", dtype=None, allow_dense=False, warn=False, finite=False
+    )
 
 
 def _select(ratings, keep):
@@ -526,24 +519,3 @@ def _select(ratings, keep):
     return scipy.sparse.csr_matrix(
         (ratings.data[keep], ratings.indices[keep], indptr), shape=ratings.shape
     )
-
-
-def _check_random_state(random_state):
-    """Return a ``numpy.random.Generator`` for ``random_state``, as implicit seeds one.
-
-    ``None``, an integer or a ``SeedSequence`` seed a new generator (the one implicit builds
-    from the same seed); a ``Generator`` is used as is; a legacy ``RandomState`` seeds a
-    new generator from one draw (implicit intends this but crashes on it).
-    """
-    if isinstance(random_state, np.random.RandomState):
-        return np.random.default_rng(random_state.randint(2**31))
-    if isinstance(random_state, bool):
-        raise TypeError("random_state must be None, an int or a numpy generator, not bool")
-    try:
-        return np.random.default_rng(random_state)
-    except TypeError as exc:
-        raise TypeError(
-            f"random_state must be None, an int or a numpy generator, not {random_state!r}"
-        ) from exc
-    except ValueError as exc:
-        raise ValueError(f"random_state={random_state!r} is not a valid seed: {exc}") from exc
