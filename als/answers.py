@@ -15,7 +15,7 @@ import numpy as np
 
 from backends.base import BackendUnavailable
 
-from .data import DataError
+from .errors import UserError
 
 __all__ = [
     "recommend_for_row",
@@ -94,8 +94,10 @@ def format_explanation(heading, explanation):
     return "\n".join(lines)
 
 
-#: mistakes a user can make: one line on stderr, exit status 2, no traceback
-USER_ERRORS = (DataError, BackendUnavailable, FileNotFoundError, ValueError, TypeError, KeyError)
+#: mistakes a user can make: one line on stderr, exit status 2, no traceback. Every other
+#: exception (a bug) is let through with its traceback. OSError covers files that cannot be
+#: opened (missing, unreadable, a folder); BackendUnavailable is the backends' own error.
+USER_ERRORS = (UserError, BackendUnavailable, OSError)
 
 
 def user_errors(main):
@@ -112,8 +114,7 @@ def user_errors(main):
         except USER_ERRORS as exc:
             if "--debug" in argv:
                 traceback.print_exc()
-            message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-            print(f"error: {message}", file=sys.stderr)
+            print(f"error: {exc}", file=sys.stderr)
             return 2
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)

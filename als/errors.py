@@ -23,6 +23,7 @@ __all__ = [
     "DataFormatError",
     "DatasetNotFoundError",
     "EmptyDataError",
+    "MissingDataError",
     "UnknownColumnError",
     "UnknownDatasetError",
     "UnknownItemError",
@@ -82,6 +83,10 @@ class UnknownColumnError(DataError, KeyError):
 
 class EmptyDataError(DataError, ValueError):
     """A data set is empty, or filtering left nothing."""
+
+
+class MissingDataError(DataError, KeyError):
+    """Arrays or fields that data must have are missing (e.g. id maps in a model file)."""
 
 
 # --------------------------------------------------------------------------------------------

@@ -19,7 +19,14 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from als.errors import AmbiguousItemError, EmptyDataError, UnknownItemError, UnknownUserError
+from als.errors import (
+    AmbiguousItemError,
+    EmptyDataError,
+    InvalidValueError,
+    MissingDataError,
+    UnknownItemError,
+    UnknownUserError,
+)
 from als.readers import _SPACED_INTEGER
 
 __all__ = ["Interactions"]
@@ -55,7 +62,7 @@ def _scalar(value):
 
 def _check_choice(value: str, choices: tuple[str, ...], argument: str) -> None:
     if value not in choices:
-        raise ValueError(f"{argument} must be one of {', '.join(choices)}; got {value!r}.")
+        raise InvalidValueError(f"{argument} must be one of {', '.join(choices)}; got {value!r}.")
 
 
 # --------------------------------------------------------------------------------------------
@@ -72,11 +79,11 @@ def _frozen(array: np.ndarray) -> np.ndarray:
 def _check_ids(ids, what: str) -> np.ndarray:
     ids = np.asarray(ids)
     if ids.ndim != 1 or ids.dtype.kind not in "iuU":
-        raise ValueError(f"{what} must be a 1-d array of integers or str; got {ids.dtype}.")
+        raise InvalidValueError(f"{what} must be a 1-d array of integers or str; got {ids.dtype}.")
     if ids.dtype.kind in "iu":
         ids = ids.astype(np.int64)
     if np.unique(ids).size != ids.size:
-        raise ValueError(f"{what} holds repeated ids.")
+        raise InvalidValueError(f"{what} holds repeated ids.")
     return ids
 
 
@@ -137,14 +144,14 @@ class Interactions:
         matrix = _canonical(user_items)
         user_ids, item_ids = _check_ids(user_ids, "user_ids"), _check_ids(item_ids, "item_ids")
         if matrix.shape != (user_ids.size, item_ids.size):
-            raise ValueError(
+            raise InvalidValueError(
                 f"user_items has shape {matrix.shape} but there are {user_ids.size} user ids "
                 f"and {item_ids.size} item ids."
             )
         if item_titles is not None:
             item_titles = np.asarray(item_titles, dtype=str)
             if item_titles.shape != item_ids.shape:
-                raise ValueError(
+                raise InvalidValueError(
                     f"item_titles has {item_titles.size} entries, not {item_ids.size}."
                 )
             if not np.char.str_len(item_titles).any():
@@ -438,7 +445,7 @@ class Interactions:
             (min_item_interactions, "min_item_interactions"),
         ):
             if int(value) != value or value < 1:
-                raise ValueError(f"{label} must be an integer >= 1; got {value!r}.")
+                raise InvalidValueError(f"{label} must be an integer >= 1; got {value!r}.")
         matrix = self._user_items
         rows = np.repeat(np.arange(self.n_users), np.diff(matrix.indptr))
         cols, data = matrix.indices, matrix.data
@@ -520,18 +527,18 @@ class Interactions:
             liked = [liked]
         columns = [self.resolve_item(key, by=by) for key in liked]
         if not columns:
-            raise ValueError("A new user needs at least one liked item.")
+            raise InvalidValueError("A new user needs at least one liked item.")
         repeated = {c for c in columns if columns.count(c) > 1}
         if repeated:
             names = ", ".join(repr(self.item_title(c)) for c in sorted(repeated))
-            raise ValueError(f"Liked items are listed more than once: {names}.")
+            raise InvalidValueError(f"Liked items are listed more than once: {names}.")
         values = np.asarray(weights, dtype=np.float64)
         if values.ndim == 0:
             values = np.full(len(columns), float(values))
         if values.shape != (len(columns),):
-            raise ValueError(f"Got {values.size} weights for {len(columns)} liked items.")
+            raise InvalidValueError(f"Got {values.size} weights for {len(columns)} liked items.")
         if not np.isfinite(values).all() or (values == 0).any():
-            raise ValueError("Weights of liked items must be finite and non-zero.")
+            raise InvalidValueError("Weights of liked items must be finite and non-zero.")
         order = np.argsort(columns)
         return _csr(
             np.zeros(len(columns), dtype=np.int64),
@@ -584,11 +591,11 @@ class Interactions:
             return candidate
         key = _coerce_key(user_id, self._user_ids)
         if key is None:
-            raise ValueError(
+            raise InvalidValueError(
                 f"User id {user_id!r} does not fit the data's {self._user_ids.dtype} ids."
             )
         if key in set(self._user_ids.tolist()):
-            raise ValueError(f"User id {user_id!r} already exists in {self._name}.")
+            raise InvalidValueError(f"User id {user_id!r} already exists in {self._name}.")
         return key
 
     # ---- plain-array round trip -------------------------------------------------------------
@@ -654,7 +661,7 @@ class Interactions:
             return arrays[prefix + key] if prefix + key in arrays else default
 
         if get("user_ids") is None or get("item_ids") is None:
-            raise KeyError(f"No {prefix}user_ids / {prefix}item_ids arrays to rebuild from.")
+            raise MissingDataError(f"No {prefix}user_ids / {prefix}item_ids arrays to rebuild from.")
         user_ids, item_ids = np.asarray(get("user_ids")), np.asarray(get("item_ids"))
         shape = (user_ids.size, item_ids.size)
         if get("indptr") is not None:

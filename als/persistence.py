@@ -17,10 +17,12 @@ import zipfile
 
 import numpy as np
 
+from .errors import UserError
+
 __all__ = ["ModelFileError", "write_npz", "read_npz"]
 
 
-class ModelFileError(ValueError):
+class ModelFileError(UserError, ValueError):
     """A file that is not a readable model file: truncated, corrupted, foreign or too new."""
 
 

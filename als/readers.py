@@ -31,6 +31,7 @@ import pandas as pd
 from als.errors import (
     DataError,  # noqa: F401 (importable from here before als.errors existed: kept)
     DataFormatError,
+    EmptyDataError,
     UnknownColumnError,
 )
 
@@ -550,5 +551,5 @@ def read_titles_table(path: str | os.PathLike) -> dict:
     path = _check_file(Path(path))
     frame = pd.read_csv(path, sep=None, engine="python", usecols=[0, 1], dtype={1: str})
     if frame.empty:
-        raise ValueError(f"The titles table {path} has no rows.")
+        raise EmptyDataError(f"The titles table {path} has no rows.")
     return dict(zip(frame.iloc[:, 0].tolist(), frame.iloc[:, 1].fillna("").tolist(), strict=True))

@@ -24,6 +24,7 @@ from .answers import (
     user_errors,
 )
 from .data import Interactions
+from .errors import InvalidValueError
 from .model import AlternatingLeastSquares
 
 
@@ -69,12 +70,12 @@ def load_saved(path, backend="auto"):
     """Return (model, Interactions) from a file written by ``als.train --save``."""
     model, extra = AlternatingLeastSquares.load(path, backend=backend, return_extra=True)
     if not extra:
-        raise ValueError(
+        raise InvalidValueError(
             f"{path} holds a model but no id maps: save it with python -m als.train --save"
         )
     data = Interactions.from_arrays(extra)
     if data.shape != (len(model.user_factors), len(model.item_factors)):
-        raise ValueError(
+        raise InvalidValueError(
             f"{path} is inconsistent: id maps for {data.shape} users x items, factors for "
             f"{len(model.user_factors)} x {len(model.item_factors)}"
         )
@@ -85,7 +86,7 @@ def load_saved(path, backend="auto"):
 def main(argv):
     args = build_parser().parse_args(argv)
     if not (args.user or args.like or args.similar or args.explain):
-        raise ValueError("nothing to answer: give --user, --like, --similar or --explain")
+        raise InvalidValueError("nothing to answer: give --user, --like, --similar or --explain")
     model, data = load_saved(args.model, args.backend)
     output = {}
     lines = []
@@ -105,7 +106,7 @@ def main(argv):
         lines.append(format_ranking(f"most similar to {data.item_title(column)}:", similar))
         output.setdefault("similar", {})[title] = similar
     if args.explain and row is None:
-        raise ValueError("--explain needs a user: give --user or --like")
+        raise InvalidValueError("--explain needs a user: give --user or --like")
     for title in args.explain:
         column = data.resolve_item(title)
         explanation = explain_for_row(model, data, row, column)

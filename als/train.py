@@ -33,6 +33,7 @@ from .answers import (
     user_errors,
 )
 from .data import load
+from .errors import InvalidValueError
 from .evaluation import ranking_metrics_at_k, train_test_split
 from .model import AlternatingLeastSquares
 from .readers import read_titles_table
@@ -213,7 +214,7 @@ def split(user_items, fraction, seed, keep_rows=()):
     if fraction <= 0:
         return user_items, None
     if not 0 < fraction < 1:
-        raise ValueError(f"--test-fraction must be in [0, 1), got {fraction}")
+        raise InvalidValueError(f"--test-fraction must be in [0, 1), got {fraction}")
     train, test = train_test_split(user_items, 1 - fraction, random_state=seed)
     if len(keep_rows):
         train, test = train.tolil(), test.tolil()
