@@ -47,12 +47,12 @@ import pandas as pd
 from als.datasets import (
     PROJECT_DATA_DIR,  # noqa: F401 (public in als.data before the split: kept importable)
     REGISTRY_PATH,  # noqa: F401
-    _dataset,
-    _dataset_name_of,
-    _is_dataset_name,
+    dataset_name_of,
     dataset_names,
     extract_archive,
     find_dataset,
+    is_dataset_name,
+    lookup_dataset,
     search_paths,
 )
 from als.errors import (
@@ -72,23 +72,24 @@ from als.errors import (
     UnsafeArchiveError,
     UserError,
 )
-from als.interactions import Interactions, _check_choice, _csr, _scalar
+from als.interactions import Interactions, csr_from_entries, python_scalar
 from als.readers import (
-    _ITEM_NAMES,
-    _LAYOUTS,
-    _USER_NAMES,
-    _check_file,
-    _find_weight,
-    _layout_of_file,
-    _layout_of_folder,
-    _parse_table,
-    _pick_column,
-    _read_layout,
-    _read_parquet,
-    _read_text,
-    _read_users,
-    _Records,
+    ITEM_NAMES,
+    USER_NAMES,
+    Records,
+    check_file,
+    find_weight,
+    layout_of_file,
+    layout_of_folder,
+    parse_table,
+    pick_column,
+    read_layout,
+    read_parquet,
+    read_text,
+    read_users,
 )
+from als.registry import layouts
+from als.validation import check_choice
 
 __all__ = [
     "AmbiguousItemError",
@@ -155,8 +156,8 @@ def _merge_duplicates(keys, weights, rule, describe) -> tuple[np.ndarray, np.nda
 
 
 def _check_rules(on_bad_lines: str, duplicates: str) -> None:
-    _check_choice(on_bad_lines, BAD_LINE_RULES, "on_bad_lines")
-    _check_choice(duplicates, DUPLICATE_RULES, "duplicates")
+    check_choice(on_bad_lines, BAD_LINE_RULES, "on_bad_lines")
+    check_choice(duplicates, DUPLICATE_RULES, "duplicates")
 
 
 def _build(
@@ -186,7 +187,7 @@ def _build(
     keys = user_codes.astype(np.int64) * n_items + item_codes
 
     def describe(key):
-        user, item = _scalar(user_ids[key // n_items]), _scalar(item_ids[key % n_items])
+        user, item = python_scalar(user_ids[key // n_items]), python_scalar(item_ids[key % n_items])
         return f"{name}: the pair (user {user!r}, item {item!r})"
 
     keys, weights, n_duplicates = _merge_duplicates(keys, weights, duplicates, describe)
@@ -195,9 +196,9 @@ def _build(
         logger.warning(
             "%s: merged %d duplicate (user, item) rows by %s", name, n_duplicates, duplicates
         )
-    matrix = _csr(keys // n_items, keys % n_items, weights, (user_ids.size, n_items))
+    matrix = csr_from_entries(keys // n_items, keys % n_items, weights, (user_ids.size, n_items))
     if titles:
-        item_titles = np.asarray([titles.get(_scalar(i), "") for i in item_ids], dtype=str)
+        item_titles = np.asarray([titles.get(python_scalar(i), "") for i in item_ids], dtype=str)
     else:
         item_titles = None
     return Interactions(
@@ -272,19 +273,19 @@ def read_table(
     EmptyDataError
         No rows.
     """
-    path = _check_file(Path(path))
+    path = check_file(Path(path))
     _check_rules(on_bad_lines, duplicates)
     label = name or path.name
     if path.suffix.lower() in (".parquet", ".pq"):
-        frame = _read_parquet(path)
+        frame = read_parquet(path)
         return from_dataframe(
             frame, user_col, item_col, weight_col, name=label, titles=titles,
             on_bad_lines=on_bad_lines, duplicates=duplicates, _source=str(path),
         )  # fmt: skip
-    text = _read_text(path, encoding)
+    text = read_text(path, encoding)
     if not text.strip():
         raise EmptyDataError(f"{path} is empty.")
-    records, weight = _parse_table(text, path, user_col, item_col, weight_col, sep, on_bad_lines)
+    records, weight = parse_table(text, path, user_col, item_col, weight_col, sep, on_bad_lines)
     return _records_to_interactions(
         records, path, label, "interactions", titles, duplicates, weighted=weight is not None
     )
@@ -348,14 +349,14 @@ def from_dataframe(
     _check_rules(on_bad_lines, duplicates)
     where = _source or f"the DataFrame {name!r}"
     columns = list(frame.columns)
-    user = _pick_column(columns, user_col, _USER_NAMES, "user", where)
-    item = _pick_column(columns, item_col, _ITEM_NAMES, "item", where)
-    weight = _find_weight(columns, weight_col, where)
+    user = pick_column(columns, user_col, USER_NAMES, "user", where)
+    item = pick_column(columns, item_col, ITEM_NAMES, "item", where)
+    weight = find_weight(columns, weight_col, where)
     if title_col is not None:
-        _pick_column(columns, title_col, (), "title", where)
+        pick_column(columns, title_col, (), "title", where)
         pairs = frame[[item, title_col]].dropna().drop_duplicates(subset=item)
         titles = {
-            **dict(zip(pairs[item].map(_scalar), pairs[title_col].astype(str), strict=True)),
+            **dict(zip(pairs[item].map(python_scalar), pairs[title_col].astype(str), strict=True)),
             **(titles or {}),
         }
     weights = (
@@ -372,7 +373,7 @@ def from_dataframe(
         if on_bad_lines == "error":
             raise DataFormatError(first_bad, path=where, line_number=position)
         frame, weights = frame[~bad], weights[~bad]
-    records = _Records(
+    records = Records(
         _frame_ids(frame[user]), _frame_ids(frame[item]),
         weights.to_numpy(dtype=np.float64, na_value=np.nan), n_bad, first_bad,
     )  # fmt: skip
@@ -403,7 +404,7 @@ def _frame_ids(column: pd.Series) -> np.ndarray:
 
 def _load_layout(folder_or_file: Path, layout, name: str, on_bad_lines, duplicates):
     """Read a data set laid out as ``layout`` (ratings and, when present, titles)."""
-    records, ratings, titles = _read_layout(folder_or_file, layout, on_bad_lines)
+    records, ratings, titles = read_layout(folder_or_file, layout, on_bad_lines)
     return _records_to_interactions(
         records, ratings, name, layout.unit, titles, duplicates, weighted=True
     )
@@ -476,19 +477,19 @@ def load(
         )
     path = Path(source)
     if not path.exists():
-        if isinstance(source, str) and _is_dataset_name(source):
-            dataset = _dataset(source)
+        if isinstance(source, str) and is_dataset_name(source):
+            dataset = lookup_dataset(source)
             folder = find_dataset(source, download=download)
-            return _load_layout(folder, _LAYOUTS[dataset.layout], name or dataset.name, **common)
+            return _load_layout(folder, layouts()[dataset.layout], name or dataset.name, **common)
         if isinstance(source, str) and os.sep not in source and "." not in source:
-            _dataset(source)  # raises UnknownDatasetError listing the names
-        _check_file(path)
+            lookup_dataset(source)  # raises UnknownDatasetError listing the names
+        check_file(path)
     given_columns = any(v is not None for v in columns.values())
     if path.is_dir():
-        return _load_layout(path, _layout_of_folder(path), name or _dataset_name_of(path), **common)
-    layout = _layout_of_file(path)
+        return _load_layout(path, layout_of_folder(path), name or dataset_name_of(path), **common)
+    layout = layout_of_file(path)
     if layout is not None and not given_columns and not table_options:
-        return _load_layout(path, layout, name or _dataset_name_of(path.parent), **common)
+        return _load_layout(path, layout, name or dataset_name_of(path.parent), **common)
     return read_table(path, **columns, name=name, **common, **table_options)
 
 
@@ -512,6 +513,6 @@ def load_users(source: str | os.PathLike) -> pd.DataFrame:
         The folder has no user table.
     """
     path = Path(source)
-    if not path.exists() and _is_dataset_name(str(source)):
+    if not path.exists() and is_dataset_name(str(source)):
         path = find_dataset(str(source))
-    return _read_users(path)
+    return read_users(path)

@@ -17,7 +17,6 @@ The errors it raises (:class:`UnknownDatasetError`, :class:`DatasetNotFoundError
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import re
@@ -27,7 +26,6 @@ import tempfile
 import urllib.request
 import zipfile
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
 from als.errors import (
@@ -36,78 +34,17 @@ from als.errors import (
     UnknownDatasetError,
     UnsafeArchiveError,
 )
-from als.readers import _LAYOUTS, _ratings_file
+from als.readers import ratings_file
+from als.registry import REGISTRY_PATH, Dataset, datasets, layouts
 
 logger = logging.getLogger(__name__)
 
 PROJECT_DATA_DIR = Path(__file__).resolve().parents[1] / "data"
-REGISTRY_PATH = PROJECT_DATA_DIR / "registry.json"
 
 
 # --------------------------------------------------------------------------------------------
-# The data set registry.
+# Data sets by name: the registry's entries (als.registry), looked up by name or alias.
 # --------------------------------------------------------------------------------------------
-
-
-_GROUPLENS = "https://files.grouplens.org/datasets"
-
-
-@dataclass(frozen=True)
-class _Dataset:
-    """One named data set: where it lives locally, where its official zip is, how to check it.
-
-    The checksums come from ``data/registry.json`` (``sha256``, ``md5_third_party``), not from
-    the code: see :func:`_registry_overrides`.
-    """
-
-    name: str
-    layout: str
-    folders: tuple[str, ...]
-    url: str
-    members: tuple[str, ...]
-    sha256: str | None = None
-    md5: str | None = None
-
-
-def _movielens_csv(name: str) -> _Dataset:
-    return _Dataset(
-        name=name,
-        layout="movielens-csv",
-        folders=(name,),
-        url=f"{_GROUPLENS}/movielens/{name}.zip",
-        members=("ratings.csv", "movies.csv"),
-    )
-
-
-_DATASETS = {
-    "ml-1m": _Dataset(
-        name="ml-1m",
-        layout="movielens-dat",
-        folders=("ml-1m",),
-        url=f"{_GROUPLENS}/movielens/ml-1m.zip",
-        members=("ratings.dat", "movies.dat", "users.dat", "README"),
-    ),
-    "ml-100k": _Dataset(
-        name="ml-100k",
-        layout="movielens-100k",
-        folders=("ml-100k",),
-        url=f"{_GROUPLENS}/movielens/ml-100k.zip",
-        members=("u.data", "u.item", "u.user", "README"),
-    ),
-    "lastfm-2k": _Dataset(
-        name="lastfm-2k",
-        layout="lastfm-2k",
-        folders=("hetrec2011-lastfm-2k", "lastfm-2k"),
-        url=f"{_GROUPLENS}/hetrec2011/hetrec2011-lastfm-2k.zip",
-        members=("user_artists.dat", "artists.dat"),
-    ),
-    **{n: _movielens_csv(n) for n in ("ml-20m", "ml-25m", "ml-latest", "ml-latest-small")},
-}
-_ALIASES = {
-    "hetrec2011-lastfm-2k": "lastfm-2k",
-    "movielens-1m": "ml-1m",
-    "movielens-100k": "ml-100k",
-}
 
 
 def dataset_names() -> list[str]:
@@ -118,52 +55,42 @@ def dataset_names() -> list[str]:
     list of str
         Canonical names, e.g. ``["lastfm-2k", "ml-100k", "ml-1m", ...]``.
     """
-    return sorted(_DATASETS)
+    return sorted(datasets())
 
 
-# Registry keys that override the code, and the _Dataset field each one sets.
-_REGISTRY_FIELDS = {"url": "url", "sha256": "sha256", "md5_third_party": "md5"}
-
-
-def _registry_overrides() -> dict:
-    """Read ``url``, ``sha256`` and ``md5_third_party`` per data set from ``data/registry.json``.
-
-    Returns ``{}`` when the file does not exist (e.g. an installed package without ``data/``).
-    """
-    try:
-        text = REGISTRY_PATH.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return {}
-    entries = json.loads(text).get("datasets", {})
+def _by_name() -> dict[str, Dataset]:
+    """Every data set under its canonical name and each of its aliases, lower case."""
+    entries = datasets()
     return {
-        name: {_REGISTRY_FIELDS[k]: v for k, v in e.items() if k in _REGISTRY_FIELDS}
-        for name, e in entries.items()
+        key.lower(): dataset
+        for dataset in entries.values()
+        for key in (dataset.name, *dataset.aliases)
     }
 
 
-def _dataset(name: str) -> _Dataset:
-    """Look up a data set by name or alias (case-insensitive) with registry overrides."""
-    key = _ALIASES.get(name.lower(), name.lower())
-    if key not in _DATASETS:
+def lookup_dataset(name: str) -> Dataset:
+    """Look up a data set by name or alias (case-insensitive)."""
+    dataset = _by_name().get(name.lower())
+    if dataset is None:
         raise UnknownDatasetError(
             f"Unknown data set {name!r}: known names are {', '.join(dataset_names())}, "
             "or pass the path of a folder or file."
         )
-    return replace(_DATASETS[key], **_registry_overrides().get(key, {}))
+    return dataset
 
 
-def _is_dataset_name(source: str) -> bool:
+def is_dataset_name(source: str) -> bool:
     """Whether ``source`` is a known data set name or alias (any case)."""
-    return source.lower() in {*_DATASETS, *_ALIASES}
+    return source.lower() in _by_name()
 
 
 def _sha256_env_var(name: str) -> str:
     return "ALS_SHA256_" + re.sub(r"[^0-9A-Za-z]", "_", name).upper()
 
 
-def _dataset_name_of(folder: Path) -> str:
+def dataset_name_of(folder: Path) -> str:
     """The registry name of a data set folder (e.g. ``ml-1m``), else the folder's own name."""
-    for dataset in _DATASETS.values():
+    for dataset in datasets().values():
         if folder.name in dataset.folders:
             return dataset.name
     return folder.name
@@ -223,14 +150,14 @@ def find_dataset(name: str, *, download: bool = True) -> Path:
     UnsafeArchiveError
         The downloaded zip holds unsafe member names or lacks expected files.
     """
-    dataset = _dataset(name)
-    layout = _LAYOUTS[dataset.layout]
+    dataset = lookup_dataset(name)
+    layout = layouts()[dataset.layout]
     searched = [] if os.environ.get("ALS_DATA_DIR") else ["$ALS_DATA_DIR (not set)"]
     for root in search_paths():
         for folder_name in dataset.folders:
             folder = root / folder_name
             searched.append(str(folder))
-            if _ratings_file(folder, layout) is not None:
+            if ratings_file(folder, layout) is not None:
                 return folder
     reason = _download_refusal(dataset, download)
     if reason is None:
@@ -247,11 +174,11 @@ def find_dataset(name: str, *, download: bool = True) -> Path:
     )
 
 
-def _expected_sha256(dataset: _Dataset) -> str | None:
+def _expected_sha256(dataset: Dataset) -> str | None:
     return os.environ.get(_sha256_env_var(dataset.name)) or dataset.sha256
 
 
-def _download_refusal(dataset: _Dataset, download: bool) -> str | None:
+def _download_refusal(dataset: Dataset, download: bool) -> str | None:
     """Say why the data set will not be downloaded, or return None when it may be."""
     if not download:
         return "downloading was not allowed (download=False)"
@@ -270,7 +197,7 @@ def _fetch(url: str, destination: Path) -> None:
         shutil.copyfileobj(response, out, length=1 << 20)
 
 
-def _download(dataset: _Dataset, cache: Path) -> Path:
+def _download(dataset: Dataset, cache: Path) -> Path:
     """Download, check and unpack ``dataset`` into ``cache``; return its folder."""
     cache.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache, prefix=".download-") as tmp:
@@ -278,7 +205,7 @@ def _download(dataset: _Dataset, cache: Path) -> Path:
         _fetch(dataset.url, archive)
         sha256 = _sha256_to_unpack(dataset, archive)
         target = cache / dataset.folders[0]
-        layout = _LAYOUTS[dataset.layout]
+        layout = layouts()[dataset.layout]
         required = (layout.ratings[0], layout.items)
         extract_archive(
             archive,
@@ -290,7 +217,7 @@ def _download(dataset: _Dataset, cache: Path) -> Path:
     return target
 
 
-def _sha256_to_unpack(dataset: _Dataset, archive: Path) -> str | None:
+def _sha256_to_unpack(dataset: Dataset, archive: Path) -> str | None:
     """Return the sha256 that :func:`extract_archive` must check ``archive`` against.
 
     That is the known sha256 when there is one. Otherwise, when the registry records an md5,

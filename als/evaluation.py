@@ -383,7 +383,9 @@ def ranking_metrics_at_k(
     (0.5, 0.5, 0.625)
     """
     if not callable(getattr(model, "recommend", None)):
-        raise InvalidTypeError(f"model must have a recommend method; {type(model).__name__} has none")
+        raise InvalidTypeError(
+            f"model must have a recommend method; {type(model).__name__} has none"
+        )
     K = check_positive_int(K, "K")
     check_positive_int(num_threads, "num_threads", minimum=0)
     batch_size = check_positive_int(batch_size, "batch_size")

@@ -27,13 +27,14 @@ from als.errors import (
     UnknownItemError,
     UnknownUserError,
 )
-from als.readers import _SPACED_INTEGER
+from als.readers import SPACED_INTEGER
+from als.validation import check_choice, check_user_items
 
 __all__ = ["Interactions"]
 
 
 # --------------------------------------------------------------------------------------------
-# Helpers shared with als.data: CSR building, scalars, argument choices.
+# Helpers shared with als.data: CSR building and scalars.
 # --------------------------------------------------------------------------------------------
 
 
@@ -41,7 +42,7 @@ def _index_dtype(*sizes: int) -> type:
     return np.int32 if max(sizes, default=0) < np.iinfo(np.int32).max else np.int64
 
 
-def _csr(rows, cols, data, shape) -> sp.csr_matrix:
+def csr_from_entries(rows, cols, data, shape) -> sp.csr_matrix:
     """Build a CSR from entries already sorted by (row, col) and free of duplicates."""
     counts = np.bincount(rows, minlength=shape[0])
     dtype = _index_dtype(len(data), shape[1])
@@ -55,14 +56,9 @@ def _csr(rows, cols, data, shape) -> sp.csr_matrix:
     return matrix
 
 
-def _scalar(value):
+def python_scalar(value):
     """A numpy scalar as the plain Python int or str it stands for."""
     return value.item() if isinstance(value, np.generic) else value
-
-
-def _check_choice(value: str, choices: tuple[str, ...], argument: str) -> None:
-    if value not in choices:
-        raise InvalidValueError(f"{argument} must be one of {', '.join(choices)}; got {value!r}.")
 
 
 # --------------------------------------------------------------------------------------------
@@ -85,18 +81,6 @@ def _check_ids(ids, what: str) -> np.ndarray:
     if np.unique(ids).size != ids.size:
         raise InvalidValueError(f"{what} holds repeated ids.")
     return ids
-
-
-def _canonical(matrix) -> sp.csr_matrix:
-    """Return ``matrix`` as a float32 CSR with sorted indices, no duplicates and no zeros."""
-    matrix = sp.csr_matrix(matrix, dtype=np.float32)
-    if not matrix.has_canonical_format:
-        matrix = matrix.copy()
-        matrix.sum_duplicates()
-    if (matrix.data == 0).any():
-        matrix = matrix.copy()
-        matrix.eliminate_zeros()
-    return matrix
 
 
 class Interactions:
@@ -141,7 +125,10 @@ class Interactions:
         n_bad_lines: int = 0,
         history: Sequence[str] = (),
     ):
-        matrix = _canonical(user_items)
+        # float32 CSR with sorted indices, no duplicates and no stored zeros
+        matrix = check_user_items(
+            user_items, "user_items", warn=False, finite=False, drop_zeros=True
+        )
         user_ids, item_ids = _check_ids(user_ids, "user_ids"), _check_ids(item_ids, "item_ids")
         if matrix.shape != (user_ids.size, item_ids.size):
             raise InvalidValueError(
@@ -286,7 +273,7 @@ class Interactions:
             The id is not in the data.
         """
         if self._user_lookup is None:
-            self._user_lookup = {_scalar(u): row for row, u in enumerate(self._user_ids)}
+            self._user_lookup = {python_scalar(u): row for row, u in enumerate(self._user_ids)}
         row = self._user_lookup.get(_coerce_key(user_id, self._user_ids))
         if row is None:
             raise UnknownUserError(
@@ -314,16 +301,16 @@ class Interactions:
 
     def _item_lookup_table(self) -> dict:
         if self._item_lookup is None:
-            self._item_lookup = {_scalar(i): col for col, i in enumerate(self._item_ids)}
+            self._item_lookup = {python_scalar(i): col for col, i in enumerate(self._item_ids)}
         return self._item_lookup
 
     def user_id(self, row: int):
         """Return the raw id (int or str) of user row ``row``."""
-        return _scalar(self._user_ids[row])
+        return python_scalar(self._user_ids[row])
 
     def item_id(self, column: int):
         """Return the raw id (int or str) of item column ``column``."""
-        return _scalar(self._item_ids[column])
+        return python_scalar(self._item_ids[column])
 
     def item_title(self, column: int) -> str:
         """Return the title of item column ``column``, or its raw id as text when unknown."""
@@ -392,7 +379,7 @@ class Interactions:
         ------
         UnknownItemError, AmbiguousItemError
         """
-        _check_choice(by, ("auto", "id", "title"), "by")
+        check_choice(by, ("auto", "id", "title"), "by")
         if by == "title":
             return self.title_index(str(key))
         if by == "id" or not isinstance(key, str) or self._item_titles is None:
@@ -479,7 +466,7 @@ class Interactions:
         new_row = np.cumsum(keep_users) - 1
         new_col = np.cumsum(keep_items) - 1
         shape = (int(keep_users.sum()), int(keep_items.sum()))
-        kept = _csr(new_row[rows], new_col[cols], data, shape)
+        kept = csr_from_entries(new_row[rows], new_col[cols], data, shape)
         note = (
             f"{step} kept {data.size:,} of {self.nnz:,} {self._unit}, {shape[0]:,} of "
             f"{self.n_users:,} users, {shape[1]:,} of {self.n_items:,} items"
@@ -540,7 +527,7 @@ class Interactions:
         if not np.isfinite(values).all() or (values == 0).any():
             raise InvalidValueError("Weights of liked items must be finite and non-zero.")
         order = np.argsort(columns)
-        return _csr(
+        return csr_from_entries(
             np.zeros(len(columns), dtype=np.int64),
             np.asarray(columns)[order],
             values[order],
@@ -661,7 +648,9 @@ class Interactions:
             return arrays[prefix + key] if prefix + key in arrays else default
 
         if get("user_ids") is None or get("item_ids") is None:
-            raise MissingDataError(f"No {prefix}user_ids / {prefix}item_ids arrays to rebuild from.")
+            raise MissingDataError(
+                f"No {prefix}user_ids / {prefix}item_ids arrays to rebuild from."
+            )
         user_ids, item_ids = np.asarray(get("user_ids")), np.asarray(get("item_ids"))
         shape = (user_ids.size, item_ids.size)
         if get("indptr") is not None:
@@ -685,13 +674,13 @@ class Interactions:
 
 def _coerce_key(key, ids: np.ndarray):
     """Turn a lookup key into the Python type of ``ids``; None when it cannot be one."""
-    key = _scalar(key)
+    key = python_scalar(key)
     if ids.dtype.kind in "iu":
         if isinstance(key, bool):
             return None
         if isinstance(key, int):
             return key
-        if isinstance(key, str) and _SPACED_INTEGER.fullmatch(key):
+        if isinstance(key, str) and SPACED_INTEGER.fullmatch(key):
             return int(key)
         return None
     return key if isinstance(key, str) else str(key)

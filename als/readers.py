@@ -34,104 +34,18 @@ from als.errors import (
     EmptyDataError,
     UnknownColumnError,
 )
+from als.registry import Layout, layouts
 
 _INTEGER = re.compile(r"[+-]?\d+")
-_SPACED_INTEGER = re.compile(r"\s*[+-]?\d+\s*")
+SPACED_INTEGER = re.compile(r"\s*[+-]?\d+\s*")
 
 
 # --------------------------------------------------------------------------------------------
-# File layouts of the data sets als knows.
+# File layouts of the data sets als knows (built from the registry: als.registry).
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Layout:
-    """How one family of data sets is laid out on disk.
-
-    ``columns`` names the user, item and weight columns: header names when ``header`` is true,
-    otherwise positions are fixed and ``fields`` gives how many fields a line may have.
-    """
-
-    name: str
-    ratings: tuple[str, ...]
-    sep: str
-    encoding: str
-    header: bool
-    columns: tuple[str, str, str]
-    fields: tuple[int, ...]
-    items: str | None
-    items_sep: str
-    items_encoding: str
-    items_header: bool
-    items_columns: tuple[str, str]
-    unit: str
-
-
-_LAYOUTS = {
-    "movielens-dat": _Layout(
-        name="movielens-dat",
-        ratings=("ratings.dat", "ratings.dat.gz"),
-        sep="::",
-        encoding="iso-8859-1",
-        header=False,
-        columns=("user", "item", "weight"),
-        fields=(3, 4),
-        items="movies.dat",
-        items_sep="::",
-        items_encoding="iso-8859-1",
-        items_header=False,
-        items_columns=("0", "1"),
-        unit="ratings",
-    ),
-    "movielens-100k": _Layout(
-        name="movielens-100k",
-        ratings=("u.data", "u.data.gz"),
-        sep="\t",
-        encoding="iso-8859-1",
-        header=False,
-        columns=("user", "item", "weight"),
-        fields=(3, 4),
-        items="u.item",
-        items_sep="|",
-        items_encoding="iso-8859-1",
-        items_header=False,
-        items_columns=("0", "1"),
-        unit="ratings",
-    ),
-    "lastfm-2k": _Layout(
-        name="lastfm-2k",
-        ratings=("user_artists.dat", "user_artists.dat.gz"),
-        sep="\t",
-        encoding="utf-8",
-        header=True,
-        columns=("userID", "artistID", "weight"),
-        fields=(3,),
-        items="artists.dat",
-        items_sep="\t",
-        items_encoding="utf-8",
-        items_header=True,
-        items_columns=("id", "name"),
-        unit="interactions",
-    ),
-    "movielens-csv": _Layout(
-        name="movielens-csv",
-        ratings=("ratings.csv", "ratings.csv.gz"),
-        sep=",",
-        encoding="utf-8",
-        header=True,
-        columns=("userId", "movieId", "rating"),
-        fields=(3, 4),
-        items="movies.csv",
-        items_sep=",",
-        items_encoding="utf-8",
-        items_header=True,
-        items_columns=("movieId", "title"),
-        unit="ratings",
-    ),
-}
-
-
-def _ratings_file(folder: Path, layout: _Layout) -> Path | None:
+def ratings_file(folder: Path, layout: Layout) -> Path | None:
     """Return the first of the layout's ratings files present in ``folder``."""
     for file_name in layout.ratings:
         if (folder / file_name).is_file():
@@ -139,18 +53,18 @@ def _ratings_file(folder: Path, layout: _Layout) -> Path | None:
     return None
 
 
-def _layout_of_file(path: Path) -> _Layout | None:
-    for layout in _LAYOUTS.values():
+def layout_of_file(path: Path) -> Layout | None:
+    for layout in layouts().values():
         if path.name in layout.ratings:
             return layout
     return None
 
 
-def _layout_of_folder(folder: Path) -> _Layout:
-    for layout in _LAYOUTS.values():
-        if _ratings_file(folder, layout) is not None:
+def layout_of_folder(folder: Path) -> Layout:
+    for layout in layouts().values():
+        if ratings_file(folder, layout) is not None:
             return layout
-    expected = ", ".join(n for layout in _LAYOUTS.values() for n in layout.ratings)
+    expected = ", ".join(n for layout in layouts().values() for n in layout.ratings)
     raise FileNotFoundError(2, f"No ratings file ({expected}) in the data folder", str(folder))
 
 
@@ -159,15 +73,15 @@ def _layout_of_folder(folder: Path) -> _Layout:
 # --------------------------------------------------------------------------------------------
 
 
-def _check_file(path: Path) -> Path:
+def check_file(path: Path) -> Path:
     if not path.is_file():
         raise FileNotFoundError(2, "No such data file", str(path))
     return path
 
 
-def _read_text(path: Path, encoding: str) -> str:
+def read_text(path: Path, encoding: str) -> str:
     """Read a whole (possibly gzip-compressed) text file, naming the file on decode errors."""
-    raw = _check_file(path).read_bytes()
+    raw = check_file(path).read_bytes()
     if raw[:2] == b"\x1f\x8b":
         raw = gzip.decompress(raw)
     try:
@@ -209,7 +123,7 @@ class _TableSpec:
 
 
 @dataclass
-class _Records:
+class Records:
     """Parsed rows: raw ids, weights, and how many lines were skipped as bad."""
 
     users: np.ndarray
@@ -229,11 +143,11 @@ def _header_fields(text: str, spec: _TableSpec, path: Path) -> list[str]:
     names = _header(text, spec.sep, spec.quoted)
     for column in (spec.user, spec.item, spec.weight):
         if column is not None:
-            _pick_column(names, column, (), "", path)  # raises UnknownColumnError when absent
+            pick_column(names, column, (), "", path)  # raises UnknownColumnError when absent
     return names
 
 
-def _parse_text(text: str, spec: _TableSpec, path: Path, on_bad_lines: str) -> _Records:
+def _parse_text(text: str, spec: _TableSpec, path: Path, on_bad_lines: str) -> Records:
     """Parse a delimited text with pandas' C parser; fall back to a line scan on any doubt."""
     names = _header_fields(text, spec, path) if spec.header else None
     frame = _fast_parse(text, spec, names)
@@ -242,7 +156,7 @@ def _parse_text(text: str, spec: _TableSpec, path: Path, on_bad_lines: str) -> _
     return _scan(text, spec, path, names, on_bad_lines)
 
 
-def _fast_parse(text: str, spec: _TableSpec, names: list[str] | None) -> _Records | None:
+def _fast_parse(text: str, spec: _TableSpec, names: list[str] | None) -> Records | None:
     """Parse with pandas; return None unless every value is present and well formed."""
     sep = "\t" if spec.sep == "::" else spec.sep
     body = text.replace("::", "\t") if spec.sep == "::" else text
@@ -281,7 +195,7 @@ def _fast_parse(text: str, spec: _TableSpec, names: list[str] | None) -> _Record
         weights = column.to_numpy(dtype=np.float64)
         if not np.isfinite(weights).all():
             return None
-    return _Records(users, items, weights)
+    return Records(users, items, weights)
 
 
 def _id_values(column: pd.Series, spec: _TableSpec) -> np.ndarray | None:
@@ -298,7 +212,7 @@ def _id_values(column: pd.Series, spec: _TableSpec) -> np.ndarray | None:
 
 def _scan(
     text: str, spec: _TableSpec, path: Path, names: list[str] | None, on_bad_lines: str
-) -> _Records:
+) -> Records:
     """Check every line; raise on the first bad one, or skip and count bad ones."""
     positions = _positions(spec, names)
     allowed = spec.fields if names is None else (len(names),)
@@ -322,7 +236,7 @@ def _scan(
         users.append(user)
         items.append(item)
         weights.append(weight)
-    return _Records(
+    return Records(
         _ids_from_strings(users, spec.int_ids),
         _ids_from_strings(items, spec.int_ids),
         np.asarray(weights, dtype=np.float64),
@@ -374,12 +288,12 @@ def _ids_from_strings(values: list[str], int_ids: bool) -> np.ndarray:
 # Generic tables: columns found by name.
 # --------------------------------------------------------------------------------------------
 
-_USER_NAMES = ("user", "user_id", "userid", "uid", "users")
-_ITEM_NAMES = ("item", "item_id", "itemid", "iid", "movieid", "movie_id", "artistid", "artist_id")
+USER_NAMES = ("user", "user_id", "userid", "uid", "users")
+ITEM_NAMES = ("item", "item_id", "itemid", "iid", "movieid", "movie_id", "artistid", "artist_id")
 _WEIGHT_NAMES = ("weight", "rating", "count", "plays", "playcount", "value", "score")
 
 
-def _pick_column(columns: Sequence[str], given: str | None, candidates, what: str, where) -> str:
+def pick_column(columns: Sequence[str], given: str | None, candidates, what: str, where) -> str:
     """Return ``given`` when present, else the first column named like a ``what`` column."""
     if given is not None:
         if given not in columns:
@@ -397,16 +311,16 @@ def _pick_column(columns: Sequence[str], given: str | None, candidates, what: st
     )
 
 
-def _find_weight(columns, given, where) -> str | None:
+def find_weight(columns, given, where) -> str | None:
     try:
-        return _pick_column(columns, given, _WEIGHT_NAMES, "weight", where)
+        return pick_column(columns, given, _WEIGHT_NAMES, "weight", where)
     except UnknownColumnError:
         if given is not None:
             raise
         return None
 
 
-def _parse_table(
+def parse_table(
     text: str,
     path: Path,
     user_col: str | None,
@@ -414,7 +328,7 @@ def _parse_table(
     weight_col: str | None,
     sep: str | None,
     on_bad_lines: str,
-) -> tuple[_Records, str | None]:
+) -> tuple[Records, str | None]:
     """Parse a delimited text whose first line is a header; return records and weight column.
 
     ``sep`` defaults to a tab for ``.tsv`` files, else a comma. The weight column is None when
@@ -423,14 +337,14 @@ def _parse_table(
     if sep is None:
         sep = "\t" if ".tsv" in path.suffixes else ","
     header = _header(text, sep, True)
-    user = _pick_column(header, user_col, _USER_NAMES, "user", path)
-    item = _pick_column(header, item_col, _ITEM_NAMES, "item", path)
-    weight = _find_weight(header, weight_col, path)
+    user = pick_column(header, user_col, USER_NAMES, "user", path)
+    item = pick_column(header, item_col, ITEM_NAMES, "item", path)
+    weight = find_weight(header, weight_col, path)
     spec = _TableSpec(sep=sep, header=True, quoted=True, user=user, item=item, weight=weight)
     return _parse_text(text, spec, path, on_bad_lines), weight
 
 
-def _read_parquet(path: Path) -> pd.DataFrame:
+def read_parquet(path: Path) -> pd.DataFrame:
     try:
         return pd.read_parquet(path)
     except ImportError as exc:
@@ -444,22 +358,22 @@ def _read_parquet(path: Path) -> pd.DataFrame:
 # --------------------------------------------------------------------------------------------
 
 
-def _read_layout(
-    folder_or_file: Path, layout: _Layout, on_bad_lines: str
-) -> tuple[_Records, Path, dict | None]:
+def read_layout(
+    folder_or_file: Path, layout: Layout, on_bad_lines: str
+) -> tuple[Records, Path, dict | None]:
     """Read a data set laid out as ``layout``: its ratings file and, when present, titles.
 
     Returns the records, the ratings file read and ``{raw item id: title}`` (or None).
     """
     if folder_or_file.is_dir():
-        ratings = _ratings_file(folder_or_file, layout)
+        ratings = ratings_file(folder_or_file, layout)
         if ratings is None:
             raise FileNotFoundError(
                 2, f"No {' or '.join(layout.ratings)} in the data folder", str(folder_or_file)
             )
     else:
         ratings = folder_or_file
-    text = _read_text(ratings, layout.encoding)
+    text = read_text(ratings, layout.encoding)
     if layout.header:
         user, item, weight = layout.columns
     else:
@@ -476,9 +390,9 @@ def _read_layout(
     return records, ratings, titles
 
 
-def _read_layout_titles(path: Path, layout: _Layout, on_bad_lines: str) -> dict:
+def _read_layout_titles(path: Path, layout: Layout, on_bad_lines: str) -> dict:
     """Return {raw item id: title} from a layout's item file."""
-    text = _read_text(path, layout.items_encoding)
+    text = read_text(path, layout.items_encoding)
     id_column, title_column = layout.items_columns
     if layout.sep == "," and layout.items_header:
         frame = pd.read_csv(io.StringIO(text), usecols=[id_column, title_column], dtype=str)
@@ -491,7 +405,7 @@ def _read_layout_titles(path: Path, layout: _Layout, on_bad_lines: str) -> dict:
         if (number == 1 and layout.items_header) or not line.strip():
             continue
         fields = line.split(layout.items_sep)
-        if len(fields) < 2 or not _SPACED_INTEGER.fullmatch(fields[0]):
+        if len(fields) < 2 or not SPACED_INTEGER.fullmatch(fields[0]):
             if on_bad_lines == "error":
                 raise DataFormatError(
                     f"{path}, line {number}: expected an integer id and a title separated by "
@@ -505,7 +419,7 @@ def _read_layout_titles(path: Path, layout: _Layout, on_bad_lines: str) -> dict:
     return titles
 
 
-def _read_users(path: Path) -> pd.DataFrame:
+def read_users(path: Path) -> pd.DataFrame:
     """Read ml-1m ``users.dat`` or ml-100k ``u.user``, given the file or its folder."""
     if path.is_dir():
         path = next((path / n for n in ("users.dat", "u.user") if (path / n).is_file()), path)
@@ -513,7 +427,7 @@ def _read_users(path: Path) -> pd.DataFrame:
         sep, columns = "|", ["user", "age", "gender", "occupation", "zip"]
     else:
         sep, columns = "::", ["user", "gender", "age", "occupation", "zip"]
-    rows = [line.split(sep) for _, line in _lines(_read_text(path, "iso-8859-1")) if line]
+    rows = [line.split(sep) for _, line in _lines(read_text(path, "iso-8859-1")) if line]
     frame = pd.DataFrame(rows, columns=columns)
     for column in ("user", "age"):
         frame[column] = frame[column].astype(np.int64)
@@ -548,7 +462,7 @@ def read_titles_table(path: str | os.PathLike) -> dict:
     ValueError
         The table has no rows.
     """
-    path = _check_file(Path(path))
+    path = check_file(Path(path))
     frame = pd.read_csv(path, sep=None, engine="python", usecols=[0, 1], dtype={1: str})
     if frame.empty:
         raise EmptyDataError(f"The titles table {path} has no rows.")

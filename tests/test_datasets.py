@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import als.datasets as datasets
-import als.readers as readers
+import als.registry as registry
 from als.data import (
     ChecksumError,
     DatasetNotFoundError,
@@ -64,11 +64,11 @@ def test_find_dataset_search_order(places):
 
 def use_registry(monkeypatch, tmp_path: Path, name: str, **fields) -> None:
     """Read the registry from a copy of data/registry.json with ``fields`` changed for ``name``."""
-    registry = json.loads(datasets.REGISTRY_PATH.read_text(encoding="utf-8"))
-    registry["datasets"][name].update(fields)
+    document = json.loads(registry.REGISTRY_PATH.read_text(encoding="utf-8"))
+    document["datasets"][name].update(fields)
     path = tmp_path / "registry.json"
-    path.write_text(json.dumps(registry), encoding="utf-8")
-    monkeypatch.setattr(datasets, "REGISTRY_PATH", path)
+    path.write_text(json.dumps(document), encoding="utf-8")
+    monkeypatch.setattr(registry, "REGISTRY_PATH", path)
 
 
 def test_offline_error_names_every_place(places, tmp_path, monkeypatch):
@@ -146,21 +146,23 @@ def test_extract_refuses_without_or_with_wrong_checksum(tmp_path):
 
 
 def test_registry_json_matches_the_code():
-    registry = json.loads(datasets.REGISTRY_PATH.read_text(encoding="utf-8"))["datasets"]
-    assert sorted(registry) == datasets.dataset_names()
-    for name, entry in registry.items():
-        dataset, layout = datasets._DATASETS[name], readers._LAYOUTS[registry[name]["layout"]]
+    document = json.loads(registry.REGISTRY_PATH.read_text(encoding="utf-8"))
+    entries, layout_entries = document["datasets"], document["layouts"]
+    assert sorted(entries) == datasets.dataset_names()
+    for name, entry in entries.items():
+        dataset, layout = datasets.lookup_dataset(name), registry.layouts()[entry["layout"]]
         assert entry["url"] == dataset.url and entry["url"].startswith(
             "https://files.grouplens.org/"
         )
         assert entry["sha256"] is None or len(entry["sha256"]) == 64
         assert tuple(entry["folders"]) == dataset.folders and entry["layout"] == dataset.layout
         assert tuple(entry["members"]) == dataset.members
-        assert tuple(entry["ratings"]) == layout.ratings and entry["titles"] == layout.items
-        assert entry["separator"] == layout.sep and entry["encoding"] == layout.encoding
-    comment = json.loads(datasets.REGISTRY_PATH.read_text(encoding="utf-8"))["_comment"]
+        spec = layout_entries[entry["layout"]]
+        assert tuple(spec["ratings"]) == layout.ratings and spec["titles"] == layout.items
+        assert spec["separator"] == layout.sep and spec["encoding"] == layout.encoding
+    comment = document["_comment"]
     assert "md5" in comment and "pin" in comment
-    for entry in registry.values():
+    for entry in entries.values():
         md5 = entry["md5_third_party"]
         assert md5 is None or re.fullmatch("[0-9a-f]{32}", md5)
 
@@ -234,8 +236,8 @@ def test_a_known_sha256_is_checked_instead_of_the_md5(
 def test_the_real_registry_allows_md5_checked_downloads_only_where_an_md5_is_pinned(monkeypatch):
     for name in ("ML_1M", "LASTFM_2K"):
         monkeypatch.delenv(f"ALS_SHA256_{name}", raising=False)
-    ml1m = datasets._dataset("ml-1m")
+    ml1m = datasets.lookup_dataset("ml-1m")
     assert ml1m.sha256 is None and ml1m.md5 == "c4d9eecfca2ab87c1945afe126590906"
     assert datasets._download_refusal(ml1m, download=True) is None
-    refusal = datasets._download_refusal(datasets._dataset("lastfm-2k"), download=True)
+    refusal = datasets._download_refusal(datasets.lookup_dataset("lastfm-2k"), download=True)
     assert "ALS_SHA256_LASTFM_2K" in refusal
