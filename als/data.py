@@ -44,6 +44,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from als import errors
 from als.datasets import (
     PROJECT_DATA_DIR,  # noqa: F401 (public in als.data before the split: kept importable)
     REGISTRY_PATH,  # noqa: F401
@@ -55,23 +56,8 @@ from als.datasets import (
     lookup_dataset,
     search_paths,
 )
-from als.errors import (
-    AmbiguousItemError,
-    ChecksumError,
-    DataError,
-    DataFormatError,
-    DatasetNotFoundError,
-    EmptyDataError,
-    InvalidTypeError,
-    InvalidValueError,
-    MissingDataError,
-    UnknownColumnError,
-    UnknownDatasetError,
-    UnknownItemError,
-    UnknownUserError,
-    UnsafeArchiveError,
-    UserError,
-)
+from als.errors import *  # noqa: F403 (every error of als.errors is importable from here)
+from als.errors import DataFormatError, EmptyDataError
 from als.interactions import Interactions, csr_from_entries, python_scalar
 from als.readers import (
     ITEM_NAMES,
@@ -92,22 +78,8 @@ from als.registry import layouts
 from als.validation import check_choice
 
 __all__ = [
-    "AmbiguousItemError",
-    "ChecksumError",
-    "DataError",
-    "DataFormatError",
-    "DatasetNotFoundError",
-    "EmptyDataError",
+    *errors.__all__,
     "Interactions",
-    "InvalidTypeError",
-    "InvalidValueError",
-    "MissingDataError",
-    "UnknownColumnError",
-    "UnknownDatasetError",
-    "UnknownItemError",
-    "UnknownUserError",
-    "UnsafeArchiveError",
-    "UserError",
     "dataset_names",
     "extract_archive",
     "find_dataset",

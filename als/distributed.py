@@ -716,9 +716,7 @@ def fit_on_cluster(model, user_items, *, workers=None, scheduler=None, log=None,
     the cluster. Returns the fitted ``model``.
     """
     if bool(workers) == bool(scheduler):
-        raise InvalidValueError(
-            "give either workers (a local cluster) or scheduler (an address)"
-        )
+        raise InvalidValueError("give either workers (a local cluster) or scheduler (an address)")
     if workers:
         check_positive_int(workers, "workers")
     with _client(workers, scheduler) as client:

@@ -114,9 +114,7 @@ def check_user_items(
         matrix = scipy.sparse.csr_matrix(matrix)
     else:
         kind = "CSR matrix of weights" if allow_dense else "matrix"
-        raise InvalidTypeError(
-            f"{name} must be a scipy.sparse {kind}, not {type(matrix).__name__}"
-        )
+        raise InvalidTypeError(f"{name} must be a scipy.sparse {kind}, not {type(matrix).__name__}")
     if matrix.ndim != 2:
         raise InvalidValueError(f"{name} must be 2-dimensional, got shape {matrix.shape}")
     _check_weight_dtype(matrix.dtype, name)
@@ -263,9 +261,7 @@ def check_random_state(random_state):
         return np.random.default_rng(random_state.randint(0, 2**31 - 1))
     if isinstance(random_state, bool) or not (
         random_state is None
-        or isinstance(
-            random_state, (numbers.Integral, np.random.Generator, np.random.SeedSequence)
-        )
+        or isinstance(random_state, (numbers.Integral, np.random.Generator, np.random.SeedSequence))
     ):
         raise InvalidTypeError(
             "random_state must be None, an int, a numpy Generator, SeedSequence or "

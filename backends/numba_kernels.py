@@ -30,6 +30,7 @@ TASK_ELEMENTS = 1 << 19
 # fit's finiteness guard keeps working
 FASTMATH = {"reassoc", "contract"}
 
+
 @njit(inline="always", fastmath=FASTMATH)
 def _dot(a, b, zero):
     total = zero
