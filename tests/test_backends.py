@@ -43,6 +43,29 @@ def test_exact_solve_matches_dense_least_squares(backend_name, small_matrix):
     )
 
 
+def test_loss_parts_match_the_dense_formula(backend_name):
+    """Each part of the loss against a dense statement of it, independent of every backend."""
+    backend = get_backend(backend_name)
+    Cui = power_law_matrix(60, 40, 500, seed=4, negative_fraction=0.2)
+    rng = np.random.default_rng(4)
+    X, Y = rng.standard_normal((60, 5)), rng.standard_normal((40, 5))
+    weights, scores = Cui.toarray(), X @ Y.T
+    stored = weights != 0
+    confidence, liked = np.abs(weights), weights > 0
+    parts = backend.loss_parts(*device_inputs(backend, Cui, X, Y))
+    # float64 factors: only the summation order differs from the dense sums
+    observed = np.sum((confidence * (1 + scores**2 - 2 * liked * scores))[stored])
+    assert parts.observed == pytest.approx(observed, rel=1e-9)
+    assert parts.unobserved == pytest.approx(np.sum((scores**2)[~stored]), rel=1e-9)
+    assert parts.confidence == pytest.approx(confidence[stored].sum(), rel=1e-12)
+    assert parts.missing == (~stored).sum()
+    loss = training_loss(backend, *device_inputs(backend, Cui, X, Y), 0.3)
+    expected = (observed + np.sum((scores**2)[~stored]) + 0.3 * (np.sum(X**2) + np.sum(Y**2))) / (
+        confidence[stored].sum() + (~stored).sum()
+    )
+    assert loss == pytest.approx(expected, rel=1e-9)
+
+
 def test_enough_cg_steps_reach_the_exact_solution(backend_name, small_matrix):
     backend = get_backend(backend_name)
     rng = np.random.default_rng(1)

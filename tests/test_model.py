@@ -281,3 +281,25 @@ def test_fit_shape_must_match_existing_factors(fitted, small_matrix):
 def test_queries_before_fit():
     with pytest.raises(ValueError, match="call fit"):
         AlternatingLeastSquares(backend="numpy").recommend(0, None)
+
+
+def test_repr_never_resolves_the_backend(monkeypatch):
+    """repr must not import CuPy, compile kernels or raise: it shows the parameter as given."""
+    import als.model
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("repr resolved the backend")
+
+    monkeypatch.setattr(als.model, "get_backend", refuse)
+    model = AlternatingLeastSquares(factors=3, backend="cuda")
+    assert repr(model) == (
+        "AlternatingLeastSquares(factors=3, regularization=0.01, alpha=1.0, iterations=15, "
+        "backend='cuda')"
+    )
+    assert model._backend is None
+
+
+def test_repr_names_the_backend_in_use_once_resolved(small_matrix):
+    model = AlternatingLeastSquares(factors=3, iterations=1, backend="numpy", random_state=0)
+    model.fit(small_matrix, show_progress=False)
+    assert repr(model).endswith("backend='numpy')")
