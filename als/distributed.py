@@ -470,19 +470,7 @@ def _tree_sum(client, partials, owners):
     return level[0]
 
 
-def fit_distributed(
-    client,
-    model,
-    user_items,
-    *,
-    shape=None,
-    blocks=None,
-    user_col="user",
-    item_col="item",
-    weight_col="weight",
-    show_progress=True,
-    callback=None,
-):
+def fit_distributed(client, model, user_items, *, show_progress=True, callback=None, **options):
     """Fit ``model`` on a Dask cluster and return it, with its factors gathered.
 
     The model's parameters mean what they mean in ``model.fit`` and are checked by the
@@ -499,12 +487,13 @@ def fit_distributed(
     user_items : scipy.sparse matrix, dask DataFrame, Parquet path(s) or BlockedInteractions
         The interactions (see :func:`partition_interactions`), or blocks already on the
         workers.
-    shape, blocks, user_col, item_col, weight_col
-        Passed to :func:`partition_interactions`.
     show_progress : bool
         Show a progress bar.
     callback : callable, optional
         Called after every iteration as ``callback(iteration, seconds, loss)``.
+    **options
+        ``shape``, ``blocks``, ``user_col``, ``item_col``, ``weight_col``: passed to
+        :func:`partition_interactions` (unused for ``BlockedInteractions``).
 
     Returns
     -------
@@ -526,15 +515,7 @@ def fit_distributed(
     settings = SolverSettings.from_model(model, get_backend("cpu"))
     owned = not isinstance(user_items, BlockedInteractions)
     if owned:
-        user_items = partition_interactions(
-            client,
-            user_items,
-            shape=shape,
-            blocks=blocks,
-            user_col=user_col,
-            item_col=item_col,
-            weight_col=weight_col,
-        )
+        user_items = partition_interactions(client, user_items, **options)
     data = user_items
     owners = data.owners
     threads = model.num_threads

@@ -16,6 +16,8 @@ why.
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 import scipy.sparse
 from tqdm.auto import tqdm
@@ -182,126 +184,6 @@ def leave_k_out_split(ratings, K=1, train_only_size=0.0, random_state=None):
     return _select(ratings, ~in_test), _select(ratings, in_test)
 
 
-def precision_at_k(
-    model,
-    train_user_items,
-    test_user_items,
-    K=10,
-    show_progress=True,
-    num_threads=1,
-    *,
-    batch_size=DEFAULT_BATCH_SIZE,
-):
-    """Precision at ``K``: hits over ``sum(min(K, n_relevant))``, pooled over users.
-
-    See ``ranking_metrics_at_k`` for the parameters and errors.
-
-    Returns
-    -------
-    float
-        The pooled precision at ``K``.
-    """
-    return ranking_metrics_at_k(
-        model,
-        train_user_items,
-        test_user_items,
-        K,
-        show_progress,
-        num_threads,
-        batch_size=batch_size,
-    )["precision"]
-
-
-def mean_average_precision_at_k(
-    model,
-    train_user_items,
-    test_user_items,
-    K=10,
-    show_progress=True,
-    num_threads=1,
-    *,
-    batch_size=DEFAULT_BATCH_SIZE,
-):
-    """Mean average precision at ``K``, averaged over users with test items.
-
-    See ``ranking_metrics_at_k`` for the parameters and errors.
-
-    Returns
-    -------
-    float
-        MAP at ``K``.
-    """
-    return ranking_metrics_at_k(
-        model,
-        train_user_items,
-        test_user_items,
-        K,
-        show_progress,
-        num_threads,
-        batch_size=batch_size,
-    )["map"]
-
-
-def ndcg_at_k(
-    model,
-    train_user_items,
-    test_user_items,
-    K=10,
-    show_progress=True,
-    num_threads=1,
-    *,
-    batch_size=DEFAULT_BATCH_SIZE,
-):
-    """Normalised discounted cumulative gain at ``K``, averaged over users with test items.
-
-    See ``ranking_metrics_at_k`` for the parameters and errors.
-
-    Returns
-    -------
-    float
-        NDCG at ``K``.
-    """
-    return ranking_metrics_at_k(
-        model,
-        train_user_items,
-        test_user_items,
-        K,
-        show_progress,
-        num_threads,
-        batch_size=batch_size,
-    )["ndcg"]
-
-
-def AUC_at_k(  # noqa: N802 - implicit's name
-    model,
-    train_user_items,
-    test_user_items,
-    K=10,
-    show_progress=True,
-    num_threads=1,
-    *,
-    batch_size=DEFAULT_BATCH_SIZE,
-):
-    """Area under the ROC curve limited to the top ``K``, averaged over users with test items.
-
-    See ``ranking_metrics_at_k`` for the parameters, the formula and the errors.
-
-    Returns
-    -------
-    float
-        AUC at ``K``.
-    """
-    return ranking_metrics_at_k(
-        model,
-        train_user_items,
-        test_user_items,
-        K,
-        show_progress,
-        num_threads,
-        batch_size=batch_size,
-    )["auc"]
-
-
 def ranking_metrics_at_k(
     model,
     train_user_items,
@@ -445,6 +327,51 @@ def ranking_metrics_at_k(
         "ndcg": float(ndcg_total / n_evaluated),
         "auc": float(auc_total / n_evaluated),
     }
+
+
+def _one_metric(key, name, summary, returns):
+    """One of ``ranking_metrics_at_k``'s results as a function of its own, as implicit has.
+
+    It takes exactly ``ranking_metrics_at_k``'s arguments (the signature is that function's)
+    and returns ``ranking_metrics_at_k(...)[key]``.
+    """
+
+    def metric(*args, **kwargs):
+        return ranking_metrics_at_k(*args, **kwargs)[key]
+
+    metric.__name__ = metric.__qualname__ = name
+    metric.__signature__ = inspect.signature(ranking_metrics_at_k)
+    metric.__doc__ = (
+        f"{summary}\n\n    See ``ranking_metrics_at_k`` for the parameters and errors.\n\n"
+        f"    Returns\n    -------\n    float\n        {returns}\n    "
+    )
+    return metric
+
+
+precision_at_k = _one_metric(
+    "precision",
+    "precision_at_k",
+    "Precision at ``K``: hits over ``sum(min(K, n_relevant))``, pooled over users.",
+    "The pooled precision at ``K``.",
+)
+mean_average_precision_at_k = _one_metric(
+    "map",
+    "mean_average_precision_at_k",
+    "Mean average precision at ``K``, averaged over users with test items.",
+    "MAP at ``K``.",
+)
+ndcg_at_k = _one_metric(
+    "ndcg",
+    "ndcg_at_k",
+    "Normalised discounted cumulative gain at ``K``, averaged over users with test items.",
+    "NDCG at ``K``.",
+)
+AUC_at_k = _one_metric(  # noqa: N816 - implicit's name
+    "auc",
+    "AUC_at_k",
+    "Area under the ROC curve limited to the top ``K``, averaged over users with test items.",
+    "AUC at ``K``.",
+)
 
 
 def _recommend_ids(model, batch, user_items, K):
