@@ -307,8 +307,8 @@ def from_dataframe(
     on_bad_lines : {"error", "skip"}, default "error"
         Raise at the first row with a missing id or a non-numeric / non-finite weight, or
         skip and count such rows.
-    duplicates : {"sum", "max", "first", "last", "error"}, default "sum"
-        How repeated (user, item) rows are merged.
+    duplicates : str, default "sum"
+        As in :func:`read_table`.
 
     Returns
     -------

@@ -115,8 +115,7 @@ def leave_k_out_split(ratings, K=1, train_only_size=0.0, random_state=None):
     Parameters
     ----------
     ratings : scipy.sparse matrix
-        Users x items interactions, CSR preferred (any sparse format is accepted).
-        Duplicate entries are summed before splitting.
+        As in :func:`train_test_split`.
     K : int
         Interactions held out per eligible user, at least 1.
     train_only_size : float
