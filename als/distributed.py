@@ -513,6 +513,11 @@ def fit_distributed(client, model, user_items, *, show_progress=True, callback=N
         )
     # the workers train with the 'cpu' backend, whatever the model's own backend is
     settings = SolverSettings.from_model(model, get_backend("cpu"))
+    if not settings.implicit_model or settings.init_stddev is not None:
+        raise InvalidValueError(
+            "fit_distributed supports implicit's model only: leave confidence, alpha0, nu "
+            "and init_stddev at their defaults, or fit on one machine"
+        )
     owned = not isinstance(user_items, BlockedInteractions)
     if owned:
         user_items = partition_interactions(client, user_items, **options)

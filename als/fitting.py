@@ -7,7 +7,12 @@ cluster) both take from here:
   attributes, with lambda as the solver takes it (rounded to float32 in CG mode, as
   implicit's C solver does);
 - ``initial_factors``: the one initialisation scheme, drawn on the host;
-- ``confidence``: weights scaled by alpha in float32, as implicit scales them;
+- ``confidence``: weights scaled by alpha in float32, as implicit scales them, or one of the
+  opt-in confidence functions (``CONFIDENCE_FUNCTIONS``);
+- the opt-in model options of Rendle, Krichene, Zhang, Koren (RecSys 2022), stated once in
+  ``SolverSettings`` (see its docstring): the unobserved weight ``alpha0``, frequency-scaled
+  regularisation ``nu`` and the initialisation scale ``init_stddev``; the backends only see a
+  confidence matrix, a Gram matrix and, when lambda differs by row, a per-row lambda;
 - ``USERS`` / ``ITEMS``: the two sides of a half-iteration, so that solving users and solving
   items is the same call with the roles swapped (``Side.other``), never a string test;
 - ``solve_side``: one half-iteration's solve and the finiteness guard behind it;
@@ -25,9 +30,14 @@ import numpy as np
 from backends.base import LossParts
 
 from .errors import InvalidTypeError, UserError
-from .validation import check_dtype, check_finite_real, check_positive_int
+from .validation import check_choice, check_dtype, check_finite_real, check_positive_int
+
+#: the confidence functions of ``confidence``: implicit's ``alpha * r`` (the default),
+#: Hu-Koren-Volinsky's ``1 + alpha * r`` and ``1 + alpha * log(1 + r / epsilon)``
+CONFIDENCE_FUNCTIONS = ("implicit", "hkv", "log")
 
 __all__ = [
+    "CONFIDENCE_FUNCTIONS",
     "ITEMS",
     "ModelFitError",
     "SIDES",
@@ -80,19 +90,47 @@ SIDES = (USERS, ITEMS)
 
 @dataclasses.dataclass(frozen=True)
 class SolverSettings:
-    """The checked parameters of one fit.
+    """The checked parameters of one fit, and what the opt-in model options mean.
+
+    The model minimises, over the stored entries (confidence ``c``, preference ``p``) and
+    the unobserved cells, with ``s = x_u . y_i``::
+
+        sum_stored c (p - s)^2 + alpha0 sum_unobserved s^2
+            + sum_u lambda_u |x_u|^2 + sum_i lambda_i |y_i|^2
+
+    with ``lambda_u = lambda * (n_u + alpha0 * n_items) ** nu`` for a user with ``n_u``
+    entries (items alike, with ``n_users``). The defaults (``confidence="implicit"``,
+    ``alpha0=1``, ``nu=0``) are implicit's model, computed exactly as implicit does.
+
+    Dividing the whole objective by ``alpha0`` changes neither its minimiser nor its
+    normalised value, so the backends solve the implicit-form problem with confidences
+    ``c / alpha0`` (``confidences``) and lambdas ``lambda_u / alpha0``: as one Gram term
+    (``gram_regularization``) when every row has the same lambda, else as a per-row vector
+    (``row_regularization``). The Gram term ``Y^T Y`` then stands for ``alpha0 Y^T Y`` and
+    each stored entry adds ``(c - alpha0) y y^T``.
 
     Attributes
     ----------
     factors, iterations : int
     regularization : float
-        lambda as given (the training loss uses it).
+        lambda as given.
     alpha : float
     dtype : numpy.dtype
         The factor dtype.
     cg_steps : int or None
         Conjugate-gradient steps per half-iteration; None solves exactly.
     calculate_training_loss : bool
+    confidence : str
+        One of ``CONFIDENCE_FUNCTIONS``.
+    epsilon : float
+        The ``epsilon`` of the logarithmic confidence.
+    alpha0 : float
+        The weight of an unobserved cell.
+    nu : float
+        The frequency exponent of the regularisation (0: the same lambda for every row).
+    init_stddev : float or None
+        None draws implicit's ``U[0, 1) * 0.01`` initial factors, a number normal ones with
+        standard deviation ``init_stddev / sqrt(factors)``.
     """
 
     factors: int
@@ -102,6 +140,11 @@ class SolverSettings:
     dtype: np.dtype
     cg_steps: int | None
     calculate_training_loss: bool
+    confidence: str = "implicit"
+    epsilon: float = 1.0
+    alpha0: float = 1.0
+    nu: float = 0.0
+    init_stddev: float | None = None
 
     @classmethod
     def from_model(cls, model, backend=None):
@@ -131,6 +174,9 @@ class SolverSettings:
                 f"dtype={dtype.name} is not supported by the {backend.name!r} backend "
                 f"(supported: {names})"
             )
+        init_stddev = getattr(model, "init_stddev", None)
+        if init_stddev is not None:
+            init_stddev = check_finite_real(init_stddev, "init_stddev", exclusive_minimum=0)
         return cls(
             factors=factors,
             iterations=iterations,
@@ -139,7 +185,49 @@ class SolverSettings:
             dtype=dtype,
             cg_steps=int(model.cg_steps) if model.use_cg and model.cg_steps is not None else None,
             calculate_training_loss=bool(model.calculate_training_loss),
+            confidence=check_choice(
+                getattr(model, "confidence", "implicit"), CONFIDENCE_FUNCTIONS, "confidence"
+            ),
+            epsilon=check_finite_real(getattr(model, "epsilon", 1.0), "epsilon", exclusive_minimum=0),
+            alpha0=check_finite_real(getattr(model, "alpha0", 1.0), "alpha0", exclusive_minimum=0),
+            nu=check_finite_real(getattr(model, "nu", 0.0), "nu"),
+            init_stddev=init_stddev,
         )
+
+    @property
+    def implicit_model(self):
+        """True when the model options are implicit's (the initialisation aside)."""
+        return self.confidence == "implicit" and self.alpha0 == 1.0 and self.nu == 0.0
+
+    def confidences(self, matrix):
+        """The confidence matrix the backends solve with: ``c / alpha0`` (see the class)."""
+        matrix = confidence(matrix, self.alpha, self.confidence, self.epsilon)
+        if self.alpha0 != 1.0:
+            matrix = matrix.copy()
+            matrix.data *= np.float32(1.0 / self.alpha0)
+        return matrix
+
+    @property
+    def gram_regularization(self):
+        """The lambda of ``gram``: ``solve_regularization / alpha0``, or 0 when lambda is
+        per row (``row_regularization`` carries it)."""
+        if self.nu != 0.0:
+            return 0.0
+        return self.solve_regularization / self.alpha0
+
+    @property
+    def loss_regularization(self):
+        """The lambda the loss weighs ``|X|^2 + |Y|^2`` by when it is the same for every row."""
+        return self.regularization / self.alpha0
+
+    def row_regularization(self, matrix):
+        """``lambda_u / alpha0`` for every row of the host CSR ``matrix`` (rows are one side,
+        columns the other), in the factor dtype; None when every row has the same lambda."""
+        if self.nu == 0.0:
+            return None
+        counts = np.diff(matrix.indptr).astype(np.float64)
+        scaled = self.regularization * (counts + self.alpha0 * matrix.shape[1]) ** self.nu
+        return (scaled / self.alpha0).astype(self.dtype)
 
     @property
     def solve_regularization(self):
@@ -150,38 +238,62 @@ class SolverSettings:
         return float(np.float32(self.regularization))
 
 
-def initial_factors(rng, rows, factors, dtype):
+def initial_factors(rng, rows, factors, dtype, stddev=None):
     """``rng.random((rows, factors)) * 0.01`` in ``dtype``, as implicit draws them.
 
     NumPy draws only float32 and float64; float16 factors are float32 draws, rounded. The
     values depend only on the stream: drawing a block of rows at a time from the stream's
     state at its first row gives the same rows (``als.distributed`` relies on it).
+
+    With ``stddev``, normal draws of standard deviation ``stddev / sqrt(factors)`` instead,
+    as Rendle et al. (2022) initialise.
     """
     dtype = np.dtype(dtype)
     draw = np.dtype(np.float32) if dtype.itemsize < 4 else dtype
-    drawn = rng.random((rows, factors), dtype=draw) * draw.type(0.01)
+    if stddev is None:
+        drawn = rng.random((rows, factors), dtype=draw) * draw.type(0.01)
+    else:
+        scale = draw.type(stddev / np.sqrt(factors))
+        drawn = rng.standard_normal((rows, factors), dtype=draw) * scale
     return drawn.astype(dtype, copy=False)
 
 
-def confidence(matrix, alpha):
-    """``alpha * weights`` of a canonical float32 CSR matrix, in float32 as implicit does.
+def confidence(matrix, alpha, function="implicit", epsilon=1.0):
+    """Confidences of a canonical float32 CSR matrix of weights ``r``, in float32.
 
-    The caller's matrix is not modified.
+    ``function`` is one of ``CONFIDENCE_FUNCTIONS``: ``"implicit"``, ``alpha * r`` exactly as
+    implicit computes it; ``"hkv"``, ``1 + alpha * |r|``; ``"log"``,
+    ``1 + alpha * log(1 + |r| / epsilon)``. The sign of ``r`` is kept (a negative weight is
+    a disliked item with confidence ``|c|``). The caller's matrix is not modified.
     """
-    if alpha != 1.0:
-        matrix = matrix.copy()
-        matrix.data *= np.float32(alpha)
+    if function == "implicit":
+        if alpha != 1.0:
+            matrix = matrix.copy()
+            matrix.data *= np.float32(alpha)
+        return matrix
+    check_choice(function, CONFIDENCE_FUNCTIONS, "confidence")
+    weights = np.abs(matrix.data.astype(np.float64))
+    if function == "log":
+        weights = np.log1p(weights / epsilon)
+    matrix = matrix.copy()
+    matrix.data = (np.sign(matrix.data) * (1.0 + alpha * weights)).astype(np.float32)
     return matrix
 
 
-def solve_side(backend, matrix, own, other, gram, cg_steps, iteration, side):
+def solve_side(
+    backend, matrix, own, other, gram, cg_steps, iteration, side, row_regularization=None
+):
     """Solve ``own`` (the factors of ``side``) in place given ``other`` and its Gram matrix.
 
-    ``matrix`` holds one row of confidences per row of ``own``. Raises ``ModelFitError``
-    naming the iteration and the side when the new factors are not all finite: the guard
-    that keeps NaN factors from ever being served.
+    ``matrix`` holds one row of confidences per row of ``own``; ``row_regularization`` is
+    the device vector of ``SolverSettings.row_regularization`` or None. Raises
+    ``ModelFitError`` naming the iteration and the side when the new factors are not all
+    finite: the guard that keeps NaN factors from ever being served.
     """
-    backend.solve(matrix, own, other, gram, cg_steps)
+    if row_regularization is None:
+        backend.solve(matrix, own, other, gram, cg_steps)
+    else:
+        backend.solve(matrix, own, other, gram, cg_steps, row_regularization)
     if not backend.all_finite(own):
         raise ModelFitError(
             f"the {side.singular} factors became NaN or infinite in iteration {iteration} "
@@ -205,7 +317,9 @@ def normalised_loss(parts, squared_norms, regularization):
     parts : backends.base.LossParts
         The unregularised parts, over every row.
     squared_norms : float
-        ``|X|^2 + |Y|^2``, the squared Frobenius norms of both factor matrices.
+        ``|X|^2 + |Y|^2``, the squared Frobenius norms of both factor matrices; with per-row
+        lambdas, ``sum_u lambda_u |x_u|^2 + sum_i lambda_i |y_i|^2`` (and ``regularization``
+        1).
     regularization : float
         lambda.
     """
@@ -213,10 +327,19 @@ def normalised_loss(parts, squared_norms, regularization):
     return regularized / (parts.confidence + parts.missing)
 
 
-def training_loss(backend, Cui, X, Y, regularization):
+def training_loss(backend, Cui, X, Y, regularization, row_regularization=None):
     """implicit's normalised training loss of factors ``X`` (rows of ``Cui``) and ``Y``.
 
     All arguments are device arrays of ``backend``; ``Cui`` holds confidences.
+    ``row_regularization``, when given, is a pair of per-row lambda vectors (``X``'s rows,
+    ``Y``'s rows) that replaces ``regularization``. With the model options, pass
+    ``SolverSettings.confidences`` and its lambdas: the normalised loss of that scaled
+    problem is the model's (see ``SolverSettings``).
     """
-    squared_norms = backend.squared_norm(X) + backend.squared_norm(Y)
-    return normalised_loss(backend.loss_parts(Cui, X, Y), squared_norms, regularization)
+    parts = backend.loss_parts(Cui, X, Y)
+    if row_regularization is None:
+        squared_norms = backend.squared_norm(X) + backend.squared_norm(Y)
+        return normalised_loss(parts, squared_norms, regularization)
+    weights_x, weights_y = row_regularization
+    penalty = backend.squared_norm(X, weights_x) + backend.squared_norm(Y, weights_y)
+    return normalised_loss(parts, penalty, 1.0)

@@ -26,7 +26,6 @@ from .fitting import (
     USERS,
     ModelFitError,
     SolverSettings,
-    confidence,
     initial_factors,
     solve_side,
     training_loss,
@@ -56,6 +55,11 @@ _SAVED_PARAMS = (
     "calculate_training_loss",
     "num_threads",
     "cg_steps",
+    "confidence",
+    "epsilon",
+    "alpha0",
+    "nu",
+    "init_stddev",
 )
 
 
@@ -95,6 +99,31 @@ class AlternatingLeastSquares:
         The compute backend; overrides ``use_gpu`` and ``use_native``.
     cg_steps : int or None
         Conjugate-gradient steps per row and half-iteration; None solves exactly.
+    confidence : {"implicit", "hkv", "log"}
+        Opt-in. How a weight ``r`` becomes a confidence ``c``: ``"implicit"`` (default)
+        ``alpha * r``; ``"hkv"`` (Hu, Koren, Volinsky) ``1 + alpha * r``; ``"log"``
+        ``1 + alpha * log(1 + r / epsilon)``, for play counts. The sign of ``r`` is kept.
+    epsilon : float
+        Opt-in. The ``epsilon`` (> 0) of the logarithmic confidence.
+    alpha0 : float
+        Opt-in. The weight (> 0) of an unobserved cell; 1 (default) is implicit's. Stored
+        entries weigh their confidence ``c``, so each adds ``(c - alpha0) y y^T`` to the
+        Gramian term ``alpha0 Y^T Y``.
+    nu : float
+        Opt-in. Frequency-scaled regularisation (Rendle, Krichene, Zhang, Koren 2022): a user
+        with ``n_u`` entries is regularised by ``lambda * (n_u + alpha0 * n_items) ** nu``
+        (items alike, with ``n_users``); 0 (default) is the same ``lambda`` for every row.
+    init_stddev : float or None
+        Opt-in. None (default) draws implicit's initial factors ``U[0, 1) * 0.01``; a number
+        draws normal factors with standard deviation ``init_stddev / sqrt(factors)``.
+
+    Notes
+    -----
+    With the opt-in options the model minimises ``sum_stored c (p - x_u.y_i)^2 + alpha0
+    sum_unobserved (x_u.y_i)^2 + sum_u lambda_u |x_u|^2 + sum_i lambda_i |y_i|^2``; the
+    reported training loss is this, normalised by ``sum_stored c + alpha0 * unobserved
+    cells`` (implicit's normalisation when the options are at their defaults). The defaults
+    give implicit's model and factors. ``fit_distributed`` supports the defaults only.
 
     Attributes
     ----------
@@ -127,6 +156,11 @@ class AlternatingLeastSquares:
         random_state=None,
         backend=None,
         cg_steps=3,
+        confidence="implicit",
+        epsilon=1.0,
+        alpha0=1.0,
+        nu=0.0,
+        init_stddev=None,
     ):
         self.factors = factors
         self.regularization = regularization
@@ -141,6 +175,11 @@ class AlternatingLeastSquares:
         self.random_state = random_state
         self.backend = backend
         self.cg_steps = cg_steps
+        self.confidence = confidence
+        self.epsilon = epsilon
+        self.alpha0 = alpha0
+        self.nu = nu
+        self.init_stddev = init_stddev
         #: implicit's older way of passing ``callback`` to fit
         self.fit_callback = None
         self._backend = None
@@ -236,10 +275,13 @@ class AlternatingLeastSquares:
         setattr(self, f"_{side.factors_name}", factors)
 
     def _gram(self, side):
-        """``F^T F + lambda I`` of ``side``'s factors, cached."""
-        key = (side.name, float(self.regularization))
+        """``F^T F + lambda I`` of ``side``'s factors, cached (lambda as the model options
+        scale it: ``lambda / alpha0``, or 0 when lambda is per row)."""
+        settings = self.solver_settings()
+        regularization = 0.0 if settings.nu else settings.regularization / settings.alpha0
+        key = (side.name, regularization)
         if key not in self._gram_cache:
-            self._gram_cache[key] = self.backend_.gram(self._factors(side), self.regularization)
+            self._gram_cache[key] = self.backend_.gram(self._factors(side), regularization)
         return self._gram_cache[key]
 
     def _norms(self, side):
@@ -302,19 +344,23 @@ class AlternatingLeastSquares:
         """
         settings = self.solver_settings()
         backend = self.backend_
-        Cui = confidence(check_user_items(user_items, require_entries=True), settings.alpha)
+        Cui = settings.confidences(check_user_items(user_items, require_entries=True))
         self._init_or_check_factors(Cui.shape, settings)
 
         start = time.perf_counter()
         # one confidence matrix per side: its rows are that side's rows
-        matrices = {USERS: backend.to_device(Cui), ITEMS: backend.to_device(Cui.T.tocsr())}
+        host = {USERS: Cui, ITEMS: Cui.T.tocsr()}
+        matrices = {side: backend.to_device(matrix) for side, matrix in host.items()}
+        # per-row lambdas (frequency-scaled regularisation), or None
+        lambdas = {side: settings.row_regularization(matrix) for side, matrix in host.items()}
+        lambdas = {s: None if v is None else backend.to_device(v) for s, v in lambdas.items()}
         self._clear_caches()
         callback = callback or self.fit_callback
         loss = None
         with backend.threads(), tqdm(total=settings.iterations, disable=not show_progress) as bar:
             for iteration in range(settings.iterations):
                 for side in SIDES:
-                    self._half_iteration(matrices[side], side, settings, iteration)
+                    self._half_iteration(matrices[side], side, settings, iteration, lambdas[side])
                 bar.update(1)
                 if settings.calculate_training_loss:
                     loss = training_loss(
@@ -322,7 +368,8 @@ class AlternatingLeastSquares:
                         matrices[USERS],
                         self._user_factors,
                         self._item_factors,
-                        settings.regularization,
+                        settings.loss_regularization,
+                        None if settings.nu == 0.0 else (lambdas[USERS], lambdas[ITEMS]),
                     )
                     bar.set_postfix({"loss": f"{loss:.6f}"})
                 if callback:
@@ -331,13 +378,23 @@ class AlternatingLeastSquares:
         self._clear_caches()
         return self
 
-    def _half_iteration(self, matrix, side, settings, iteration):
+    def _half_iteration(self, matrix, side, settings, iteration, row_regularization=None):
         """Solve ``side``'s factors given the other side's: one half of an iteration."""
         other = self._factors(side.other)
-        gram = self.backend_.gram(other, settings.solve_regularization)
+        gram = self.backend_.gram(other, settings.gram_regularization)
         try:
             own = self._factors(side)
-            solve_side(self.backend_, matrix, own, other, gram, settings.cg_steps, iteration, side)
+            solve_side(
+                self.backend_,
+                matrix,
+                own,
+                other,
+                gram,
+                settings.cg_steps,
+                iteration,
+                side,
+                row_regularization,
+            )
         except ModelFitError:
             # never leave NaN factors behind to be served as recommendations
             self._user_factors = self._item_factors = None
@@ -350,7 +407,9 @@ class AlternatingLeastSquares:
             current = self._factors(side)
             if current is None:
                 rng = rng or check_random_state(self.random_state)
-                drawn = initial_factors(rng, rows, settings.factors, settings.dtype)
+                drawn = initial_factors(
+                    rng, rows, settings.factors, settings.dtype, settings.init_stddev
+                )
                 self._set_factors(side, self.backend_.to_device(drawn))
             elif current.shape != (rows, settings.factors):
                 raise InvalidValueError(
@@ -369,11 +428,18 @@ class AlternatingLeastSquares:
         fixed = self._factors(side.other)
         count = 1 if np.isscalar(ids) else len(ids)
         matrix = check_user_items(matrix, side.matrix_name, rows=count, columns=len(fixed))
-        matrix = confidence(matrix, self.alpha)
+        settings = self.solver_settings()
+        matrix = settings.confidences(matrix)
+        lambdas = settings.row_regularization(matrix)
         backend = self.backend_
         rows = backend.to_device(np.zeros((count, self.factors), dtype=self._dtype()))
         with backend.threads():
-            backend.solve(backend.to_device(matrix), rows, fixed, self._gram(side.other), None)
+            gram = self._gram(side.other)
+            if lambdas is None:
+                backend.solve(backend.to_device(matrix), rows, fixed, gram, None)
+            else:
+                lambdas = backend.to_device(lambdas)
+                backend.solve(backend.to_device(matrix), rows, fixed, gram, None, lambdas)
         return rows
 
     def recalculate_user(self, userid, user_items):
@@ -599,7 +665,8 @@ class AlternatingLeastSquares:
         itemid = check_ids(itemid, "itemid", len(item_factors))
         user_items = check_user_items(user_items, "user_items", columns=len(item_factors))
         row = 0 if user_items.shape[0] == 1 else check_ids(userid, "userid", user_items.shape[0])
-        row = confidence(user_items[row], self.alpha)
+        settings = self.solver_settings()
+        row = settings.confidences(user_items[row])
         # implicit skips disliked (negative) entries; a stored zero contributes zero
         liked = row.indices[row.data >= 0]
         liked_confidence = row.data[row.data >= 0].astype(np.float64)
@@ -607,6 +674,9 @@ class AlternatingLeastSquares:
             Y = item_factors[row.indices].astype(np.float64)
             A = self.backend_.to_host(self._gram(ITEMS)).astype(np.float64)
             A += (Y.T * (np.abs(row.data) - 1)) @ Y
+            lambdas = settings.row_regularization(row)
+            if lambdas is not None:
+                A += np.float64(lambdas[0]) * np.eye(len(A))
             user_weights = scipy.linalg.cho_factor(A)
         weighted_item = scipy.linalg.cho_solve(user_weights, item_factors[itemid])
         scores = (item_factors[liked] @ weighted_item) * liked_confidence

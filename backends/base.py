@@ -93,19 +93,33 @@ class Backend(Protocol):
     def gram(self, Y: Any, regularization: float) -> Any:
         """Return ``Y^T Y + regularization * I`` as a device array in ``Y``'s dtype."""
 
-    def solve(self, Cui: Any, X: Any, Y: Any, YtY: Any, cg_steps: int | None) -> None:
+    def solve(
+        self,
+        Cui: Any,
+        X: Any,
+        Y: Any,
+        YtY: Any,
+        cg_steps: int | None,
+        row_regularization: Any = None,
+    ) -> None:
         """Update every row of ``X`` in place given ``Y`` and ``YtY = gram(Y, lambda)``.
 
         ``cg_steps`` conjugate-gradient steps warm-started from the current ``X``, or the
         exact solution (Cholesky) when ``cg_steps`` is None. Rows of ``Cui`` with no entries
-        become zero.
+        become zero. ``row_regularization``, a device vector with one value per row of ``X``
+        in its dtype, adds ``row_regularization[u] * I`` to row ``u``'s system on top of
+        ``YtY`` (per-row lambda; ``gram(Y, 0)`` then carries none).
         """
 
     def loss_parts(self, Cui: Any, X: Any, Y: Any) -> LossParts:
         """Return the unregularised loss of the rows of ``X``, as its parts (float64 sums)."""
 
-    def squared_norm(self, array: Any) -> float:
-        """Return the sum of the squares of a device array's values, in float64."""
+    def squared_norm(self, array: Any, row_weights: Any = None) -> float:
+        """Return the sum of the squares of a device array's values, in float64.
+
+        With ``row_weights`` (a device vector, one per row), each row's sum of squares is
+        weighed by its weight first.
+        """
 
     def all_finite(self, array: Any) -> bool:
         """Return True when every value of a device array is finite."""

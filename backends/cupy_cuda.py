@@ -218,13 +218,15 @@ class CupyBackend(ArrayModuleBackend):
     def norms(self, factors):
         return super().norms(factors.astype(DTYPES[factors.dtype][1], copy=False))
 
-    def solve(self, Cui, X, Y, YtY, cg_steps):
+    def solve(self, Cui, X, Y, YtY, cg_steps, row_regularization=None):
         check_solve_operands(Cui, X, Y, YtY, DTYPES)
         compute = DTYPES[X.dtype][1]
         geometry = launch_geometry("cg_solve", X.shape[0], X.shape[1], compute.itemsize)
         try:
-            if cg_steps is None or geometry is None:
-                self._solve_reference(Cui, X, Y, YtY, cg_steps)
+            # a per-row lambda (frequency-scaled regularisation) takes the array-code path:
+            # the fused kernel has no input for it yet
+            if cg_steps is None or geometry is None or row_regularization is not None:
+                self._solve_reference(Cui, X, Y, YtY, cg_steps, row_regularization)
             elif X.shape[0]:
                 grid, block, shared = geometry
                 self._kernel("cg_solve", X.dtype)(
@@ -258,14 +260,17 @@ class CupyBackend(ArrayModuleBackend):
                 + (", or CG (use_cg=True) instead of the exact solve" if exact else "")
             ) from exc
 
-    def _solve_reference(self, Cui, X, Y, YtY, cg_steps):
+    def _solve_reference(self, Cui, X, Y, YtY, cg_steps, row_regularization=None):
         """The inherited array-code solve, in the compute dtype for float16 factors."""
         compute = DTYPES[X.dtype][1]
+        YtY = YtY.astype(compute, copy=False)
+        if row_regularization is not None:
+            row_regularization = row_regularization.astype(compute, copy=False)
         if X.dtype == compute:
-            super().solve(Cui, X, Y, YtY.astype(compute, copy=False), cg_steps)
+            super().solve(Cui, X, Y, YtY, cg_steps, row_regularization)
             return
         X_compute = X.astype(compute)
-        super().solve(Cui, X_compute, Y.astype(compute), YtY.astype(compute, copy=False), cg_steps)
+        super().solve(Cui, X_compute, Y.astype(compute), YtY, cg_steps, row_regularization)
         X[...] = X_compute.astype(X.dtype)
 
     def topk(self, queries, factors, k, exclude=None, exclude_all=None, norms=None):

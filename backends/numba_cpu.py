@@ -73,13 +73,24 @@ class NumbaBackend(ArrayAlgebra):
         maximum = numba.config.NUMBA_NUM_THREADS
         return min(self.num_threads or maximum, maximum)
 
-    def solve(self, Cui, X, Y, YtY, cg_steps):
+    def solve(self, Cui, X, Y, YtY, cg_steps, row_regularization=None):
         indptr, indices, data = _kernel_operands(Cui, X, Y, YtY)
         zero, one = X.dtype.type(0), X.dtype.type(1)
+        # an empty vector tells the kernels there is no per-row lambda
+        if row_regularization is None:
+            row_regularization = np.zeros(0, X.dtype)
+        elif row_regularization.shape != (X.shape[0],):
+            raise ValueError(
+                f"row_regularization has shape {row_regularization.shape}, "
+                f"expected ({X.shape[0]},)"
+            )
+        row_regularization = np.ascontiguousarray(row_regularization, dtype=X.dtype)
         if cg_steps is None:
-            kernels.exact_solve(indptr, indices, data, X, Y, YtY, zero, one)
+            kernels.exact_solve(indptr, indices, data, X, Y, YtY, zero, one, row_regularization)
         else:
-            kernels.cg_solve(indptr, indices, data, X, Y, YtY, int(cg_steps), zero, one)
+            kernels.cg_solve(
+                indptr, indices, data, X, Y, YtY, int(cg_steps), zero, one, row_regularization
+            )
 
     def loss_parts(self, Cui, X, Y):
         YtY = Y.T @ Y

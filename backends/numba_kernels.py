@@ -116,8 +116,10 @@ def task_bounds(indptr, factors):
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
-def cg_solve(indptr, indices, data, X, Y, YtY, cg_steps, zero, one):
+def cg_solve(indptr, indices, data, X, Y, YtY, cg_steps, zero, one, row_regularization):
+    """CG steps for every row; ``row_regularization`` (empty for none) adds lambda_u I."""
     n_rows, factors = X.shape
+    per_row = row_regularization.shape[0] > 0
     bounds = task_bounds(indptr, factors)
     for task in prange(bounds.shape[0] - 1):
         first = bounds[task]
@@ -139,6 +141,9 @@ def cg_solve(indptr, indices, data, X, Y, YtY, cg_steps, zero, one):
             if start == stop:
                 x[:] = zero
                 continue
+            if per_row:
+                for j in range(factors):
+                    r[j] += row_regularization[first + b] * x[j]
             for j in range(factors):
                 r[j] = -r[j]
             _add_projections(indices, data, start, stop, Y, x, r, -one, True, zero, one)
@@ -154,6 +159,9 @@ def cg_solve(indptr, indices, data, X, Y, YtY, cg_steps, zero, one):
                     continue
                 x, r, p, Ap = x_block[b], R[b], P[b], AP[b]
                 start, stop = indptr[first + b], indptr[first + b + 1]
+                if per_row:
+                    for j in range(factors):
+                        Ap[j] += row_regularization[first + b] * p[j]
                 _add_projections(indices, data, start, stop, Y, p, Ap, one, False, zero, one)
                 alpha = rsold[b] / _dot(p, Ap, zero)
                 for j in range(factors):
@@ -171,8 +179,10 @@ def cg_solve(indptr, indices, data, X, Y, YtY, cg_steps, zero, one):
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
-def exact_solve(indptr, indices, data, X, Y, YtY, zero, one):
+def exact_solve(indptr, indices, data, X, Y, YtY, zero, one, row_regularization):
+    """Cholesky solve of every row; ``row_regularization`` (empty for none) adds lambda_u I."""
     n_rows, factors = X.shape
+    per_row = row_regularization.shape[0] > 0
     n_tasks = (n_rows + ROWS_PER_TASK - 1) // ROWS_PER_TASK
     for task in prange(n_tasks):
         A = np.empty((factors, factors), X.dtype)
@@ -184,6 +194,9 @@ def exact_solve(indptr, indices, data, X, Y, YtY, zero, one):
                 x[:] = zero
                 continue
             A[:, :] = YtY
+            if per_row:
+                for j in range(factors):
+                    A[j, j] += row_regularization[u]
             b[:] = zero
             for index in range(start, stop):
                 i = indices[index]

@@ -15,7 +15,7 @@ Two classes, by what their users really share:
 Mathematics (Hu, Koren, Volinsky 2008; CG after Takacs, Pilaszy, Tikk 2011), per row u with
 confidences c_ui = |Cui[u, i]| and preferences p_ui = [Cui[u, i] > 0]:
 
-    A_u = Y^T Y + lambda I + sum_i (c_ui - 1) y_i y_i^T
+    A_u = Y^T Y + lambda I + sum_i (c_ui - 1) y_i y_i^T    (lambda_u I with a per-row lambda)
     b_u = sum_{i: p_ui = 1} c_ui y_i
     x_u = A_u^{-1} b_u
 
@@ -84,23 +84,27 @@ class ArrayAlgebra:
         norms[norms == 0] = 1e-10
         return norms
 
-    def squared_norm(self, array):
-        return float(self.xp.sum(array.astype(self.xp.float64) ** 2))
+    def squared_norm(self, array, row_weights=None):
+        squares = array.astype(self.xp.float64) ** 2
+        if row_weights is None:
+            return float(self.xp.sum(squares))
+        return float(self.xp.sum(row_weights.astype(self.xp.float64) * self.xp.sum(squares, 1)))
 
 
 class ArrayModuleBackend(ArrayAlgebra):
     """Solve, loss and top-k written once in array code (see the module docstring)."""
 
-    def solve(self, Cui, X, Y, YtY, cg_steps):
+    def solve(self, Cui, X, Y, YtY, cg_steps, row_regularization=None):
         factors = X.shape[1]
         # the exact solve holds one f x f outer product per stored entry
         per_entry = factors * factors if cg_steps is None else factors
         for start, stop in self._row_blocks(Cui.indptr, per_entry):
             block = Cui[start:stop]
+            own = None if row_regularization is None else row_regularization[start:stop]
             if cg_steps is None:
-                X[start:stop] = self._solve_exact(block, Y, YtY)
+                X[start:stop] = self._solve_exact(block, Y, YtY, own)
             else:
-                X[start:stop] = self._solve_cg(block, X[start:stop], Y, YtY, cg_steps)
+                X[start:stop] = self._solve_cg(block, X[start:stop], Y, YtY, cg_steps, own)
 
     def loss_parts(self, Cui, X, Y):
         xp = self.xp
@@ -144,16 +148,22 @@ class ArrayModuleBackend(ArrayAlgebra):
 
     # -- the pieces ------------------------------------------------------------------------
 
-    def _solve_cg(self, Cui, X, Y, YtY, cg_steps):
-        """Return ``cg_steps`` CG steps for the rows of ``Cui``, starting from ``X``."""
+    def _solve_cg(self, Cui, X, Y, YtY, cg_steps, row_regularization=None):
+        """Return ``cg_steps`` CG steps for the rows of ``Cui``, starting from ``X``.
+
+        ``row_regularization`` (one value per row, or None) is added to each row's diagonal.
+        """
         xp = self.xp
         confidence, liked, rows = self._entries(Cui)
         Yi = Y[Cui.indices]
 
         def A_dot(V):
-            # A V = V (Y^T Y + lambda I) + sum_i (c_ui - 1) (y_i . v_u) y_i
+            # A V = V (Y^T Y + lambda I) + sum_i (c_ui - 1) (y_i . v_u) y_i  [+ lambda_u v_u]
             weights = (confidence - 1) * xp.sum(Yi * V[rows], axis=1)
-            return V @ YtY + self._csr_like(Cui, weights.astype(V.dtype)) @ Y
+            product = V @ YtY + self._csr_like(Cui, weights.astype(V.dtype)) @ Y
+            if row_regularization is not None:
+                product += row_regularization[:, None] * V
+            return product
 
         b = self._csr_like(Cui, (confidence * liked).astype(X.dtype)) @ Y
         x = X.copy()
@@ -178,8 +188,11 @@ class ArrayModuleBackend(ArrayAlgebra):
         x[xp.diff(Cui.indptr) == 0] = 0
         return x
 
-    def _solve_exact(self, Cui, Y, YtY):
-        """Return the exact least-squares solution for the rows of ``Cui``."""
+    def _solve_exact(self, Cui, Y, YtY, row_regularization=None):
+        """Return the exact least-squares solution for the rows of ``Cui``.
+
+        ``row_regularization`` (one value per row, or None) is added to each row's diagonal.
+        """
         xp = self.xp
         n_rows, factors = Cui.shape[0], Y.shape[1]
         confidence, liked, _ = self._entries(Cui)
@@ -188,6 +201,8 @@ class ArrayModuleBackend(ArrayAlgebra):
         # A_u = YtY + sum_i (c_ui - 1) y_i y_i^T, one sparse-dense product for all rows
         sums = self._csr_like(Cui, (confidence - 1).astype(Y.dtype), columns=len(Yi))
         A = YtY[None, :, :] + (sums @ outer).reshape(n_rows, factors, factors)
+        if row_regularization is not None:
+            A += row_regularization[:, None, None] * xp.eye(factors, dtype=Y.dtype)
         b = self._csr_like(Cui, (confidence * liked).astype(Y.dtype)) @ Y
         x = xp.linalg.solve(A, b[:, :, None])[:, :, 0]
         x[xp.diff(Cui.indptr) == 0] = 0
