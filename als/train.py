@@ -18,6 +18,7 @@ Examples
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import sys
 import time
@@ -57,36 +58,7 @@ def build_parser():
         "(ml-1m, ratings >= 3, five favourite films, 15 iterations, 100 factors).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    data = parser.add_argument_group("data")
-    data.add_argument(
-        "--data",
-        help="a known data set (ml-1m, ml-100k, lastfm-2k, ml-20m, ...) or a path to a folder, "
-        "ratings file, CSV or Parquet table; when not given, the reference workflow: ml-1m, "
-        "--min-weight 3 and five favourite films as --like, unless you give your own",
-    )
-    data.add_argument("--user-col", help="user column of a generic table")
-    data.add_argument("--item-col", help="item column of a generic table")
-    data.add_argument("--weight-col", help="weight column of a generic table (default: 1 per row)")
-    data.add_argument("--titles", help="a table of item id, title for a generic table")
-    data.add_argument("--sep", help="field separator of a generic text table")
-    data.add_argument("--min-weight", type=float, help="drop interactions weighing less")
-    data.add_argument(
-        "--min-user-interactions",
-        type=int,
-        default=1,
-        help="drop users with fewer interactions (repeated to a fixed point)",
-    )
-    data.add_argument(
-        "--min-item-interactions",
-        type=int,
-        default=1,
-        help="drop items with fewer interactions (repeated to a fixed point)",
-    )
-    data.add_argument(
-        "--skip-bad-lines",
-        action="store_true",
-        help="skip malformed lines (and count them) instead of stopping",
-    )
+    add_data_arguments(parser)
 
     model = parser.add_argument_group("model")
     model.add_argument("--factors", type=int, default=100)
@@ -108,6 +80,13 @@ def build_parser():
     model.add_argument("--seed", type=int, default=0, help="seed for the initial factors")
     model.add_argument("--backend", default="auto", choices=["auto", "cpu", "cuda", "numpy"])
     model.add_argument("--threads", type=int, default=0, help="CPU threads, 0 = all cores")
+    model.add_argument(
+        "--params",
+        metavar="JSON_OR_PATH",
+        help="model settings that override the flags above: a JSON object of "
+        "AlternatingLeastSquares keyword arguments, or a file holding one (python -m als.tune "
+        "--json output is read too)",
+    )
     cluster = model.add_mutually_exclusive_group()
     cluster.add_argument(
         "--workers", type=int, help="fit on a local Dask cluster of this many worker processes"
@@ -167,6 +146,82 @@ def build_parser():
     output.add_argument("--quiet", action="store_true", help="no progress bar")
     output.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     return parser
+
+
+def add_data_arguments(parser):
+    """Add the data options (``--data``, ``--user-col`` ...); ``python -m als.tune`` shares
+    them."""
+    data = parser.add_argument_group("data")
+    data.add_argument(
+        "--data",
+        help="a known data set (ml-1m, ml-100k, lastfm-2k, ml-20m, ...) or a path to a folder, "
+        "ratings file, CSV or Parquet table; when not given, the reference workflow: ml-1m, "
+        "--min-weight 3 and five favourite films as --like, unless you give your own",
+    )
+    data.add_argument("--user-col", help="user column of a generic table")
+    data.add_argument("--item-col", help="item column of a generic table")
+    data.add_argument("--weight-col", help="weight column of a generic table (default: 1 per row)")
+    data.add_argument("--titles", help="a table of item id, title for a generic table")
+    data.add_argument("--sep", help="field separator of a generic text table")
+    data.add_argument("--min-weight", type=float, help="drop interactions weighing less")
+    data.add_argument(
+        "--min-user-interactions",
+        type=int,
+        default=1,
+        help="drop users with fewer interactions (repeated to a fixed point)",
+    )
+    data.add_argument(
+        "--min-item-interactions",
+        type=int,
+        default=1,
+        help="drop items with fewer interactions (repeated to a fixed point)",
+    )
+    data.add_argument(
+        "--skip-bad-lines",
+        action="store_true",
+        help="skip malformed lines (and count them) instead of stopping",
+    )
+    return data
+
+
+#: model arguments --params may set; the rest (backend, threads, seed) stay command-line flags
+PARAMS = frozenset(inspect.signature(AlternatingLeastSquares).parameters) - {
+    "backend",
+    "num_threads",
+    "random_state",
+    "use_gpu",
+    "use_native",
+}
+
+
+def read_params(value):
+    """``AlternatingLeastSquares`` keyword arguments from ``--params``.
+
+    ``value`` is a JSON object or the path of a file holding one; ``python -m als.tune
+    --json`` output (``{"best": {"params": ...}}``) is read too.
+    """
+    text = value
+    if not value.lstrip().startswith("{"):
+        try:
+            with open(value, encoding="utf-8") as file:
+                text = file.read()
+        except OSError as exc:
+            raise InvalidValueError(f"--params: cannot read {value!r}: {exc.strerror}") from exc
+    try:
+        params = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidValueError(f"--params is not a JSON object: {exc}") from exc
+    if isinstance(params, dict) and isinstance(params.get("best"), dict):
+        params = params["best"].get("params")
+    if not isinstance(params, dict):
+        raise InvalidValueError("--params must hold a JSON object of model settings")
+    unknown = sorted(set(params) - PARAMS)
+    if unknown:
+        raise InvalidValueError(
+            f"--params has settings AlternatingLeastSquares does not take: {', '.join(unknown)}"
+            f" (it takes {', '.join(sorted(PARAMS))})"
+        )
+    return params
 
 
 def apply_reference_workflow(args):
@@ -259,19 +314,23 @@ def main(argv):
         args.seed,
         keep_rows=[] if new_user is None else [new_user],
     )
-    model = AlternatingLeastSquares(
-        factors=args.factors,
-        regularization=args.regularization,
-        alpha=args.alpha,
-        dtype=np.dtype(args.dtype),
-        iterations=args.iterations,
-        calculate_training_loss=True,
-        num_threads=args.threads,
-        random_state=args.seed,
-        backend=args.backend,
-        use_cg=args.cg_steps > 0,
-        cg_steps=args.cg_steps if args.cg_steps > 0 else None,
-    )
+    settings = {
+        "factors": args.factors,
+        "regularization": args.regularization,
+        "alpha": args.alpha,
+        "dtype": np.dtype(args.dtype),
+        "iterations": args.iterations,
+        "calculate_training_loss": True,
+        "num_threads": args.threads,
+        "random_state": args.seed,
+        "backend": args.backend,
+        "use_cg": args.cg_steps > 0,
+        "cg_steps": args.cg_steps if args.cg_steps > 0 else None,
+    }
+    if args.params:
+        settings.update(read_params(args.params))
+        say(f"model settings from --params: {json.dumps(read_params(args.params))}")
+    model = AlternatingLeastSquares(**settings)
     iteration_seconds, losses = [], []
 
     def record(iteration, seconds, loss):
@@ -295,15 +354,15 @@ def main(argv):
         model.fit(train, show_progress=not args.quiet, callback=record)
     per_iteration = float(np.median(iteration_seconds)) if iteration_seconds else 0.0
     say(
-        f"{args.iterations} iterations, {per_iteration:.3f} s per iteration (median), "
+        f"{model.iterations} iterations, {per_iteration:.3f} s per iteration (median), "
         f"final loss {losses[-1]:.6f}"
         if losses
         else "0 iterations"
     )
     summary["training"] = {
         "backend": model.backend_name,
-        "factors": args.factors,
-        "iterations": args.iterations,
+        "factors": model.factors,
+        "iterations": model.iterations,
         "seconds_per_iteration": per_iteration,
         "iteration_seconds": iteration_seconds,
         "loss": losses,

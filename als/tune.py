@@ -1,0 +1,318 @@
+"""``python -m als.tune``: search model settings with Optuna on a validation split.
+
+The data are split as ``python -m als.train`` splits them (``--test-fraction`` held out for
+testing, by ``--seed``); a validation split is then carved from the training part, never
+from the test part. Every trial fits on the rest of the training part and is scored by
+NDCG at ``--k`` on the validation split. The best settings are refitted on the whole
+training part and reported with their held-out test precision, MAP, NDCG and AUC at k,
+and with the ``python -m als.train`` command line that reproduces them.
+
+Two search spaces:
+
+- ``als`` (default): factors, regularization, alpha, iterations and the opt-in model
+  options (the confidence function, the unobserved weight alpha0, the frequency exponent
+  nu; initial factors as Rendle et al. 2022 draw them);
+- ``implicit``: implicit's own parameters only (factors, regularization, alpha, iterations),
+  for a like-for-like comparison.
+
+Examples
+--------
+    python -m als.tune --data ml-1m --min-weight 3 --trials 40 --minutes 20
+    python -m als.tune --data lastfm-2k --space implicit --trials 40 --json > best.json
+    python -m als.train --data ml-1m --min-weight 3 --params best.json
+
+Needs Optuna (``pip install als[tune]``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shlex
+import sys
+import time
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .answers import user_errors
+from .errors import UserError
+from .evaluation import ranking_metrics_at_k, train_test_split
+from .fitting import CONFIDENCE_FUNCTIONS, ModelFitError
+from .model import AlternatingLeastSquares
+from .train import add_data_arguments, load_interactions, split
+
+__all__ = ["SPACES", "TuneResult", "build_parser", "main", "suggest", "tune"]
+
+SPACES = ("als", "implicit")
+
+#: factor counts the search chooses from
+FACTORS = (32, 64, 128, 192, 256)
+
+#: the initialisation of the ``als`` space: Rendle et al. (2022) draw N(0, 0.1 / sqrt(d))
+INIT_STDDEV = 0.1
+
+
+class TunerUnavailable(UserError, ImportError):
+    """Raised when Optuna is not installed."""
+
+
+def _optuna():
+    try:
+        import optuna
+    except ImportError as exc:
+        raise TunerUnavailable(
+            "python -m als.tune needs Optuna: pip install 'als[tune]' (or optuna)"
+        ) from exc
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna
+
+
+def suggest(trial, space, user_items, max_factors=256, max_iterations=25):
+    """The keyword arguments of ``AlternatingLeastSquares`` that ``trial`` proposes.
+
+    In the ``als`` space lambda is searched as the regularisation a user of average
+    activity gets, ``lambda * (mean n_u + alpha0 * n_items) ** nu``, and converted back: it
+    keeps the best lambda from moving by orders of magnitude whenever nu moves.
+    """
+    factors = [f for f in FACTORS if f <= max_factors] or [max_factors]
+    params = {
+        "factors": trial.suggest_categorical("factors", factors),
+        "iterations": trial.suggest_int("iterations", 3, max_iterations),
+        "alpha": trial.suggest_float("alpha", 1e-2, 1e2, log=True),
+    }
+    if space == "implicit":
+        params["regularization"] = trial.suggest_float("regularization", 1e-4, 1e2, log=True)
+        return params
+    params["confidence"] = trial.suggest_categorical("confidence", CONFIDENCE_FUNCTIONS)
+    if params["confidence"] == "log":
+        params["epsilon"] = trial.suggest_float("epsilon", 1e-2, 1e2, log=True)
+    params["alpha0"] = trial.suggest_float("alpha0", 1e-3, 1.0, log=True)
+    params["nu"] = trial.suggest_float("nu", 0.0, 1.0)
+    row_lambda = trial.suggest_float("row_regularization", 1e-4, 1e2, log=True)
+    n_users, n_items = user_items.shape
+    typical = user_items.nnz / max(n_users, 1) + params["alpha0"] * n_items
+    params["regularization"] = row_lambda / typical ** params["nu"]
+    params["init_stddev"] = INIT_STDDEV
+    return params
+
+
+@dataclasses.dataclass
+class TuneResult:
+    """What ``tune`` found: the best parameters and every trial."""
+
+    best_params: dict
+    best_value: float
+    trials: list
+
+
+def fit_model(params, user_items, seed=0, backend="auto", threads=0, callback=None):
+    """Fit ``AlternatingLeastSquares(**params)`` on ``user_items`` quietly."""
+    model = AlternatingLeastSquares(
+        **params, random_state=seed, backend=backend, num_threads=threads
+    )
+    return model.fit(user_items, show_progress=False, callback=callback)
+
+
+def tune(
+    train,
+    space="als",
+    trials=20,
+    minutes=None,
+    seed=0,
+    k=10,
+    validation_fraction=0.2,
+    backend="auto",
+    threads=0,
+    max_factors=256,
+    max_iterations=25,
+    show_progress=True,
+):
+    """Search the settings that maximise validation NDCG at ``k``, with Optuna's TPE.
+
+    Parameters
+    ----------
+    train : scipy.sparse.csr_matrix
+        The training part; the validation split is carved from it (``seed`` + 1).
+    space : {"als", "implicit"}
+    trials : int
+        Trials to run (fewer when ``minutes`` runs out first).
+    minutes : float, optional
+        Stop starting trials after this many minutes.
+    seed : int
+        Seeds the validation split, the sampler and every model.
+
+    Returns
+    -------
+    TuneResult
+    """
+    optuna = _optuna()
+    if space not in SPACES:
+        raise UserError(f"--space must be one of {', '.join(SPACES)}, got {space!r}")
+    fit_part, validation = train_test_split(
+        train, 1 - validation_fraction, random_state=seed + 1
+    )
+    study = optuna.create_study(
+        direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed)
+    )
+
+    def objective(trial):
+        params = suggest(trial, space, fit_part, max_factors, max_iterations)
+        started = time.perf_counter()
+        model = fit_model(params, fit_part, seed, backend, threads)
+        trial.set_user_attr("fit_seconds", time.perf_counter() - started)
+        trial.set_user_attr("params", params)
+        return ranking_metrics_at_k(model, fit_part, validation, K=k, show_progress=False)["ndcg"]
+
+    with tqdm(total=trials, disable=not show_progress, desc=f"tuning ({space})") as bar:
+
+        def progress(study, trial):
+            bar.update(1)
+            completed = [t for t in study.trials if t.value is not None]
+            if completed:
+                bar.set_postfix({f"best ndcg@{k}": f"{study.best_value:.4f}"})
+
+        study.optimize(
+            objective,
+            n_trials=trials,
+            timeout=None if minutes is None else 60 * minutes,
+            callbacks=[progress],
+            catch=(ModelFitError,),
+        )
+    records = [
+        {
+            "number": t.number,
+            "state": t.state.name.lower(),
+            "value": t.value,
+            "params": t.user_attrs.get("params"),
+            "fit_seconds": t.user_attrs.get("fit_seconds"),
+        }
+        for t in study.trials
+    ]
+    if not any(t.value is not None for t in study.trials):
+        raise ModelFitError("no trial finished: every fit failed (see the trials)")
+    return TuneResult(study.best_trial.user_attrs["params"], study.best_value, records)
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="python -m als.tune",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add_data_arguments(parser)
+    search = parser.add_argument_group("search")
+    search.add_argument("--trials", type=int, default=20, help="trials to run")
+    search.add_argument("--minutes", type=float, help="stop starting trials after this long")
+    search.add_argument("--space", default="als", choices=SPACES, help="parameters searched")
+    search.add_argument("--seed", type=int, default=0, help="split, sampler and model seed")
+    search.add_argument("--test-fraction", type=float, default=0.2, help="held out for testing")
+    search.add_argument(
+        "--validation-fraction",
+        type=float,
+        default=0.2,
+        help="share of the training part the trials are scored on",
+    )
+    search.add_argument("--k", type=int, default=10, help="cutoff of the ranking metrics")
+    search.add_argument("--max-factors", type=int, default=256)
+    search.add_argument("--max-iterations", type=int, default=25)
+    search.add_argument("--backend", default="auto", choices=["auto", "cpu", "cuda", "numpy"])
+    search.add_argument("--threads", type=int, default=0, help="CPU threads, 0 = all cores")
+    output = parser.add_argument_group("output")
+    output.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    output.add_argument("--quiet", action="store_true", help="no progress bar")
+    output.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    return parser
+
+
+#: data options passed on to the reproducing als.train command
+_DATA_FLAGS = (
+    "data",
+    "user_col",
+    "item_col",
+    "weight_col",
+    "titles",
+    "sep",
+    "min_weight",
+    "min_user_interactions",
+    "min_item_interactions",
+)
+
+
+def reproducing_command(args, params):
+    """The ``python -m als.train`` command line that fits ``params`` on the same split."""
+    words = ["python", "-m", "als.train"]
+    for name in _DATA_FLAGS:
+        value = getattr(args, name, None)
+        if value is None or (name.startswith("min_") and name.endswith("s") and value <= 1):
+            continue
+        words += ["--" + name.replace("_", "-"), f"{value:g}" if isinstance(value, float) else str(value)]
+    if args.skip_bad_lines:
+        words.append("--skip-bad-lines")
+    words += ["--seed", str(args.seed), "--test-fraction", f"{args.test_fraction:g}"]
+    words += ["--k", str(args.k), "--params", json.dumps(params, sort_keys=True)]
+    return shlex.join(words)
+
+
+@user_errors
+def main(argv):
+    args = build_parser().parse_args(argv)
+    if args.data is None:
+        raise UserError("--data is required: a data set name or a path")
+    report = sys.stderr if args.json else sys.stdout
+    _optuna()  # fail before loading data when Optuna is missing
+    data = load_interactions(args)
+    print(data.summary(), file=report)
+    train, test = split(data.user_items, args.test_fraction, args.seed)
+    if test is None:
+        raise UserError("--test-fraction must be > 0: the best settings are tested on it")
+    result = tune(
+        train,
+        space=args.space,
+        trials=args.trials,
+        minutes=args.minutes,
+        seed=args.seed,
+        k=args.k,
+        validation_fraction=args.validation_fraction,
+        backend=args.backend,
+        threads=args.threads,
+        max_factors=args.max_factors,
+        max_iterations=args.max_iterations,
+        show_progress=not args.quiet,
+    )
+    started = time.perf_counter()
+    model = fit_model(result.best_params, train, args.seed, args.backend, args.threads)
+    fit_seconds = time.perf_counter() - started
+    metrics = ranking_metrics_at_k(model, train, test, K=args.k, show_progress=False)
+    metrics = {"k": args.k, **metrics, "validation_ndcg": result.best_value}
+    command = reproducing_command(args, result.best_params)
+    done = sum(t["state"] == "complete" for t in result.trials)
+    print(f"{done} of {len(result.trials)} trials finished ({args.space} space)", file=report)
+    print(f"best settings: {json.dumps(result.best_params, sort_keys=True)}", file=report)
+    print(
+        f"held-out test at k={args.k}: "
+        + ", ".join(f"{n} {metrics[n]:.4f}" for n in ("precision", "map", "ndcg", "auc"))
+        + f" (validation ndcg {result.best_value:.4f}, refit {fit_seconds:.1f} s)",
+        file=report,
+    )
+    print(f"reproduce with:\n  {command}", file=report)
+    if args.json:
+        summary = {
+            "best": {"params": result.best_params, "metrics": metrics},
+            "trials": result.trials,
+            "space": args.space,
+            "command": command,
+        }
+        print(json.dumps(summary, indent=2, default=_plain))
+    return 0
+
+
+def _plain(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
