@@ -41,6 +41,7 @@ from .errors import UserError
 from .evaluation import ranking_metrics_at_k, train_test_split
 from .fitting import CONFIDENCE_FUNCTIONS, ModelFitError
 from .model import AlternatingLeastSquares
+from .validation import check_choice, check_finite_real, check_positive_int
 from .train import add_data_arguments, load_interactions, split
 
 __all__ = ["SPACES", "TuneResult", "build_parser", "main", "suggest", "tune"]
@@ -79,7 +80,7 @@ def suggest(trial, space, user_items, max_factors=256, max_iterations=25):
     factors = [f for f in FACTORS if f <= max_factors] or [max_factors]
     params = {
         "factors": trial.suggest_categorical("factors", factors),
-        "iterations": trial.suggest_int("iterations", 3, max_iterations),
+        "iterations": trial.suggest_int("iterations", min(3, max_iterations), max_iterations),
         "alpha": trial.suggest_float("alpha", 1e-2, 1e2, log=True),
     }
     if space == "implicit":
@@ -148,8 +149,13 @@ def tune(
     TuneResult
     """
     optuna = _optuna()
-    if space not in SPACES:
-        raise UserError(f"--space must be one of {', '.join(SPACES)}, got {space!r}")
+    check_choice(space, SPACES, "space")
+    trials = check_positive_int(trials, "trials")
+    max_factors = check_positive_int(max_factors, "max_factors")
+    max_iterations = check_positive_int(max_iterations, "max_iterations")
+    check_finite_real(
+        validation_fraction, "validation_fraction", exclusive_minimum=0, exclusive_maximum=1
+    )
     fit_part, validation = train_test_split(
         train, 1 - validation_fraction, random_state=seed + 1
     )
