@@ -188,7 +188,9 @@ class SolverSettings:
             confidence=check_choice(
                 getattr(model, "confidence", "implicit"), CONFIDENCE_FUNCTIONS, "confidence"
             ),
-            epsilon=check_finite_real(getattr(model, "epsilon", 1.0), "epsilon", exclusive_minimum=0),
+            epsilon=check_finite_real(
+                getattr(model, "epsilon", 1.0), "epsilon", exclusive_minimum=0
+            ),
             alpha0=check_finite_real(getattr(model, "alpha0", 1.0), "alpha0", exclusive_minimum=0),
             nu=check_finite_real(getattr(model, "nu", 0.0), "nu"),
             init_stddev=init_stddev,

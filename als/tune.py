@@ -44,8 +44,8 @@ from .errors import UserError
 from .evaluation import ranking_metrics_at_k, train_test_split
 from .fitting import CONFIDENCE_FUNCTIONS, ModelFitError
 from .model import AlternatingLeastSquares
-from .validation import check_choice, check_finite_real, check_positive_int
 from .train import add_data_arguments, load_interactions, split
+from .validation import check_choice, check_finite_real, check_positive_int
 
 __all__ = ["SPACES", "TuneResult", "build_parser", "main", "suggest", "tune"]
 
@@ -94,7 +94,8 @@ def suggest(trial, space, user_items, max_factors=256, max_iterations=25):
     params["alpha0"] = trial.suggest_float("alpha0", 1e-3, 1.0, log=True)
     params["nu"] = trial.suggest_float("nu", 0.0, 1.25)
     row_lambda = trial.suggest_float("row_regularization", 1e-4, 1e3, log=True)
-    params["regularization"] = row_lambda / typical_row(user_items, params["alpha0"]) ** params["nu"]
+    typical = typical_row(user_items, params["alpha0"])
+    params["regularization"] = row_lambda / typical ** params["nu"]
     params["init_stddev"] = INIT_STDDEV
     return params
 
@@ -183,12 +184,8 @@ def tune(
     check_finite_real(
         validation_fraction, "validation_fraction", exclusive_minimum=0, exclusive_maximum=1
     )
-    fit_part, validation = train_test_split(
-        train, 1 - validation_fraction, random_state=seed + 1
-    )
-    study = optuna.create_study(
-        direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed)
-    )
+    fit_part, validation = train_test_split(train, 1 - validation_fraction, random_state=seed + 1)
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
     study.enqueue_trial(starting_point(space, fit_part, max_factors, max_iterations))
 
     def objective(trial):
@@ -281,7 +278,8 @@ def reproducing_command(args, params):
         value = getattr(args, name, None)
         if value is None or (name.startswith("min_") and name.endswith("s") and value <= 1):
             continue
-        words += ["--" + name.replace("_", "-"), f"{value:g}" if isinstance(value, float) else str(value)]
+        text = f"{value:g}" if isinstance(value, float) else str(value)
+        words += ["--" + name.replace("_", "-"), text]
     if args.skip_bad_lines:
         words.append("--skip-bad-lines")
     words += ["--seed", str(args.seed), "--test-fraction", f"{args.test_fraction:g}"]

@@ -81,8 +81,7 @@ class NumbaBackend(ArrayAlgebra):
             row_regularization = np.zeros(0, X.dtype)
         elif row_regularization.shape != (X.shape[0],):
             raise ValueError(
-                f"row_regularization has shape {row_regularization.shape}, "
-                f"expected ({X.shape[0]},)"
+                f"row_regularization has shape {row_regularization.shape}, expected ({X.shape[0]},)"
             )
         row_regularization = np.ascontiguousarray(row_regularization, dtype=X.dtype)
         if cg_steps is None:

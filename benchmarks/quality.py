@@ -79,9 +79,7 @@ def evaluate(params, train, test, seed, threads, curve=False):
     from als import AlternatingLeastSquares
     from als.evaluation import ranking_metrics_at_k
 
-    model = AlternatingLeastSquares(
-        **params, random_state=seed, backend="cpu", num_threads=threads
-    )
+    model = AlternatingLeastSquares(**params, random_state=seed, backend="cpu", num_threads=threads)
     points, elapsed = [], [0.0]
 
     def record(iteration, seconds, loss):
@@ -197,7 +195,8 @@ def report(out):
     results = json.loads(out.with_suffix(".json").read_text())
     settings = results["settings"]
     lines = [
-        f"# Recommendation quality: tuned als options vs tuned implicit space ({results['started']})",
+        "# Recommendation quality: tuned als options vs tuned implicit space "
+        f"({results['started']})",
         "",
         f"Machine: {results['machine'].get('processor')}, {results['machine'].get('cpu_count')} "
         f"cores (shared with other work while this ran), {settings['threads'] or 'all'} threads. "
@@ -258,7 +257,8 @@ def plot(results, path):
             if curve:
                 seconds, ndcg = zip(*curve, strict=True)
                 axis.plot(seconds, ndcg, marker="o", markersize=3, label=label)
-        axis.set_title(f"{name}: held-out NDCG@10 (split seed {results['settings']['report_seeds'][0]})")
+        seed = results["settings"]["report_seeds"][0]
+        axis.set_title(f"{name}: held-out NDCG@10 (split seed {seed})")
         axis.set_xlabel("training seconds")
         axis.set_ylabel("NDCG@10")
         axis.grid(alpha=0.3)

@@ -56,8 +56,8 @@ def test_tune_searches_its_space_and_returns_model_arguments(space):
 def test_cli_json_shape_and_the_printed_command_reproduces_the_test_metrics(
     table, capsys, tmp_path
 ):
-    argv = data_flags(table) + ["--trials", "2", "--max-factors", "32", "--max-iterations",
-                                "3", "--backend", "cpu", "--json", "--quiet", "--seed", "3"]  # fmt: skip
+    search = ["--trials", "2", "--max-factors", "32", "--max-iterations", "3"]
+    argv = data_flags(table) + search + ["--backend", "cpu", "--json", "--quiet", "--seed", "3"]
     assert tune_cli.main(argv) == 0
     captured = capsys.readouterr()
     summary = json.loads(captured.out)
