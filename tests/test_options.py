@@ -198,3 +198,12 @@ def test_options_survive_save_and_load(tmp_path, ratings):
     loaded = AlternatingLeastSquares.load(tmp_path / "m.npz", backend="numpy")
     for key, value in params.items():
         assert getattr(loaded, key) == value
+
+
+def test_fit_distributed_refuses_the_options_it_does_not_implement(ratings):
+    pytest.importorskip("dask.distributed", reason="the Dask fit needs dask[distributed]")
+    from als.distributed import fit_distributed
+
+    # refused before the cluster is touched: no client is needed to see the error
+    with pytest.raises(InvalidValueError, match="fit_distributed supports implicit's model"):
+        fit_distributed(None, AlternatingLeastSquares(nu=1.0), ratings, show_progress=False)
