@@ -159,7 +159,7 @@ def test_generic_table_with_titles(table):
     "args, message",
     [
         (["--like", "Song 99"], "No item titled 'Song 99'"),
-        (["--like", "song 3x"], "close matches: Song 3"),
+        (["--like", "song 3x"], "did you mean: Song 3"),
         (["--user-col", "person"], "person"),
         (["--min-weight", "1000"], "left no interactions"),
         (["--factors", "0"], "argument --factors: must be >= 1"),
