@@ -340,3 +340,14 @@ def test_real_lastfm_counts():
     assert plays.item_title(plays.title_index("Beatles")) == "The Beatles"
     with pytest.raises(UnknownItemError, match="did you mean: Radiohead"):
         plays.title_index("radiohed")
+
+
+def test_load_refuses_options_it_would_ignore(ml1m_dir):
+    with pytest.raises(TypeError, match="unexpected keyword argument 'min_weight'"):
+        load(ml1m_dir, min_weight=3)
+    with pytest.raises(TypeError, match="sep does not apply to a folder"):
+        load(ml1m_dir, sep=",")
+    with pytest.raises(TypeError, match="sep does not apply to a DataFrame"):
+        load(pd.DataFrame({"user": [1], "item": [2]}), sep=",")
+    with pytest.raises(TypeError, match="title_col does not apply to a file"):
+        load(ml1m_dir / "ratings.dat", title_col="title")
