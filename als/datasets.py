@@ -2,9 +2,9 @@
 
 :func:`find_dataset` looks for a named data set (``ml-1m``, ``ml-100k``, ``lastfm-2k``,
 ``ml-20m``, ...) in every folder of ``$ALS_DATA_DIR`` (``os.pathsep``-separated), the project's
-``data/`` folder and ``~/.cache/als``, and otherwise downloads the official GroupLens zip into
+``data/`` folder (in a source checkout) and ``~/.cache/als``, and otherwise downloads the official GroupLens zip into
 ``~/.cache/als``. A download is verified before anything is unpacked: by its sha256 when one is
-known (``data/registry.json`` or ``$ALS_SHA256_<NAME>``, e.g. ``ALS_SHA256_ML_1M``), else by the
+known (``als/registry.json`` or ``$ALS_SHA256_<NAME>``, e.g. ``ALS_SHA256_ML_1M``), else by the
 md5 that other projects pin (``md5_third_party`` in the registry), in which case the zip's
 sha256 is logged so that it can be pinned; with neither, nothing is downloaded.
 :func:`extract_archive` then unpacks only the expected files, refusing unsafe member names,
@@ -17,6 +17,7 @@ The errors it raises (:class:`UnknownDatasetError`, :class:`DatasetNotFoundError
 from __future__ import annotations
 
 import hashlib
+import importlib.resources
 import json
 import logging
 import os
@@ -40,8 +41,12 @@ from als.readers import _LAYOUTS, _ratings_file
 
 logger = logging.getLogger(__name__)
 
-PROJECT_DATA_DIR = Path(__file__).resolve().parents[1] / "data"
-REGISTRY_PATH = PROJECT_DATA_DIR / "registry.json"
+_SOURCE_ROOT = Path(__file__).resolve().parents[1]
+#: the checkout's ``data/`` folder, searched when running from a source checkout (None when
+#: installed: ``site-packages/data`` is not ours)
+PROJECT_DATA_DIR = _SOURCE_ROOT / "data" if (_SOURCE_ROOT / "pyproject.toml").is_file() else None
+#: the data set registry, package data of ``als`` (installed with it)
+REGISTRY_PATH = importlib.resources.files("als").joinpath("registry.json")
 
 
 # --------------------------------------------------------------------------------------------
@@ -56,7 +61,7 @@ _GROUPLENS = "https://files.grouplens.org/datasets"
 class _Dataset:
     """One named data set: where it lives locally, where its official zip is, how to check it.
 
-    The checksums come from ``data/registry.json`` (``sha256``, ``md5_third_party``), not from
+    The checksums come from ``als/registry.json`` (``sha256``, ``md5_third_party``), not from
     the code: see :func:`_registry_overrides`.
     """
 
@@ -126,9 +131,9 @@ _REGISTRY_FIELDS = {"url": "url", "sha256": "sha256", "md5_third_party": "md5"}
 
 
 def _registry_overrides() -> dict:
-    """Read ``url``, ``sha256`` and ``md5_third_party`` per data set from ``data/registry.json``.
+    """Read ``url``, ``sha256`` and ``md5_third_party`` per data set from ``als/registry.json``.
 
-    Returns ``{}`` when the file does not exist (e.g. an installed package without ``data/``).
+    Returns ``{}`` when the file does not exist.
     """
     try:
         text = REGISTRY_PATH.read_text(encoding="utf-8")
@@ -181,11 +186,12 @@ def search_paths() -> list[Path]:
     -------
     list of pathlib.Path
         Every entry of ``$ALS_DATA_DIR`` (split on ``os.pathsep``), the project's ``data/``
-        folder, then ``~/.cache/als``.
+        folder (in a source checkout only), then ``~/.cache/als``.
     """
     env = os.environ.get("ALS_DATA_DIR", "")
     roots = [Path(p).expanduser() for p in env.split(os.pathsep) if p]
-    return [*roots, PROJECT_DATA_DIR, _cache_dir()]
+    project = [] if PROJECT_DATA_DIR is None else [PROJECT_DATA_DIR]
+    return [*roots, *project, _cache_dir()]
 
 
 def _cache_dir() -> Path:
@@ -202,7 +208,7 @@ def find_dataset(name: str, *, download: bool = True) -> Path:
     download : bool, default True
         When the data set is in no searched folder, download the official zip into
         ``~/.cache/als``. The zip is checked before it is unpacked: against its sha256 when
-        one is known (``data/registry.json`` or ``$ALS_SHA256_<NAME>``, e.g.
+        one is known (``als/registry.json`` or ``$ALS_SHA256_<NAME>``, e.g.
         ``ALS_SHA256_ML_1M``), else against the md5 recorded in the registry
         (``md5_third_party``), in which case its sha256 is logged as a warning so it can be
         pinned. With neither, nothing is downloaded.
