@@ -21,13 +21,12 @@ Examples
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
-import threading
 import time
 
 import numpy as np
-import scipy.sparse as sp
 
 from .answers import (
     OneLineParser,
@@ -61,10 +60,6 @@ REFERENCE = {
     "similar": ["Forrest Gump (1994)"],
     "explain": ["Forrest Gump (1994)"],
 }
-
-#: Numba compiles on first use; say so when warming up takes longer than this (seconds)
-COMPILE_NOTE_AFTER = 1.5
-
 
 def build_parser():
     parser = OneLineParser(
@@ -309,22 +304,28 @@ def make_model(args):
     )
 
 
-def warm_up(args, say):
-    """Compile (or load from Numba's cache) the kernels on a tiny problem.
-
-    Numba compiles on first use, which takes seconds; a note says so when it does.
-    """
-    tiny = sp.random(8, 6, density=0.5, format="csr", random_state=0, dtype=np.float32)
-    model = make_model(args)
-    model.iterations = 1
-    timer = threading.Timer(COMPILE_NOTE_AFTER, say, ["compiling kernels, first run only ..."])
-    timer.start()
+@contextlib.contextmanager
+def compile_note(say):
+    """Say "compiling kernels" when Numba starts compiling (a cache hit compiles nothing)."""
     try:
-        model.fit(tiny, show_progress=False)
-        model.recommend(0, tiny[0], N=2)
-        model.similar_items(0, N=2)
-    finally:
-        timer.cancel()
+        from numba.core import event
+    except ImportError:  # the CUDA and NumPy backends do not need Numba
+        yield
+        return
+
+    class Note(event.Listener):
+        said = False
+
+        def on_start(self, _):
+            if not self.said:
+                self.said = True
+                say("compiling kernels, first run only (cached for later runs) ...")
+
+        def on_end(self, _):
+            pass
+
+    with event.install_listener("numba:compile", Note()):
+        yield
 
 
 def fit(model, train, args, say):
@@ -406,17 +407,17 @@ def main(argv):
         },
     }
 
-    warm_up(args, say)
     model = make_model(args)
     say(
         f"training on all {data.nnz:,} interactions with the {model.backend_name!r} backend, "
         f"seed {args.seed}"
     )
-    summary["training"] = {"backend": model.backend_name, **fit(model, data.user_items, args, say)}
-    summary.update(answer(model, data, user, name, args, say))
-
-    if args.evaluate:
-        summary["evaluation"] = evaluate(data, user if args.like else None, args, say)
+    with compile_note(say):
+        record = fit(model, data.user_items, args, say)
+        summary["training"] = {"backend": model.backend_name, **record}
+        summary.update(answer(model, data, user, name, args, say))
+        if args.evaluate:
+            summary["evaluation"] = evaluate(data, user if args.like else None, args, say)
     if args.save:
         model.save(args.save, extra=data.to_arrays())
         say(f"saved the model and id maps to {args.save}")
