@@ -337,6 +337,13 @@ def fit(model, train, args, say):
         losses.append(loss)
 
     if args.workers or args.scheduler:
+        try:
+            import distributed  # noqa: F401
+        except ImportError:
+            raise ImportError(
+                "--workers and --scheduler need Dask: pip install 'dask[distributed]' "
+                "(or the 'dask' extra of als)."
+            ) from None
         from .distributed import fit_on_cluster
 
         fit_on_cluster(
@@ -403,6 +410,7 @@ def main(argv):
             "users": data.n_users,
             "items": data.n_items,
             "interactions": data.nnz,
+            "history": list(data.history),
             "load_seconds": time.perf_counter() - started,
         },
     }

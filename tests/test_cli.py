@@ -311,3 +311,29 @@ def test_without_arguments_runs_the_reference_notebook():
     assert [report.index(heading) for heading in headings] == sorted(
         report.index(heading) for heading in headings
     )
+
+
+def test_missing_pyarrow_is_one_line_with_the_install_command(tmp_path):
+    pd = pytest.importorskip("pandas")
+    path = tmp_path / "plays.parquet"
+    try:
+        pd.DataFrame({"user": [1, 2], "item": [3, 4]}).to_parquet(path)
+    except ImportError:
+        path.write_bytes(b"PAR1")  # not readable anyway: pyarrow is absent here
+    # run the CLI with pyarrow (and fastparquet) made unimportable
+    code = (
+        "import sys; sys.modules['pyarrow'] = None; sys.modules['fastparquet'] = None;"
+        "from als.train import main; sys.exit(main(sys.argv[1:]))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-c", code, "--data", str(path), "--quiet"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("error: ") and "pip install pyarrow" in line
