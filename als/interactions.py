@@ -716,7 +716,7 @@ _PARENTHESES = re.compile(r"\s*\([^)]*\)")
 
 
 def _without_article(text: str) -> str:
-    """"matrix, the" and "the matrix" -> "matrix" (MovieLens moves articles to the end)."""
+    """Drop a leading or trailing article: "matrix, the" and "the matrix" give "matrix"."""
     text = _TRAILING_ARTICLE.sub("", text.strip(), count=1)
     return _LEADING_ARTICLE.sub("", text).strip()
 

@@ -16,10 +16,10 @@ import json
 import sys
 
 from .answers import (
+    OneLineParser,
     explain_for_row,
     format_explanation,
     format_ranking,
-    OneLineParser,
     number,
     recommend_for_row,
     similar_to,
@@ -128,7 +128,8 @@ def main(argv):
     for title in args.explain:
         column = data.resolve_item(title)
         explanation = explain_for_row(model, data, row, column)
-        lines.append(format_explanation(f"why {who} would like {data.item_title(column)}:", explanation))
+        heading = f"why {who} would like {data.item_title(column)}:"
+        lines.append(format_explanation(heading, explanation))
         output.setdefault("explanations", {})[title] = explanation
     print(json.dumps(output, indent=2) if args.json else "\n".join(lines))
     return 0

@@ -61,6 +61,7 @@ REFERENCE = {
     "explain": ["Forrest Gump (1994)"],
 }
 
+
 def build_parser():
     parser = OneLineParser(
         prog="python -m als.train",
@@ -177,8 +178,7 @@ def build_parser():
         action="append",
         default=[],
         metavar="TITLE",
-        help="add a new user who likes this item (title, title without year, or id); "
-        "repeatable",
+        help="add a new user who likes this item (title, title without year, or id); repeatable",
     )
     answers.add_argument(
         "--like-weight",
