@@ -5,8 +5,9 @@
 project's ``data/`` folder (in a source checkout) and ``~/.cache/als``, and otherwise downloads
 the official GroupLens zip into ``~/.cache/als``. A download is verified before anything is
 unpacked: by its sha256 when one is known (``als/registry.json`` or ``$ALS_SHA256_<NAME>``,
-e.g. ``ALS_SHA256_ML_1M``), else by the md5 that other projects pin (``md5_third_party`` in the registry), in which case the zip's
-sha256 is logged so that it can be pinned; with neither, nothing is downloaded.
+e.g. ``ALS_SHA256_ML_1M``), else by the md5 that other projects pin (``md5_third_party`` in
+the registry), in which case the zip's sha256 is logged so that it can be pinned; with
+neither, nothing is downloaded.
 :func:`extract_archive` then unpacks only the expected files, refusing unsafe member names,
 and moves the folder into place in one rename.
 
