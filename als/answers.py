@@ -7,7 +7,10 @@ function returns plain dicts (ready for ``--json``); ``format_*`` turns them int
 
 from __future__ import annotations
 
+import argparse
+import csv
 import functools
+import os
 import sys
 import traceback
 
@@ -16,6 +19,7 @@ import numpy as np
 from backends.base import BackendUnavailable
 
 from .data import DataError
+from .model import ModelFitError
 
 __all__ = [
     "recommend_for_row",
@@ -24,6 +28,8 @@ __all__ = [
     "format_ranking",
     "format_explanation",
     "user_errors",
+    "ArgumentParser",
+    "UsageError",
 ]
 
 
@@ -94,14 +100,59 @@ def format_explanation(heading, explanation):
     return "\n".join(lines)
 
 
-#: mistakes a user can make: one line on stderr, exit status 2, no traceback
-USER_ERRORS = (DataError, BackendUnavailable, FileNotFoundError, ValueError, TypeError, KeyError)
+class UsageError(ValueError):
+    """A command line the parser cannot make sense of (unknown option, bad value)."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser, whose errors reach ``user_errors`` as one line, not usage text."""
+
+    def error(self, message):
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+#: what a user can cause or meet: their mistakes, a failed fit or query, a file or folder
+#: that cannot be read or written (EOFError, BadGzipFile, IsADirectoryError, ENOSPC, ...),
+#: a malformed CSV; their message says what happened
+USER_ERRORS = (
+    DataError,
+    BackendUnavailable,
+    ModelFitError,
+    ValueError,
+    TypeError,
+    KeyError,
+    IndexError,
+    OSError,
+    EOFError,
+    MemoryError,
+    csv.Error,
+)
+
+
+def _one_line(exc):
+    """The message of ``exc`` on one line (KeyError's quotes and OSError's errno dropped)."""
+    if isinstance(exc, KeyError) and not isinstance(exc, DataError) and exc.args:
+        text = str(exc.args[0])
+    elif isinstance(exc, OSError) and exc.strerror:
+        where = exc.filename if exc.filename is not None else ""
+        text = f"{where}: {exc.strerror}" if where else exc.strerror
+    elif isinstance(exc, MemoryError):
+        text = f"out of memory {exc}".strip()
+    else:
+        text = str(exc)
+    if not isinstance(exc, USER_ERRORS):
+        # not a failure we know: name it, and keep its first line (Numba's run to pages)
+        first = next((line for line in text.splitlines() if line.strip()), "")
+        text = f"{type(exc).__name__}: {first.strip()} (run with --debug for the traceback)"
+    return " ".join(line.strip() for line in text.splitlines() if line.strip()) or type(
+        exc
+    ).__name__
 
 
 def user_errors(main):
-    """Run a CLI ``main``; a user's mistake prints one line on stderr and exits with 2.
+    """Run a CLI ``main``; any failure prints one line on stderr and exits with 2.
 
-    Set ``ALS_DEBUG=1`` (or pass ``--debug``) to see the traceback instead.
+    Set ``ALS_DEBUG=1`` (or pass ``--debug``) to see the traceback as well.
     """
 
     @functools.wraps(main)
@@ -109,14 +160,13 @@ def user_errors(main):
         argv = sys.argv[1:] if argv is None else list(argv)
         try:
             return main(argv)
-        except USER_ERRORS as exc:
-            if "--debug" in argv:
-                traceback.print_exc()
-            message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-            print(f"error: {message}", file=sys.stderr)
-            return 2
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             return 130
+        except Exception as exc:  # noqa: BLE001 (a command line never shows a traceback)
+            if "--debug" in argv or os.environ.get("ALS_DEBUG"):
+                traceback.print_exc()
+            print(f"error: {_one_line(exc)}", file=sys.stderr)
+            return 2
 
     return wrapper

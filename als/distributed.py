@@ -68,6 +68,7 @@ import scipy.sparse
 from tqdm.auto import tqdm
 
 from backends.base import get_backend
+from backends.numpy_ref import as_int32
 
 from .model import AlternatingLeastSquares, ModelFitError, _check_random_state
 from .validation import check_positive_int, check_user_items
@@ -162,7 +163,7 @@ def _pieces(rows, columns, weights, bounds):
     order = np.argsort(block, kind="stable")
     splits = np.searchsorted(block[order], np.arange(1, len(bounds) - 1))
     return [
-        (rows[part] - bounds[b], columns[part].astype(np.int32), weights[part])
+        (rows[part] - bounds[b], as_int32(columns[part], "item ids"), weights[part])
         for b, part in enumerate(np.split(order, splits))
     ]
 

@@ -22,6 +22,8 @@ import numpy as np
 import scipy.sparse
 from tqdm.auto import tqdm
 
+from backends.numpy_ref import as_int32
+
 from .validation import check_positive_int, check_user_items
 
 __all__ = [
@@ -397,7 +399,7 @@ def ranking_metrics_at_k(
     _check_model_shape(model, n_items)
 
     test_counts = np.diff(test_user_items.indptr)
-    to_generate = np.flatnonzero(test_counts).astype(np.int32)
+    to_generate = as_int32(np.flatnonzero(test_counts), "test_user_items rows")
     if not len(to_generate):
         raise ValueError("test_user_items has no interactions: no user can be evaluated")
     if np.any(test_counts >= n_items):

@@ -17,6 +17,7 @@ import scipy.sparse
 from tqdm.auto import tqdm
 
 from backends.base import Backend, BackendUnavailable, get_backend
+from backends.numpy_ref import check_int32_ids
 
 from .persistence import ModelFileError, read_npz, write_npz
 from .validation import (
@@ -569,6 +570,7 @@ class AlternatingLeastSquares:
             ids, scores = self.backend_.topk(queries, factors, k, exclude, exclude_all, norms)
         _check_scores(scores, ids)
         if subset is not None:
+            check_int32_ids(total, filter_name[7:])
             ids = np.where(ids >= 0, subset[np.maximum(ids, 0)], -1).astype(np.int32)
         return ids, scores
 

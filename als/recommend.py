@@ -16,6 +16,7 @@ import json
 import sys
 
 from .answers import (
+    ArgumentParser,
     explain_for_row,
     format_explanation,
     format_ranking,
@@ -28,7 +29,7 @@ from .model import AlternatingLeastSquares
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m als.recommend",
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,

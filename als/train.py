@@ -25,6 +25,7 @@ import time
 import numpy as np
 
 from .answers import (
+    ArgumentParser,
     explain_for_row,
     format_explanation,
     format_ranking,
@@ -35,6 +36,7 @@ from .answers import (
 from .data import load
 from .evaluation import ranking_metrics_at_k, train_test_split
 from .model import AlternatingLeastSquares
+from .persistence import check_save_path
 from .readers import read_titles_table
 
 REFERENCE_FAVOURITES = [
@@ -50,7 +52,7 @@ REFERENCE_DATA, REFERENCE_MIN_WEIGHT = "ml-1m", 3.0
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m als.train",
         description=__doc__.split("\n\n")[0] + " Without --data: the reference workflow "
         "(ml-1m, ratings >= 3, five favourite films, 15 iterations, 100 factors).",
@@ -228,6 +230,8 @@ def split(user_items, fraction, seed, keep_rows=()):
 @user_errors
 def main(argv):
     args = build_parser().parse_args(argv)
+    if args.save:
+        check_save_path(args.save)  # before training, not after
     if args.data is None:
         apply_reference_workflow(args)
     report = sys.stderr if args.json else sys.stdout

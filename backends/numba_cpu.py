@@ -14,13 +14,22 @@ that every index is in range, and the kernels trust it.
 from __future__ import annotations
 
 import contextlib
+import threading
+import warnings
 
 import numba
 import numpy as np
 from numba import njit, prange
 from threadpoolctl import ThreadpoolController
 
-from .numpy_ref import BLOCK_ELEMENTS, CG_TOLERANCE, NumpyBackend, check_solve_operands
+from .numpy_ref import (
+    BLOCK_ELEMENTS,
+    CG_TOLERANCE,
+    NumpyBackend,
+    as_int32,
+    check_int32_ids,
+    check_solve_operands,
+)
 
 __all__ = ["NumbaBackend"]
 
@@ -35,6 +44,84 @@ TASK_ELEMENTS = 1 << 19
 FASTMATH = {"reassoc", "contract"}
 
 _controller = None
+_cache = True
+
+
+def _kernel(**options):
+    """``njit(cache=True, **options)``; uncached, with one warning, where nothing can cache.
+
+    Numba caches beside the source file or in ``NUMBA_CACHE_DIR`` / the user's cache folder
+    and refuses ``cache=True`` outright when none is writable (a read-only install without
+    a writable HOME): the kernels then compile in every process instead of failing to import.
+    """
+
+    def decorate(function):
+        global _cache
+        if _cache:
+            try:
+                return njit(cache=True, **options)(function)
+            except RuntimeError as exc:
+                if "cannot cache" not in str(exc):
+                    raise
+                _cache = False
+                warnings.warn(
+                    "the cpu backend runs uncached (its kernels compile in every process): "
+                    f"Numba found no writable cache folder ({exc}); set NUMBA_CACHE_DIR to one",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+        return njit(**options)(function)
+
+    return decorate
+
+
+class _SharedBlasLimit:
+    """BLAS held at one thread while any thread is inside ``threads()``, then restored exactly.
+
+    threadpoolctl's limits are process-wide: two threads each entering and leaving their own
+    ``limit`` would restore in the wrong order and could leave BLAS pinned at one thread. The
+    first thread in applies the limit, the last one out restores what the first found.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._holders = 0
+        self._limiter = None
+
+    @contextlib.contextmanager
+    def __call__(self):
+        with self._lock:
+            if self._holders == 0:
+                self._limiter = _blas_controller().limit(limits=1, user_api="blas")
+            self._holders += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._holders -= 1
+                if self._holders == 0:
+                    self._limiter.restore_original_limits()
+                    self._limiter = None
+
+
+_single_threaded_blas = _SharedBlasLimit()
+
+#: Numba's workqueue threading layer aborts the process when two threads launch parallel
+#: kernels at once; with it (or before the layer is chosen) launches take turns
+_workqueue_lock = threading.RLock()
+
+
+@contextlib.contextmanager
+def _launches_take_turns_if_needed():
+    try:
+        layer = numba.threading_layer()
+    except ValueError:  # chosen on the first parallel launch
+        layer = None
+    if layer in ("omp", "tbb"):
+        yield
+    else:
+        with _workqueue_lock:
+            yield
 
 
 def _blas_controller():
@@ -108,7 +195,7 @@ def _add_projections(indices, data, start, stop, Y, v, out, sign, with_b, zero, 
             out[j] += weight * y[j]
 
 
-@njit(cache=True)
+@_kernel()
 def _task_bounds(indptr, factors):
     """Split the rows into tasks of at most ROWS_PER_TASK rows and TASK_ELEMENTS elements of
     the factor rows their entries read (a row bigger than that is a task of its own).
@@ -135,7 +222,7 @@ def _task_bounds(indptr, factors):
     return bounds[: count + 1]
 
 
-@njit(parallel=True, cache=True, fastmath=FASTMATH)
+@_kernel(parallel=True, fastmath=FASTMATH)
 def _cg_solve(indptr, indices, data, X, Y, YtY, cg_steps, zero, one):
     n_rows, factors = X.shape
     bounds = _task_bounds(indptr, factors)
@@ -190,7 +277,7 @@ def _cg_solve(indptr, indices, data, X, Y, YtY, cg_steps, zero, one):
         X[first : first + rows] = x_block
 
 
-@njit(parallel=True, cache=True, fastmath=FASTMATH)
+@_kernel(parallel=True, fastmath=FASTMATH)
 def _exact_solve(indptr, indices, data, X, Y, YtY, zero, one):
     n_rows, factors = X.shape
     n_tasks = (n_rows + ROWS_PER_TASK - 1) // ROWS_PER_TASK
@@ -239,7 +326,7 @@ def _cholesky_solve(A, b, zero):
         b[i] = total / A[i, i]
 
 
-@njit(parallel=True, cache=True, fastmath=FASTMATH)
+@_kernel(parallel=True, fastmath=FASTMATH)
 def _loss_parts(indptr, indices, data, X, Y, YtY, zero, one):
     """Return (sum of the unregularised loss terms, total confidence), as implicit sums them."""
     n_rows, factors = X.shape
@@ -269,7 +356,7 @@ def _loss_parts(indptr, indices, data, X, Y, YtY, zero, one):
     return loss + total_confidence, total_confidence
 
 
-@njit(parallel=True, cache=True)
+@_kernel(parallel=True)
 def _scores(queries, factors_t, norms, chunks):
     """queries @ factors_t (divided by ``norms`` unless it is empty), rows shared among the
     threads, each one single-threaded BLAS call.
@@ -318,7 +405,7 @@ def _sift_down(scores, ids, position, size):
         position = child
 
 
-@njit(parallel=True, cache=True)
+@_kernel(parallel=True)
 def _select_topk(scores, excl_indptr, excl_indices, excluded_for_all, out_ids, out_scores):
     """Write each row's k best (score, id), best first, skipping excluded ids."""
     n_rows, n_items = scores.shape
@@ -387,10 +474,11 @@ class NumbaBackend(NumpyBackend):
 
     @contextlib.contextmanager
     def threads(self):
+        # Numba's thread count and chunk size are per calling thread; BLAS's limit is shared
         previous = numba.get_num_threads()
         # BLAS stays single-threaded: its idle workers spin and would steal the cores from
         # Numba's; large products are split among Numba's threads instead (see _scores)
-        with _blas_controller().limit(limits=1, user_api="blas"):
+        with _single_threaded_blas(), _launches_take_turns_if_needed():
             numba.set_num_threads(self._thread_count())
             # hand out tasks dynamically: rows of power-law data differ widely in cost
             previous_chunk = numba.set_parallel_chunksize(1)
@@ -426,6 +514,7 @@ class NumbaBackend(NumpyBackend):
 
     def topk(self, queries, factors, k, exclude=None, exclude_all=None, norms=None):
         n_queries, n_items = len(queries), len(factors)
+        check_int32_ids(n_items, "factors")
         excluded_for_all = np.zeros(n_items, dtype=np.bool_)
         if exclude_all is not None:
             excluded_for_all[exclude_all] = True
@@ -434,7 +523,7 @@ class NumbaBackend(NumpyBackend):
             excl_indices = np.zeros(0, dtype=np.int32)
         else:
             excl_indptr = exclude.indptr.astype(np.int64)
-            excl_indices = exclude.indices.astype(np.int32)
+            excl_indices = as_int32(exclude.indices, "exclude.indices", exclude.shape[1])
         ids = np.empty((n_queries, k), dtype=np.int32)
         scores = np.empty((n_queries, k), dtype=factors.dtype)
         factors_t = np.ascontiguousarray(factors).T  # F-ordered view, no copy
@@ -464,6 +553,6 @@ def _kernel_operands(Cui, X, Y, YtY):
         raise ValueError("X must be writeable: it is updated in place")
     return (
         Cui.indptr.astype(np.int64, copy=False),
-        Cui.indices.astype(np.int32, copy=False),
+        as_int32(Cui.indices, "Cui.indices", Cui.shape[1]),
         Cui.data.astype(X.dtype, copy=False),
     )

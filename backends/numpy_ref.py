@@ -24,13 +24,45 @@ import contextlib
 import numpy as np
 import scipy.sparse
 
-__all__ = ["NumpyBackend", "CG_TOLERANCE", "check_solve_operands"]
+__all__ = ["NumpyBackend", "CG_TOLERANCE", "as_int32", "check_solve_operands"]
 
 #: a row's conjugate-gradient iteration stops once its squared residual is below this
 CG_TOLERANCE = 1e-20
 
 #: work arrays are split into blocks of rows holding at most this many elements
 BLOCK_ELEMENTS = 1 << 24
+
+INT32_MAX = int(np.iinfo(np.int32).max)
+
+
+def as_int32(array, name, bound=None):
+    """``array`` (NumPy or CuPy) as int32, refusing values int32 cannot hold.
+
+    A cast would wrap them around silently, and kernels do not bounds check. ``bound`` is an
+    exclusive upper bound the non-negative values are known to respect (the dimension they
+    index, checked by the model): when it fits, no pass over the values is needed.
+    """
+    if array.dtype == np.int32:
+        return array
+    if bound is not None and bound <= INT32_MAX + 1:
+        return array.astype(np.int32)
+    if array.size:
+        low, high = int(array.min()), int(array.max())
+        if low < -INT32_MAX - 1 or high > INT32_MAX:
+            bad = high if high > INT32_MAX else low
+            raise ValueError(
+                f"{name} holds {bad:,}, which int32 cannot hold: the kernels index with int32, "
+                f"so at most {INT32_MAX:,} rows or columns"
+            )
+    return array.astype(np.int32)
+
+
+def check_int32_ids(count, name):
+    """Refuse ``count`` ids (``0..count - 1``) that int32 results could not hold."""
+    if count - 1 > INT32_MAX:
+        raise ValueError(
+            f"{name} has {count:,} rows: ids are returned as int32, at most {INT32_MAX + 1:,}"
+        )
 
 
 class NumpyBackend:
@@ -122,6 +154,7 @@ class NumpyBackend:
     def topk(self, queries, factors, k, exclude=None, exclude_all=None, norms=None):
         xp = self.xp
         n_queries, n_items = queries.shape[0], factors.shape[0]
+        check_int32_ids(n_items, "factors")
         ids = np.empty((n_queries, k), dtype=np.int32)
         scores = np.empty((n_queries, k), dtype=factors.dtype)
         rows_per_block = max(1, BLOCK_ELEMENTS // max(n_items, 1))
