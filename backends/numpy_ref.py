@@ -118,6 +118,11 @@ class NumpyBackend:
         return norms
 
     def solve(self, Cui, X, Y, YtY, cg_steps):
+        # overflow shows as NaN or inf in X, which the model's finiteness guard reports
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            self._solve_blocks(Cui, X, Y, YtY, cg_steps)
+
+    def _solve_blocks(self, Cui, X, Y, YtY, cg_steps):
         factors = X.shape[1]
         # the exact solve holds one f x f outer product per stored entry
         per_entry = factors * factors if cg_steps is None else factors
@@ -160,9 +165,10 @@ class NumpyBackend:
         rows_per_block = max(1, BLOCK_ELEMENTS // max(n_items, 1))
         for start in range(0, n_queries, rows_per_block):
             stop = min(start + rows_per_block, n_queries)
-            block = queries[start:stop] @ factors.T
-            if norms is not None:
-                block /= norms
+            with np.errstate(over="ignore", invalid="ignore"):  # the model checks scores
+                block = queries[start:stop] @ factors.T
+                if norms is not None:
+                    block /= norms
             if exclude is not None:
                 excluded = exclude[start:stop]
                 block[self._entry_rows(excluded.indptr), excluded.indices] = -xp.inf
