@@ -27,7 +27,6 @@ import scipy.sparse as sp
 from threadpoolctl import threadpool_info
 
 from als import AlternatingLeastSquares, ModelFileError, ModelFitError
-from backends.numpy_ref import as_int32
 from tests.conftest import power_law_matrix
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -387,18 +386,30 @@ def test_queries_from_eight_threads_match_sequential_answers(user_items, backend
 
 
 def test_blas_limits_are_restored_exactly_after_overlapping_queries(user_items):
+    """Two threads' limits overlap without nesting: A in, B in, A out, B out."""
     model = fit(user_items, "cpu")
     before = blas_threads()
-    start = threading.Barrier(8)
+    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
 
-    def hammer(user):
-        start.wait()
-        for _ in range(30):
-            model.recommend(user, user_items[user], N=3)
-            model.similar_items(user, N=3)
+    def first():
+        with model.backend_.threads():
+            a_in.set()
+            b_in.wait(30)
+            model.recommend(0, user_items[0], N=3)
+        a_out.set()
 
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        list(pool.map(hammer, range(8)))
+    def second():
+        a_in.wait(30)
+        with model.backend_.threads():
+            b_in.set()
+            a_out.wait(30)
+            model.recommend(1, user_items[1], N=3)
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
     assert blas_threads() == before
 
 
@@ -460,6 +471,8 @@ def test_zero_dimensional_arrays_work_as_scalars(user_items, backend):
 
 
 def test_narrowing_to_int32_is_checked():
+    from backends.numpy_ref import as_int32
+
     np.testing.assert_array_equal(as_int32(np.array([0, 5], np.int64), "ids", 10), [0, 5])
     assert as_int32(np.array([2**31 - 1]), "ids").dtype == np.int32
     with pytest.raises(ValueError, match="2,147,483,648.*int32"):
@@ -500,7 +513,7 @@ with warnings.catch_warnings(record=True) as caught:
 X, Y = np.zeros((3, 2), np.float32), np.full((4, 2), 0.1, np.float32)
 Cui = sp.csr_matrix(np.eye(3, 4, dtype=np.float32))
 with backend.threads():
-    backend.solve(Cui, X, Y, Y.T @ Y + 0.1 * np.eye(2, dtype=np.float32), 3)
+    backend.solve(Cui, X, Y, Y.T @ Y + 0.1 * np.eye(2, dtype=np.float32), None)
 assert np.isfinite(X).all() and np.abs(X).sum() > 0
 messages = [str(w.message) for w in caught if "uncached" in str(w.message)]
 print(len(messages))
