@@ -2,9 +2,12 @@
 
 :func:`fit_distributed` trains an :class:`~als.model.AlternatingLeastSquares` on a
 ``dask.distributed.Client`` and leaves the learned factors in that ordinary model, which then
-recommends, saves and loads as usual. With the same parameters and seed it gives the
-single-machine fit's factors to float32 rounding (only the Gram matrix is summed in a
-different order).
+recommends, saves and loads as usual. With the same parameters and seed its factors are close
+to the single-machine fit's but not identical: the Gram matrix is summed here in float64 (in a
+fixed tree), there in float32, and the iterations carry that rounding forward. Measured on
+ml-100k with 64 factors (``python -m benchmarks.dask_agreement``): the largest factor
+difference is 0.4% of the largest factor after 1 iteration, 0.5% after 15 and 2.5% after 150;
+ranking metrics at 10 differ by at most 8e-5 after 15 iterations and 7e-4 after 150.
 
 Partitioning
     Users are cut into ``blocks`` contiguous ranges and items into as many. User block ``b``
