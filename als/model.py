@@ -10,6 +10,7 @@ from __future__ import annotations
 import numbers
 import threading
 import time
+import warnings
 
 import numpy as np
 import scipy.linalg
@@ -21,7 +22,7 @@ from backends.numpy_ref import check_int32_ids
 
 from .persistence import ModelFileError, read_npz, write_npz
 from .validation import (
-    all_finite,
+    ParameterWarning,
     as_scalar,
     check_factor_array,
     check_growth,
@@ -257,7 +258,6 @@ class AlternatingLeastSquares:
         check_positive_int(self.iterations, "iterations", minimum=0)
         for name in ("regularization", "alpha"):
             value = as_scalar(getattr(self, name))
-            setattr(self, name, value)
             if not isinstance(value, numbers.Real) or not np.isfinite(value):
                 raise ValueError(f"{name} must be a finite number, got {value!r}")
         if self.regularization < 0:
@@ -459,6 +459,11 @@ class AlternatingLeastSquares:
         self._partial_fit(itemids, item_users, "items")
 
     def _partial_fit(self, ids, matrix, side):
+        if id(self) in _FITTING:
+            raise RuntimeError(
+                "fit is running on this model (in another thread): partial_fit would mix "
+                "into it; wait for it to finish"
+            )
         ids = check_ids(
             ids,
             "userids" if side == "users" else "itemids",
@@ -722,6 +727,11 @@ class AlternatingLeastSquares:
             arrays["random_state"] = self.random_state
         for key, value in (extra or {}).items():
             arrays[f"extra/{key}"] = np.asarray(value)
+            if arrays[f"extra/{key}"].dtype.hasobject:
+                raise TypeError(
+                    f"extra[{key!r}] holds Python objects: model files never contain pickles; "
+                    "give numbers or strings"
+                )
         arrays = {key: value for key, value in arrays.items() if value is not None}
         write_npz(fileobj_or_path, arrays)
 
@@ -753,6 +763,15 @@ class AlternatingLeastSquares:
         if "random_state" in arrays:
             params["random_state"] = arrays["random_state"].item()
         model = cls(**params, dtype=str(arrays.get("dtype", "float32")), backend=backend)
+        if model._dtype() not in model.backend_.dtypes:
+            # e.g. float16 factors from a GPU, served by a CPU backend
+            warnings.warn(
+                f"{fileobj_or_path} holds {model._dtype().name} factors, which the "
+                f"{model.backend_name!r} backend does not support: loaded as float32",
+                ParameterWarning,
+                stacklevel=2,
+            )
+            model.dtype = np.float32
         for key in ("user_factors", "item_factors"):
             # popped, not copied: the file's arrays become the model's (peak memory ~1x)
             try:

@@ -182,6 +182,8 @@ def check_ids(ids, name, upper, allow_scalar=True):
             raise ValueError(f"{name}={ids} is out of range: the model has ids 0..{upper - 1}")
         return int(ids)
     array = np.asarray(ids)
+    if array.ndim == 0:  # one id where a list is expected: a list of one
+        array = array.reshape(1)
     if array.ndim != 1:
         raise ValueError(f"{name} must be a 1-D array of ids, got shape {array.shape}")
     if array.size and not np.issubdtype(array.dtype, np.integer):

@@ -7,6 +7,8 @@ status. Data are tiny generated tables, models a few factors and one iteration.
 
 from __future__ import annotations
 
+import csv
+import errno
 import gzip
 import os
 import subprocess
@@ -191,3 +193,37 @@ def test_the_commands_exit_2_with_one_line(saved, tmp_path):
         lines = done.stderr.strip().splitlines()
         assert done.returncode == 2, done.stderr
         assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+
+
+def _typing_error():
+    from numba.core.errors import TypingError
+
+    return TypingError("Failed in nopython mode pipeline\nNo implementation of function\n...")
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: OSError(errno.ENOSPC, "No space left on device", "model.npz"),
+        lambda: PermissionError(errno.EACCES, "Permission denied", "/data/plays.csv"),
+        lambda: IsADirectoryError(errno.EISDIR, "Is a directory", "models"),
+        lambda: EOFError("Compressed file ended before the end-of-stream marker was reached"),
+        lambda: gzip.BadGzipFile("Not a gzipped file (b'PK')"),
+        lambda: csv.Error("field larger than field limit (131072)"),
+        lambda: IndexError("index 1682 is out of bounds for axis 0 with size 1682"),
+        lambda: MemoryError("Unable to allocate 3.7 TiB"),
+        _typing_error,
+        lambda: RuntimeError("something nobody expected\nwith a second line"),
+    ],
+    ids=[
+        "ENOSPC", "PermissionError", "IsADirectoryError", "EOFError", "BadGzipFile",
+        "csv.Error", "IndexError", "MemoryError", "TypingError", "unexpected",
+    ],
+)  # fmt: skip
+def test_every_failure_during_a_run_is_one_line(plays, capsys, monkeypatch, make):
+    def fail(*args, **kwargs):
+        raise make()
+
+    monkeypatch.setattr(AlternatingLeastSquares, "fit", fail)
+    line, _ = one_line_failure(capsys, train_cli.main, train_args(plays[0]))
+    assert "Traceback" not in line and len(line) > len("error: ")

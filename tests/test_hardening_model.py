@@ -540,3 +540,54 @@ def test_without_a_writable_cache_the_cpu_backend_runs_uncached(tmp_path):
     done = run_child(UNCACHED, timeout=300, cwd=tmp_path, **env)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "1"  # one warning, not one per kernel
+
+
+def test_ids_given_as_one_scalar_where_a_list_is_expected(user_items):
+    model = fit(user_items, "numpy")
+    ids, _ = model.recommend(0, user_items[0], N=80, filter_items=np.array(7))
+    assert 7 not in ids
+    ids, _ = model.similar_items(1, N=5, items=np.int64(9))
+    np.testing.assert_array_equal(ids, [9])
+    model.partial_fit_users(np.array(3), user_items[3])
+
+
+def test_partial_fit_while_fitting_raises(user_items):
+    model = AlternatingLeastSquares(factors=4, iterations=2, random_state=0, backend="numpy")
+    started, release = threading.Event(), threading.Event()
+
+    def wait(iteration, seconds, loss):
+        started.set()
+        release.wait(30)
+
+    first = threading.Thread(target=model.fit, args=(user_items,), kwargs={"callback": wait})
+    first.start()
+    try:
+        assert started.wait(30)
+        with pytest.raises(RuntimeError, match="fit is running"):
+            model.partial_fit_users([0], user_items[0])
+    finally:
+        release.set()
+        first.join()
+
+
+def test_a_float16_model_loads_on_a_cpu_backend_as_float32(user_items, tmp_path):
+    model = fit(user_items, "numpy")
+    path = tmp_path / "half.npz"
+    model.save(path)
+    rewrite(
+        path,
+        dtype=np.array("float16"),
+        user_factors=model.user_factors.astype(np.float16),
+        item_factors=model.item_factors.astype(np.float16),
+    )
+    with pytest.warns(UserWarning, match="float16"):
+        loaded = AlternatingLeastSquares.load(path, backend="cpu")
+    assert loaded.user_factors.dtype == np.float32
+    ids, scores = loaded.recommend(0, user_items[0], N=5)
+    assert np.isfinite(scores).all() and len(ids) == 5
+
+
+def test_save_refuses_extras_that_would_need_pickles(user_items, tmp_path):
+    with pytest.raises(TypeError, match="pickles"):
+        fit(user_items, "numpy").save(tmp_path / "m.npz", extra={"meta": np.array([{}, 1])})
+    assert not list(tmp_path.iterdir())
