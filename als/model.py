@@ -674,14 +674,16 @@ class AlternatingLeastSquares:
             user_weights = scipy.linalg.cho_factor(A)
         weighted_item = scipy.linalg.cho_solve(user_weights, item_factors[itemid])
         scores = (item_factors[liked] @ weighted_item) * confidence
-        if not (np.isfinite(scores).all() and np.isfinite(weighted_item).all()):
+        with np.errstate(over="ignore"):
+            total = float(scores.sum())
+        if not (np.isfinite(total) and np.isfinite(scores).all()):
             raise ModelFitError(
                 "the explanation's scores are NaN or infinite: the weights in user_items are "
                 "too large for the factors (lower alpha or the weights)"
             )
         order = np.lexsort((liked, -scores))[:N]
         contributions = [(int(liked[i]), float(scores[i])) for i in order]
-        return float(scores.sum()), contributions, user_weights
+        return total, contributions, user_weights
 
     # -- moving and persisting ----------------------------------------------------------------
 

@@ -16,7 +16,9 @@ hostile file is refused with ``ModelFileError`` instead of exhausting memory or 
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
+import platform
 import re
 import secrets
 import stat
@@ -27,10 +29,14 @@ import numpy as np
 
 __all__ = ["ModelFileError", "write_npz", "read_npz", "check_save_path"]
 
-#: temporary files of a save in progress: ``.als-<pid>-<random>.npz.tmp`` beside the target
-_TEMPORARY = re.compile(r"\.als-(?:(\d+)-)?[0-9A-Za-z_]+\.npz\.tmp")
+#: this machine, in the names of temporary files: a process id means something only here
+_HOST = hashlib.sha1(platform.node().encode()).hexdigest()[:8]
 
-#: a temporary file without a live owner this much older than now is stale whatever its name
+#: temporary files of a save in progress, ``.als-<host>-<pid>-<random>.npz.tmp``, beside the
+#: target; older versions named them ``.als-<random>.npz.tmp``
+_TEMPORARY = re.compile(r"\.als-(?:([0-9a-f]{8})-(\d+)-)?[0-9A-Za-z_]+\.npz\.tmp")
+
+#: a temporary file untouched this long is stale whoever wrote it (saves write continuously)
 _STALE_SECONDS = 24 * 3600
 
 #: deflate never expands data by more than this factor (RFC 1951: 258 bytes from 2 bits)
@@ -86,7 +92,8 @@ def write_npz(fileobj_or_path, arrays):
     path = check_save_path(fileobj_or_path)
     directory = os.path.dirname(path)
     _remove_stale_temporaries(directory)
-    temporary = os.path.join(directory, f".als-{os.getpid()}-{secrets.token_hex(6)}.npz.tmp")
+    name = f".als-{_HOST}-{os.getpid()}-{secrets.token_hex(6)}.npz.tmp"
+    temporary = os.path.join(directory, name)
     # 0o666 through the umask, as open() creates files; an existing file's mode is kept
     handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
     try:
@@ -107,8 +114,9 @@ def write_npz(fileobj_or_path, arrays):
 def _remove_stale_temporaries(directory):
     """Delete this module's temporary files whose saving process no longer runs.
 
-    A file named with a process id is stale once that process is gone (a killed save); one
-    without (older versions) once it is a day old. Files of live saves are left alone.
+    A file written on this machine is stale once the process named in it is gone (a killed
+    save); any file (another machine's on a shared folder, an older version's) once it has
+    not changed for a day. Files of saves still running are left alone.
     """
     try:
         names = os.listdir(directory)
@@ -120,11 +128,11 @@ def _remove_stale_temporaries(directory):
         if match is None:
             continue
         full = os.path.join(directory, name)
+        host, pid = match.groups()
         try:
-            if match.group(1) is not None:
-                stale = not _process_exists(int(match.group(1)))
-            else:
-                stale = now - os.lstat(full).st_mtime > _STALE_SECONDS
+            stale = now - os.lstat(full).st_mtime > _STALE_SECONDS
+            if host == _HOST and not stale:
+                stale = not _process_exists(int(pid))
             if stale:
                 os.unlink(full)
         except OSError:

@@ -31,7 +31,7 @@ _FINITE_CHUNK = 1 << 20
 
 def is_scalar(value):
     """True for one value: a Python or NumPy scalar or a 0-d array (which NumPy treats alike)."""
-    return np.ndim(value) == 0 and not isinstance(value, (list, tuple))
+    return np.ndim(value) == 0
 
 
 def as_scalar(value):

@@ -7,9 +7,11 @@ build (a FIFO, /dev/zero, an index beyond int32) run in a child process with a t
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
+import platform
 import signal
 import stat
 import subprocess
@@ -339,11 +341,17 @@ def test_the_next_save_removes_temporaries_of_killed_saves(small_model, tmp_path
         child.wait()
         child.stdout.close()
     assert list(tmp_path.glob(".als-*.npz.tmp")), "the savers were killed before writing"
-    # a live save's temporary file (this process's) is not touched
-    live = tmp_path / f".als-{os.getpid()}-live.npz.tmp"
-    live.write_bytes(b"in progress")
+    # names are .als-<host>-<pid>-<random>.npz.tmp; older versions wrote .als-<random>.npz.tmp
+    host = hashlib.sha1(platform.node().encode()).hexdigest()[:8]
+    live = tmp_path / f".als-{host}-{os.getpid()}-live.npz.tmp"  # a save still running
+    elsewhere = tmp_path / ".als-0123abcd-1-other.npz.tmp"  # another machine's, recent
+    old = tmp_path / ".als-k2j4h5g6.npz.tmp"  # an older version's, untouched for two days
+    for file in (live, elsewhere, old):
+        file.write_bytes(b"partial")
+    two_days_ago = time.time() - 2 * 24 * 3600
+    os.utime(old, (two_days_ago, two_days_ago))
     small_model.save(path)
-    assert sorted(tmp_path.glob(".als-*.npz.tmp")) == [live]
+    assert sorted(tmp_path.glob(".als-*.npz.tmp")) == sorted([live, elsewhere])
     AlternatingLeastSquares.load(path)
 
 
