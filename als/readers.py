@@ -165,8 +165,13 @@ def _layout_of_folder(folder: Path) -> _Layout:
 
 
 def _check_file(path: Path) -> Path:
+    """``path`` if it is a regular file (symlinks followed): never a directory, FIFO or device."""
     if not path.is_file():
-        raise FileNotFoundError(2, "No such data file", str(path))
+        if os.path.exists(path):
+            reason = "Not a data file: not a regular file (a directory, FIFO or device)"
+        else:
+            reason = "No such data file"
+        raise FileNotFoundError(2, reason, str(path))
     return path
 
 

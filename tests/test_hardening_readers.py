@@ -134,3 +134,13 @@ def test_a_folder_without_permission_is_skipped(tmp_path, monkeypatch):
         assert find_dataset("ml-100k", download=False) == good
     finally:
         locked.chmod(0o755)
+
+
+def test_special_files_are_not_read_as_data(tmp_path):
+    fifo = tmp_path / "plays.csv"
+    os.mkfifo(fifo)
+    link = tmp_path / "zero.csv"
+    link.symlink_to("/dev/zero")
+    for path in (fifo, link, tmp_path):
+        with pytest.raises(FileNotFoundError, match="not a regular file"):
+            read_table(path if path != tmp_path else tmp_path / ".")
