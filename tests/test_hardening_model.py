@@ -317,7 +317,7 @@ KILLED_SAVER = """
 import sys, numpy as np
 from als import AlternatingLeastSquares
 model = AlternatingLeastSquares(factors=64, backend="numpy")
-model.user_factors = np.ones((1_000_000, 64), np.float32)
+model.user_factors = np.ones((400_000, 64), np.float32)
 model.item_factors = np.ones((10, 64), np.float32)
 print("saving", flush=True)
 model.save(sys.argv[1])
@@ -365,7 +365,7 @@ def blas_threads():
 @pytest.mark.parametrize("backend", ["numpy", "cpu"])
 def test_queries_from_eight_threads_match_sequential_answers(user_items, backend):
     model = fit(user_items, backend, factors=6)
-    users = np.arange(user_items.shape[0])
+    users = np.arange(0, user_items.shape[0], 5)
 
     def answer(user):
         liked = user_items[user]
@@ -380,7 +380,7 @@ def test_queries_from_eight_threads_match_sequential_answers(user_items, backend
     sequential = [answer(user) for user in users]
     before = blas_threads()
     with ThreadPoolExecutor(max_workers=8) as pool:
-        for _ in range(3):
+        for _ in range(2):
             concurrent = list(pool.map(answer, users))
             for user, (ours, theirs) in enumerate(zip(concurrent, sequential, strict=True)):
                 for (ids, scores), (_, expected) in zip(ours[:4], theirs[:4], strict=True):
