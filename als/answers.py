@@ -13,6 +13,7 @@ import functools
 import os
 import sys
 import traceback
+import warnings
 
 import numpy as np
 
@@ -149,6 +150,11 @@ def _one_line(exc):
     ).__name__
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """A warning as one line on stderr, like the errors (no source line under it)."""
+    print(f"warning: {' '.join(str(message).split())}", file=sys.stderr)
+
+
 def user_errors(main):
     """Run a CLI ``main``; any failure prints one line on stderr and exits with 2.
 
@@ -159,7 +165,9 @@ def user_errors(main):
     def wrapper(argv=None):
         argv = sys.argv[1:] if argv is None else list(argv)
         try:
-            return main(argv)
+            with warnings.catch_warnings():
+                warnings.showwarning = _show_warning
+                return main(argv)
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             return 130

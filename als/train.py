@@ -165,7 +165,9 @@ def build_parser():
         action="store_true",
         help="print a machine-readable summary on stdout (the report goes to stderr)",
     )
-    output.add_argument("--quiet", action="store_true", help="no progress bar")
+    output.add_argument(
+        "--quiet", action="store_true", help="no progress bar (shown only on a terminal)"
+    )
     output.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     return parser
 
@@ -235,6 +237,8 @@ def main(argv):
     if args.data is None:
         apply_reference_workflow(args)
     report = sys.stderr if args.json else sys.stdout
+    # a progress bar is for a terminal: in a log it is noise around the one-line error
+    progress = not args.quiet and sys.stderr.isatty()
 
     def say(text=""):
         print(text, file=report, flush=True)
@@ -291,11 +295,11 @@ def main(argv):
             workers=args.workers,
             scheduler=args.scheduler,
             log=say,
-            show_progress=not args.quiet,
+            show_progress=progress,
             callback=record,
         )
     else:
-        model.fit(train, show_progress=not args.quiet, callback=record)
+        model.fit(train, show_progress=progress, callback=record)
     per_iteration = float(np.median(iteration_seconds)) if iteration_seconds else 0.0
     say(
         f"{args.iterations} iterations, {per_iteration:.3f} s per iteration (median), "

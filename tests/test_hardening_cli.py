@@ -179,13 +179,17 @@ def test_corrupted_model_files_are_one_line(saved, capsys, change, message):
     assert message in line
 
 
-def test_the_commands_exit_2_with_one_line(saved, tmp_path):
-    """The real ``python -m`` entry points: exit status and stderr, without any traceback."""
+def test_the_commands_exit_2_with_one_line(saved, plays, tmp_path):
+    """The real ``python -m`` entry points: exit status and stderr, without any traceback
+    (nor a progress bar or NumPy's overflow warnings around the error)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     rewrite(saved, dtype=np.array("int8"))
+    diverging = train_args(plays[0], "--alpha", "1e30")
+    diverging.remove("--quiet")
     for argv in (
         ["als.recommend", str(saved), "--user", "u1"],
         ["als.train", "--data", str(tmp_path / "absent.csv"), "--bogus"],
+        ["als.train", *diverging],
     ):
         done = subprocess.run(
             [sys.executable, "-m", *argv], env=env, capture_output=True, text=True, timeout=300
