@@ -62,6 +62,8 @@ def check_save_path(path):
         The target exists but is not a regular file (a device, a FIFO).
     """
     path = os.fspath(path)
+    if os.path.basename(path) in ("", ".", ".."):  # "models/": a folder, not a file name
+        raise IsADirectoryError(errno.EISDIR, "give a file name to save the model to", path)
     if not path.endswith(".npz"):
         path += ".npz"
     target = os.path.realpath(path)

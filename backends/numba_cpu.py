@@ -7,8 +7,13 @@ with reassociation allowed so that LLVM vectorises the dot products. Every row i
 one thread from the same inputs, so results do not depend on the thread count.
 
 The wrappers check shapes and dtypes and normalise index dtypes (int64 ``indptr``, int32
-``indices``) so each kernel compiles once per factor dtype; the model has already checked
-that every index is in range, and the kernels trust it.
+``indices``, never narrowed without a check) so each kernel compiles once per factor dtype;
+the model has already checked that every index is in range, and the kernels trust it.
+
+Queries may come from many threads at once: Numba's thread count is per calling thread, the
+process-wide BLAS limit is shared and restored by the last thread out, and with Numba's
+workqueue threading layer (which cannot run two parallel kernels at once) launches take
+turns. Where no folder can hold Numba's cache, the kernels compile uncached (one warning).
 """
 
 from __future__ import annotations

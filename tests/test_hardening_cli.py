@@ -111,16 +111,23 @@ def test_csv_module_errors_are_one_line(tmp_path, capsys):
     assert "line 3" in line
 
 
-@pytest.mark.parametrize("where", ["directory", "missing-folder", "under-a-file"])
+@pytest.mark.parametrize(
+    "where", ["directory", "folder-name", "missing-folder", "under-a-file", "fifo"]
+)
 def test_save_path_is_checked_before_training(plays, tmp_path, capsys, where):
     target = {
         "directory": tmp_path / "models.npz",
+        "folder-name": tmp_path / "models",
         "missing-folder": tmp_path / "no" / "such" / "model.npz",
         "under-a-file": plays[0] / "model.npz",
+        "fifo": tmp_path / "pipe.npz",
     }[where]
-    if where == "directory":
+    if where in ("directory", "folder-name"):
         target.mkdir()
-    line, out = one_line_failure(capsys, train_cli.main, train_args(plays[0], "--save", str(target)))
+    if where == "fifo":
+        os.mkfifo(target)
+    given = str(target) + (os.sep if where == "folder-name" else "")
+    line, out = one_line_failure(capsys, train_cli.main, train_args(plays[0], "--save", given))
     assert "training on" not in out  # refused before any work
     assert str(target.parent.name) in line or str(target.name) in line
 
