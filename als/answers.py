@@ -8,16 +8,19 @@ function returns plain dicts (ready for ``--json``); ``format_*`` turns them int
 from __future__ import annotations
 
 import argparse
+import csv
 import functools
 import math
+import os
 import sys
 import traceback
+import warnings
 
 import numpy as np
 
 from backends.base import BackendUnavailable
 
-from .errors import UserError
+from .errors import UsageError, UserError
 
 __all__ = [
     "predict_for_user",
@@ -114,41 +117,82 @@ def format_explanation(heading, explanation):
     return "\n".join(lines)
 
 
-#: mistakes a user can make: one line on stderr, exit status 2, no traceback. Every other
-#: exception (a bug) is let through with its traceback. OSError covers files that cannot be
-#: opened (missing, unreadable, a folder); BackendUnavailable is the backends' own error;
-#: ImportError a missing optional package (its message names the install command).
-USER_ERRORS = (UserError, BackendUnavailable, OSError, ImportError)
+#: what a user can cause or meet, printed as their message alone: their mistakes (UserError:
+#: bad data, options, arguments, a failed fit or query), a backend that cannot run here, a
+#: file or folder that cannot be read or written (OSError: missing, unreadable, a folder,
+#: BadGzipFile, ENOSPC ...; EOFError: a truncated file), a malformed CSV, a missing optional
+#: package (ImportError: its message names the install command), memory. Anything else is a
+#: bug: one line with its type, and the traceback with --debug or ALS_DEBUG=1.
+USER_ERRORS = (
+    UserError,
+    BackendUnavailable,
+    OSError,
+    EOFError,
+    ImportError,
+    MemoryError,
+    csv.Error,
+)
+
+
+def _one_line(exc):
+    """The message of ``exc`` on one line (KeyError's quotes and OSError's errno dropped)."""
+    if isinstance(exc, KeyError) and not isinstance(exc, UserError) and exc.args:
+        text = str(exc.args[0])
+    elif isinstance(exc, OSError) and exc.strerror:
+        where = exc.filename if exc.filename is not None else ""
+        text = f"{where}: {exc.strerror}" if where else exc.strerror
+    elif isinstance(exc, MemoryError):
+        text = f"out of memory {exc}".strip()
+    else:
+        text = str(exc)
+    if not isinstance(exc, USER_ERRORS):
+        # not a failure we know: name it, and keep its first line (Numba's run to pages)
+        first = next((line for line in text.splitlines() if line.strip()), "")
+        text = f"{type(exc).__name__}: {first.strip()} (run with --debug for the traceback)"
+    return " ".join(line.strip() for line in text.splitlines() if line.strip()) or type(
+        exc
+    ).__name__
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """A warning as one line on stderr, like the errors (no source line under it)."""
+    print(f"warning: {' '.join(str(message).split())}", file=sys.stderr)
 
 
 def user_errors(main):
-    """Run a CLI ``main``; a user's mistake prints one line on stderr and exits with 2.
+    """Run a CLI ``main``; any failure prints one line on stderr and exits with 2.
 
-    Set ``ALS_DEBUG=1`` (or pass ``--debug``) to see the traceback instead.
+    Set ``ALS_DEBUG=1`` (or pass ``--debug``) to see the traceback as well.
     """
 
     @functools.wraps(main)
     def wrapper(argv=None):
         argv = sys.argv[1:] if argv is None else list(argv)
         try:
-            return main(argv)
-        except USER_ERRORS as exc:
-            if "--debug" in argv:
-                traceback.print_exc()
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+            with warnings.catch_warnings():
+                warnings.showwarning = _show_warning
+                return main(argv)
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             return 130
+        except Exception as exc:  # noqa: BLE001 (a command line never shows a traceback)
+            if "--debug" in argv or os.environ.get("ALS_DEBUG"):
+                traceback.print_exc()
+            print(f"error: {_one_line(exc)}", file=sys.stderr)
+            return 2
 
     return wrapper
 
 
 class OneLineParser(argparse.ArgumentParser):
-    """An ``argparse`` parser that reports a mistake on one line, without the usage block."""
+    """An ``argparse`` parser that reports a mistake on one line, without the usage block.
+
+    The mistake is raised as :class:`~als.errors.UsageError`, which ``user_errors`` prints as
+    one line with exit status 2, like every other failure.
+    """
 
     def error(self, message):
-        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+        raise UsageError(f"{message} (see {self.prog} --help)")
 
 
 def number(kind, minimum=None, maximum=None, *, above=None, below=None):

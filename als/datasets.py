@@ -161,8 +161,14 @@ def find_dataset(name: str, *, download: bool = True) -> Path:
     for root in search_paths():
         for folder_name in dataset.folders:
             folder = root / folder_name
+            try:
+                found = ratings_file(folder, layout)
+            except OSError as exc:  # a folder we may not look into: try the next place
+                searched.append(f"{folder} (unreadable: {exc.strerror or exc})")
+                logger.warning("skipping %s: %s", folder, exc.strerror or exc)
+                continue
             searched.append(str(folder))
-            if ratings_file(folder, layout) is not None:
+            if found is not None:
                 return folder
     reason = _download_refusal(dataset, download)
     if reason is None:

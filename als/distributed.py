@@ -2,9 +2,12 @@
 
 :func:`fit_distributed` trains an :class:`~als.model.AlternatingLeastSquares` on a
 ``dask.distributed.Client`` and leaves the learned factors in that ordinary model, which then
-recommends, saves and loads as usual. With the same parameters and seed it gives the
-single-machine fit's factors to float32 rounding (only the Gram matrix is summed in a
-different order).
+recommends, saves and loads as usual. With the same parameters and seed its factors are close
+to the single-machine fit's but not identical: the Gram matrix is summed here in float64 (in a
+fixed tree), there in float32, and the iterations carry that rounding forward. Measured on
+ml-100k with 64 factors (``python -m benchmarks.dask_agreement``): the largest factor
+difference is 0.4% of the largest factor after 1 iteration, 0.5% after 15 and 2.5% after 150;
+ranking metrics at 10 differ by at most 8e-5 after 15 iterations and 7e-4 after 150.
 
 Partitioning
     Users are cut into ``blocks`` contiguous ranges and items into as many. User block ``b``
@@ -68,6 +71,7 @@ import scipy.sparse
 from tqdm.auto import tqdm
 
 from backends.base import get_backend
+from backends.base import as_int32
 
 from .errors import InvalidTypeError, InvalidValueError
 from .fitting import (
@@ -175,7 +179,7 @@ def _pieces(rows, columns, weights, bounds):
     order = np.argsort(block, kind="stable")
     splits = np.searchsorted(block[order], np.arange(1, len(bounds) - 1))
     return [
-        (rows[part] - bounds[b], columns[part].astype(np.int32), weights[part])
+        (rows[part] - bounds[b], as_int32(columns[part], "item ids"), weights[part])
         for b, part in enumerate(np.split(order, splits))
     ]
 

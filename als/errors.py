@@ -17,6 +17,7 @@ __all__ = [
     "UserError",
     "InvalidTypeError",
     "InvalidValueError",
+    "UsageError",
     "AmbiguousItemError",
     "ChecksumError",
     "DataError",
@@ -46,6 +47,10 @@ class InvalidValueError(UserError, ValueError):
 
 class InvalidTypeError(UserError, TypeError):
     """An argument has a type it may not have; the message names it."""
+
+
+class UsageError(UserError, ValueError):
+    """A command line the parser cannot make sense of (unknown option, bad value)."""
 
 
 class DataError(UserError):

@@ -22,6 +22,8 @@ import numpy as np
 import scipy.sparse
 from tqdm.auto import tqdm
 
+from backends.base import as_int32
+
 from .errors import InvalidTypeError, InvalidValueError
 from .validation import (
     check_finite_real,
@@ -278,7 +280,7 @@ def ranking_metrics_at_k(
     _check_model_shape(model, n_items)
 
     test_counts = np.diff(test_user_items.indptr)
-    to_generate = np.flatnonzero(test_counts).astype(np.int32)
+    to_generate = as_int32(np.flatnonzero(test_counts), "test_user_items rows")
     if not len(to_generate):
         raise InvalidValueError("test_user_items has no interactions: no user can be evaluated")
     if np.any(test_counts >= n_items):

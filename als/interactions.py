@@ -22,6 +22,7 @@ import scipy.sparse as sp
 
 from als.errors import (
     AmbiguousItemError,
+    DataFormatError,
     EmptyDataError,
     InvalidValueError,
     MissingDataError,
@@ -685,8 +686,16 @@ class Interactions:
             )
         user_ids, item_ids = np.asarray(get("user_ids")), np.asarray(get("item_ids"))
         shape = (user_ids.size, item_ids.size)
+        stored_shape = get("shape")
+        if stored_shape is not None and np.asarray(stored_shape).reshape(-1).tolist() != list(
+            shape
+        ):
+            raise DataFormatError(
+                f"The saved interactions are corrupted: shape {np.asarray(stored_shape)} but "
+                f"{shape[0]} user ids and {shape[1]} item ids."
+            )
         if get("indptr") is not None:
-            matrix = sp.csr_matrix((get("weights"), get("indices"), get("indptr")), shape=shape)
+            matrix = _matrix_from_arrays(get("indptr"), get("indices"), get("weights"), shape)
         else:
             matrix = sp.csr_matrix(shape, dtype=np.float32)
         titles = get("item_titles")
@@ -737,6 +746,27 @@ def _loose_keys(title: str) -> set[str]:
         if year:
             keys.add(f"{form} ({year.group(1)})")
     return keys
+def _matrix_from_arrays(indptr, indices, weights, shape) -> sp.csr_matrix:
+    """The CSR matrix of saved arrays, after checking that they describe one of ``shape``."""
+    n_users, n_items = shape
+    indptr, indices, weights = (np.asarray(a) for a in (indptr, indices, weights))
+    problem = None
+    if indptr.ndim != 1 or indptr.dtype.kind not in "iu" or indptr.size != n_users + 1:
+        problem = f"indptr is {indptr.dtype} {indptr.shape}, expected {n_users + 1} integers"
+    elif indices.ndim != 1 or indices.dtype.kind not in "iu":
+        problem = f"indices are {indices.dtype} {indices.shape}, expected integers"
+    elif weights.ndim != 1 or weights.dtype.kind not in "iuf" or weights.size != indices.size:
+        problem = f"weights are {weights.dtype} {weights.shape}, expected {indices.size} numbers"
+    elif indptr[0] != 0 or indptr[-1] != indices.size or (np.diff(indptr) < 0).any():
+        problem = f"indptr does not describe {indices.size} entries in {n_users} rows"
+    elif indices.size and (indices.min() < 0 or indices.max() >= n_items):
+        bad = indices[(indices < 0) | (indices >= n_items)][0]
+        problem = f"item column {bad} is out of range for {n_items} item ids"
+    elif not np.isfinite(weights).all():
+        problem = "some weights are NaN or infinite"
+    if problem is not None:
+        raise DataFormatError(f"The saved interactions are corrupted: {problem}.")
+    return sp.csr_matrix((weights, indices, indptr), shape=shape)
 
 
 def _coerce_key(key, ids: np.ndarray):

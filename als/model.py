@@ -10,14 +10,16 @@ memory from fit to recommend; ``user_factors`` and ``item_factors`` read them as
 from __future__ import annotations
 
 import numbers
+import threading
 import time
+import warnings
 
 import numpy as np
 import scipy.linalg
 import scipy.sparse
 from tqdm.auto import tqdm
 
-from backends.base import Backend, BackendUnavailable, get_backend
+from backends.base import Backend, BackendUnavailable, check_int32_ids, get_backend
 
 from .errors import InvalidValueError
 from .fitting import (
@@ -32,12 +34,16 @@ from .fitting import (
 )
 from .persistence import ModelFileError, read_npz, write_npz
 from .validation import (
+    ParameterWarning,
+    as_scalar,
     check_dtype,
     check_factor_array,
+    check_growth,
     check_ids,
     check_positive_int,
     check_random_state,
     check_user_items,
+    is_scalar,
 )
 
 __all__ = ["AlternatingLeastSquares", "ModelFitError", "ModelFileError", "FORMAT_VERSION"]
@@ -61,6 +67,11 @@ _SAVED_PARAMS = (
     "nu",
     "init_stddev",
 )
+
+
+#: ids of the models whose ``fit`` is running; a second ``fit`` on one of them is refused
+_FITTING = set()
+_FITTING_LOCK = threading.Lock()
 
 
 class AlternatingLeastSquares:
@@ -342,6 +353,20 @@ class AlternatingLeastSquares:
         ModelFitError
             When the factors stop being finite.
         """
+        with _FITTING_LOCK:
+            if id(self) in _FITTING:
+                raise RuntimeError(
+                    "fit is already running on this model (in another thread): wait for it, "
+                    "or fit a copy"
+                )
+            _FITTING.add(id(self))
+        try:
+            return self._fit(user_items, show_progress, callback)
+        finally:
+            with _FITTING_LOCK:
+                _FITTING.discard(id(self))
+
+    def _fit(self, user_items, show_progress, callback):
         settings = self.solver_settings()
         backend = self.backend_
         Cui = settings.confidences(check_user_items(user_items, require_entries=True))
@@ -426,7 +451,7 @@ class AlternatingLeastSquares:
         """Exact factors (device array) for the rows of ``matrix`` against the other side."""
         self._require_fit()
         fixed = self._factors(side.other)
-        count = 1 if np.isscalar(ids) else len(ids)
+        count = 1 if is_scalar(ids) else len(np.asarray(ids))
         matrix = check_user_items(matrix, side.matrix_name, rows=count, columns=len(fixed))
         settings = self.solver_settings()
         matrix = settings.confidences(matrix)
@@ -440,6 +465,12 @@ class AlternatingLeastSquares:
             else:
                 lambdas = backend.to_device(lambdas)
                 backend.solve(backend.to_device(matrix), rows, fixed, gram, None, lambdas)
+        if not backend.all_finite(rows):
+            raise ModelFitError(
+                f"the recalculated {side.singular} factors are NaN or infinite: the weights in "
+                f"{side.matrix_name} are too large for {self._dtype().name} (lower alpha or the "
+                "weights, raise regularization or use float64)"
+            )
         return rows
 
     def recalculate_user(self, userid, user_items):
@@ -458,7 +489,7 @@ class AlternatingLeastSquares:
             Shape (factors,) for a scalar ``userid``, else (len(userid), factors).
         """
         factors = self.backend_.to_host(self._recalculate(userid, user_items, USERS))
-        return factors[0] if np.isscalar(userid) else factors
+        return factors[0] if is_scalar(userid) else factors
 
     def recalculate_item(self, itemid, item_users):
         """Compute factors for items from their interactions without storing them.
@@ -466,7 +497,7 @@ class AlternatingLeastSquares:
         ``item_users`` has one row per item in ``itemid`` and one column per user.
         """
         factors = self.backend_.to_host(self._recalculate(itemid, item_users, ITEMS))
-        return factors[0] if np.isscalar(itemid) else factors
+        return factors[0] if is_scalar(itemid) else factors
 
     def partial_fit_users(self, userids, user_items):
         """Recompute and store factors for ``userids``, growing the model for new users."""
@@ -477,7 +508,14 @@ class AlternatingLeastSquares:
         self._partial_fit(itemids, item_users, ITEMS)
 
     def _partial_fit(self, ids, matrix, side):
+        if id(self) in _FITTING:
+            raise RuntimeError(
+                "fit is running on this model (in another thread): partial_fit would mix "
+                "into it; wait for it to finish"
+            )
         ids = check_ids(ids, side.ids_name, np.iinfo(np.int64).max, allow_scalar=False)
+        self._require_fit()
+        check_growth(ids, len(self._factors(side)), side.ids_name, side.name)
         new = self._recalculate(ids, matrix, side)
         factors = self._factors(side)
         if len(ids) and ids.max() >= len(factors):
@@ -536,8 +574,8 @@ class AlternatingLeastSquares:
         self._require_fit()
         N = check_positive_int(N, "N")
         n_users, n_items = len(self._user_factors), len(self._item_factors)
-        scalar = np.isscalar(userid)
-        count = 1 if scalar else len(np.asarray(userid))
+        scalar = is_scalar(userid)
+        count = 1 if scalar else len(np.atleast_1d(userid))
         liked = None
         rows = getattr(user_items, "shape", (count,))[0]
         if scalar and rows > 1 and (filter_already_liked_items or recalculate_user):
@@ -584,7 +622,9 @@ class AlternatingLeastSquares:
             exclude = self.backend_.to_device(exclude)
         with self.backend_.threads():
             ids, scores = self.backend_.topk(queries, factors, k, exclude, exclude_all, norms)
+        _check_scores(scores, ids)
         if subset is not None:
+            check_int32_ids(total, filter_name[7:])
             ids = np.where(ids >= 0, subset[np.maximum(ids, 0)], -1).astype(np.int32)
         return ids, scores
 
@@ -623,7 +663,7 @@ class AlternatingLeastSquares:
         self._require_fit()
         N = check_positive_int(N, "N")
         factors = self._factors(side)
-        scalar = np.isscalar(queryid)
+        scalar = is_scalar(queryid)
         if recalculate:
             queries = self._recalculate(queryid, matrix, side)
             query_norms = self.backend_.norms(queries)
@@ -636,6 +676,7 @@ class AlternatingLeastSquares:
             queries, side, N, None, filter_ids, subset, side.name, norms=self._norms(side)
         )
         scores = scores / self.backend_.to_host(query_norms)[:, None]
+        _check_scores(scores, ids)
         return (ids[0][ids[0] >= 0], scores[0][ids[0] >= 0]) if scalar else (ids, scores)
 
     def explain(self, userid, user_items, itemid, user_weights=None, N=10):
@@ -692,9 +733,16 @@ class AlternatingLeastSquares:
             user_weights = scipy.linalg.cho_factor(A)
         weighted_item = scipy.linalg.cho_solve(user_weights, item_factors[itemid])
         scores = (item_factors[liked] @ weighted_item) * liked_confidence
+        with np.errstate(over="ignore"):
+            total = float(scores.sum())
+        if not (np.isfinite(total) and np.isfinite(scores).all()):
+            raise ModelFitError(
+                "the explanation's scores are NaN or infinite: the weights in user_items are "
+                "too large for the factors (lower alpha or the weights)"
+            )
         order = np.lexsort((liked, -scores))[:N]
         contributions = [(int(liked[i]), float(scores[i])) for i in order]
-        return float(scores.sum()), contributions, user_weights
+        return total, contributions, user_weights
 
     # -- moving and persisting ----------------------------------------------------------------
 
@@ -740,6 +788,11 @@ class AlternatingLeastSquares:
             arrays["random_state"] = self.random_state
         for key, value in (extra or {}).items():
             arrays[f"extra/{key}"] = np.asarray(value)
+            if arrays[f"extra/{key}"].dtype.hasobject:
+                raise TypeError(
+                    f"extra[{key!r}] holds Python objects: model files never contain pickles; "
+                    "give numbers or strings"
+                )
         arrays = {key: value for key, value in arrays.items() if value is not None}
         write_npz(fileobj_or_path, arrays)
 
@@ -771,8 +824,23 @@ class AlternatingLeastSquares:
         if "random_state" in arrays:
             params["random_state"] = arrays["random_state"].item()
         model = cls(**params, dtype=str(arrays.get("dtype", "float32")), backend=backend)
-        model.user_factors = arrays["user_factors"]
-        model.item_factors = arrays["item_factors"]
+        if model._dtype() not in model.backend_.dtypes:
+            # e.g. float16 factors from a GPU, served by a CPU backend
+            warnings.warn(
+                f"{fileobj_or_path} holds {model._dtype().name} factors, which the "
+                f"{model.backend_name!r} backend does not support: loaded as float32",
+                ParameterWarning,
+                stacklevel=2,
+            )
+            model.dtype = np.float32
+        for key in ("user_factors", "item_factors"):
+            # popped, not copied: the file's arrays become the model's (peak memory ~1x)
+            try:
+                factors = check_factor_array(arrays.pop(key), key, model._dtype())
+            except ValueError as exc:
+                raise ModelFileError(f"{fileobj_or_path} is corrupted: {exc}") from exc
+            setattr(model, f"_{key}", model.backend_.to_device(factors))
+        model._clear_caches()
         if not return_extra:
             return model
         extra = {key[6:]: value for key, value in arrays.items() if key.startswith("extra/")}
@@ -780,7 +848,15 @@ class AlternatingLeastSquares:
 
 
 def _check_model_arrays(arrays, name):
-    """Refuse model arrays that are missing, too new, or inconsistent with each other."""
+    """Refuse model arrays that are missing, too new, out of range or inconsistent."""
+    for key in _SAVED_PARAMS + ("dtype", "random_state", "format_version"):
+        if key in arrays and arrays[key].shape != ():
+            raise ModelFileError(f"{name} is corrupted: {key!r} should be a single value")
+    for key, (kinds, valid, rule) in _PARAM_RULES.items():
+        if key in arrays and not _valid_param(arrays[key].item(), kinds, valid):
+            raise ModelFileError(
+                f"{name} is corrupted: {key} is {arrays[key].item()!r}, not {rule}"
+            )
     version = int(arrays["format_version"]) if "format_version" in arrays else 0
     if version > FORMAT_VERSION:
         raise ModelFileError(
@@ -790,9 +866,15 @@ def _check_model_arrays(arrays, name):
     missing = {"user_factors", "item_factors", "factors"} - set(arrays)
     if missing:
         raise ModelFileError(f"{name} is not a model file: no {', '.join(sorted(missing))}")
-    for key in _SAVED_PARAMS + ("dtype", "random_state", "format_version"):
-        if key in arrays and arrays[key].shape != ():
-            raise ModelFileError(f"{name} is corrupted: {key!r} should be a single value")
+    if "dtype" in arrays:
+        try:
+            dtype = np.dtype(str(arrays["dtype"]))
+        except TypeError:
+            dtype = None
+        if dtype is None or dtype.kind != "f" or dtype.itemsize > 8:
+            raise ModelFileError(
+                f"{name} is corrupted: dtype is {str(arrays['dtype'])!r}, not a float dtype"
+            )
     users, items = arrays["user_factors"], arrays["item_factors"]
     factors = arrays["factors"].item()
     for key, array in (("user_factors", users), ("item_factors", items)):
@@ -801,6 +883,41 @@ def _check_model_arrays(arrays, name):
                 f"{name} is corrupted: {key} is {array.dtype} {array.shape}, expected a float "
                 f"array with {factors} columns"
             )
+    if users.dtype != items.dtype:
+        raise ModelFileError(
+            f"{name} is corrupted: user_factors are {users.dtype} but item_factors {items.dtype}"
+        )
+
+
+def _valid_param(value, kinds, valid):
+    if bool in kinds:
+        return isinstance(value, bool) or (type(value) is int and value in (0, 1))
+    return isinstance(value, kinds) and not isinstance(value, bool) and bool(valid(value))
+
+
+#: what a saved parameter may be: (Python types, check, the rule in words)
+_PARAM_RULES = {
+    "factors": ((int,), lambda v: v >= 1, "an integer >= 1"),
+    "iterations": ((int,), lambda v: v >= 0, "an integer >= 0"),
+    "num_threads": ((int,), lambda v: v >= 0, "an integer >= 0"),
+    "cg_steps": ((int,), lambda v: v == -1 or v >= 1, "-1 (exact solve) or an integer >= 1"),
+    "random_state": ((int,), lambda v: v >= 0, "an integer >= 0"),
+    "format_version": ((int,), lambda v: v >= 0, "an integer >= 0"),
+    "regularization": ((int, float), lambda v: np.isfinite(v) and v >= 0, "a finite number >= 0"),
+    "alpha": ((int, float), lambda v: np.isfinite(v) and v > 0, "a finite number > 0"),
+    "use_native": ((bool,), lambda v: True, "true or false"),
+    "use_cg": ((bool,), lambda v: True, "true or false"),
+    "calculate_training_loss": ((bool,), lambda v: True, "true or false"),
+}
+
+
+def _check_scores(scores, ids):
+    """Refuse to answer with a score that is not finite (the places padded with -1 aside)."""
+    if not np.isfinite(scores[ids >= 0]).all():
+        raise ModelFitError(
+            "a score is NaN or infinite: the factors are too large for "
+            f"{scores.dtype.name} (refit with more regularization, or use float64)"
+        )
 
 
 def _restrict_columns(matrix, subset):

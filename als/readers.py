@@ -21,6 +21,7 @@ import math
 import os
 import re
 import warnings
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,16 +75,35 @@ def layout_of_folder(folder: Path) -> Layout:
 
 
 def check_file(path: Path) -> Path:
+    """``path`` if it is a regular file (symlinks followed): never a directory, FIFO or device."""
     if not path.is_file():
-        raise FileNotFoundError(2, "No such data file", str(path))
+        if os.path.exists(path):
+            reason = "Not a data file: not a regular file (a directory, FIFO or device)"
+        else:
+            reason = "No such data file"
+        raise FileNotFoundError(2, reason, str(path))
     return path
 
 
+_UTF8_BOM = b"\xef\xbb\xbf"
+
+
 def read_text(path: Path, encoding: str) -> str:
-    """Read a whole (possibly gzip-compressed) text file, naming the file on decode errors."""
+    """Read a whole (possibly gzip-compressed) text file, naming the file on decode errors.
+
+    A UTF-8 byte-order mark is dropped, and declares the file UTF-8 whatever ``encoding``.
+    """
     raw = check_file(path).read_bytes()
     if raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
+        try:
+            raw = gzip.decompress(raw)
+        except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+            raise DataFormatError(
+                f"{path} is a damaged gzip file ({exc}): it is truncated or corrupted.",
+                path=str(path),
+            ) from None
+    if raw.startswith(_UTF8_BOM):
+        raw, encoding = raw[len(_UTF8_BOM) :], "utf-8"
     try:
         return raw.decode(encoding)
     except UnicodeDecodeError as exc:
@@ -104,8 +124,18 @@ def _lines(text: str) -> Iterator[tuple[int, str]]:
 
 def _split(line: str, sep: str, quoted: bool) -> list[str]:
     if quoted:
-        return next(csv.reader([line], delimiter=sep))
+        try:
+            return next(csv.reader([line], delimiter=sep), [])
+        except csv.Error as exc:  # e.g. a field over the csv module's size limit
+            raise ValueError(f"the line cannot be read as CSV ({exc})") from None
     return line.split(sep)
+
+
+def _title_of(fields: list[str], width: int, sep: str) -> str:
+    """The title (second field) of a line of ``width`` fields; a line with more fields has
+    the separator inside its title, which takes the extra fields back."""
+    extra = max(0, len(fields) - width)
+    return sep.join(fields[1 : 2 + extra]).strip()
 
 
 @dataclass(frozen=True)
@@ -415,7 +445,7 @@ def _read_layout_titles(path: Path, layout: Layout, on_bad_lines: str) -> dict:
                     line=line,
                 )
             continue
-        titles[int(fields[0])] = fields[1].strip()
+        titles[int(fields[0])] = _title_of(fields, layout.items_fields, layout.items_sep)
     return titles
 
 
@@ -442,8 +472,10 @@ def read_users(path: Path) -> pd.DataFrame:
 def read_titles_table(path: str | os.PathLike) -> dict:
     """Read an ``item id, title`` table: the first two columns of a delimited file with a header.
 
-    The separator is sniffed (comma, tab, ...). Ids keep the type pandas reads them as (int
-    or str); titles are str, ``""`` where missing.
+    The separator is the commonest of tab, comma, semicolon and ``|`` on the header line;
+    fields may be quoted, and a row with more fields than the header has the separator in its
+    title, which keeps them. Ids are int when every one is an integer, else str; titles are
+    str, ``""`` where missing. A UTF-8 byte-order mark is ignored.
 
     Parameters
     ----------
@@ -463,7 +495,19 @@ def read_titles_table(path: str | os.PathLike) -> dict:
         The table has no rows.
     """
     path = check_file(Path(path))
-    frame = pd.read_csv(path, sep=None, engine="python", usecols=[0, 1], dtype={1: str})
-    if frame.empty:
+    lines = [line for _, line in _lines(read_text(path, "utf-8")) if line.strip()]
+    if len(lines) < 2:
         raise EmptyDataError(f"The titles table {path} has no rows.")
-    return dict(zip(frame.iloc[:, 0].tolist(), frame.iloc[:, 1].fillna("").tolist(), strict=True))
+    sep = max(("\t", ",", ";", "|"), key=lines[0].count) if lines[0].strip() else ","
+    sep = sep if sep in lines[0] else ","
+    width = max(2, len(_split(lines[0], sep, True)))
+    ids, titles = [], []
+    for number, line in enumerate(lines[1:], start=2):
+        try:
+            fields = _split(line, sep, True)
+        except ValueError as exc:
+            raise DataFormatError(f"{path}, row {number}: {exc}.", path=str(path)) from None
+        ids.append(fields[0].strip() if fields else "")
+        titles.append(_title_of(fields, width, sep) if len(fields) > 1 else "")
+    keys = [int(i) for i in ids] if all(_INTEGER.fullmatch(i) for i in ids) else ids
+    return dict(zip(keys, titles, strict=True))

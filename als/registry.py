@@ -45,6 +45,8 @@ class Layout:
     items_header: bool
     items_columns: tuple[str, str]
     unit: str
+    #: fields on a line of the titles file; a line with more has the separator in its title
+    items_fields: int = 2
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,7 @@ def layouts(path: Path | None = None) -> dict[str, Layout]:
             items_header=entry["titles_header"],
             items_columns=tuple(entry["titles_columns"]),
             unit=entry["unit"],
+            items_fields=entry.get("titles_fields", 2),
         )
         for name, entry in read_registry(path)["layouts"].items()
     }

@@ -45,6 +45,7 @@ from .data import load
 from .errors import InvalidValueError
 from .evaluation import ranking_metrics_at_k, train_test_split
 from .model import AlternatingLeastSquares
+from .persistence import check_save_path
 from .readers import read_titles_table
 
 #: the reference notebook's workflow, used when --data is not given
@@ -203,7 +204,9 @@ def build_parser():
         help="print everything the report says, the parameters and the seed as JSON on "
         "stdout (the report goes to stderr)",
     )
-    output.add_argument("--quiet", action="store_true", help="no progress bar")
+    output.add_argument(
+        "--quiet", action="store_true", help="no progress bar (shown only on a terminal)"
+    )
     output.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     return parser
 
@@ -386,6 +389,12 @@ def compile_note(say):
         yield
 
 
+def progress(args):
+    """Whether to show a progress bar: for a terminal only (in a log it is noise around the
+    one-line error), and never with --quiet."""
+    return not args.quiet and sys.stderr.isatty()
+
+
 def fit(model, train, args, say):
     """Fit ``model`` on ``train`` (on a cluster when asked); return per-iteration records."""
     seconds, losses = [], []
@@ -410,17 +419,18 @@ def fit(model, train, args, say):
             workers=args.workers,
             scheduler=args.scheduler,
             log=say,
-            show_progress=not args.quiet,
+            show_progress=progress(args),
             callback=record,
         )
     else:
-        model.fit(train, show_progress=not args.quiet, callback=record)
+        model.fit(train, show_progress=progress(args), callback=record)
     per_iteration = float(np.median(seconds)) if seconds else 0.0
-    if losses:
-        say(
-            f"{model.iterations} iterations, {per_iteration:.3f} s per iteration (median), "
-            f"final loss {losses[-1]:.6f}"
-        )
+    say(
+        f"{model.iterations} iterations, {per_iteration:.3f} s per iteration (median), "
+        f"final loss {losses[-1]:.6f}"
+        if losses
+        else "0 iterations"
+    )
     return {
         "factors": model.factors,
         "iterations": model.iterations,
@@ -434,6 +444,8 @@ def fit(model, train, args, say):
 @user_errors
 def main(argv):
     args = build_parser().parse_args(argv)
+    if args.save:
+        check_save_path(args.save)  # before training, not after
     if args.user is not None and args.like:
         raise InvalidValueError("give --user (an existing user) or --like (a new user), not both")
     report = sys.stderr if args.json else sys.stdout

@@ -25,15 +25,45 @@ from .errors import InvalidTypeError, InvalidValueError
 
 __all__ = [
     "ParameterWarning",
+    "all_finite",
+    "as_scalar",
     "check_choice",
     "check_dtype",
     "check_factor_array",
     "check_finite_real",
+    "check_growth",
     "check_ids",
     "check_positive_int",
     "check_random_state",
     "check_user_items",
+    "is_scalar",
 ]
+
+#: elements checked at a time by ``all_finite``: its scratch memory stays at 1 MiB
+_FINITE_CHUNK = 1 << 20
+
+
+def is_scalar(value):
+    """True for one value: a Python or NumPy scalar or a 0-d array (which NumPy treats alike)."""
+    return np.ndim(value) == 0
+
+
+def as_scalar(value):
+    """A 0-d array or NumPy scalar as the Python value it holds; anything else unchanged."""
+    if isinstance(value, (np.ndarray, np.generic)) and np.ndim(value) == 0:
+        return value.item()
+    return value
+
+
+def all_finite(array):
+    """True when every value of ``array`` is finite, checked in chunks (little scratch memory)."""
+    flat = np.asarray(array).reshape(-1)
+    if flat.dtype.kind not in "fc":
+        return True
+    return all(
+        np.isfinite(flat[start : start + _FINITE_CHUNK]).all()
+        for start in range(0, flat.size, _FINITE_CHUNK)
+    )
 
 
 class ParameterWarning(UserWarning):
@@ -182,7 +212,8 @@ def check_ids(ids, name, upper, allow_scalar=True):
     ValueError
         For an empty array, a multi-dimensional array, or ids out of range.
     """
-    if allow_scalar and np.isscalar(ids):
+    if allow_scalar and is_scalar(ids):
+        ids = as_scalar(ids)
         if not isinstance(ids, numbers.Integral) or isinstance(ids, bool):
             raise InvalidTypeError(f"{name} must be an integer id, not {type(ids).__name__}")
         if not 0 <= ids < upper:
@@ -191,6 +222,8 @@ def check_ids(ids, name, upper, allow_scalar=True):
             )
         return int(ids)
     array = np.asarray(ids)
+    if array.ndim == 0:  # one id where a list is expected: a list of one
+        array = array.reshape(1)
     if array.ndim != 1:
         raise InvalidValueError(f"{name} must be a 1-D array of ids, got shape {array.shape}")
     if array.size and not np.issubdtype(array.dtype, np.integer):
@@ -206,6 +239,7 @@ def check_ids(ids, name, upper, allow_scalar=True):
 
 def check_positive_int(value, name, minimum=1):
     """Return ``value`` as an int, or raise if it is not an integer >= ``minimum``."""
+    value = as_scalar(value)
     if not isinstance(value, numbers.Integral) or isinstance(value, bool):
         raise InvalidTypeError(f"{name} must be an integer, not {type(value).__name__}")
     if value < minimum:
@@ -222,7 +256,7 @@ def check_factor_array(array, name, dtype, shape=None):
         raise InvalidValueError(f"{name} has shape {array.shape}, expected {tuple(shape)}")
     if not np.issubdtype(array.dtype, np.floating):
         raise InvalidTypeError(f"{name} must hold floating-point factors, not {array.dtype}")
-    if not np.isfinite(array).all():
+    if not all_finite(array):
         raise InvalidValueError(f"{name} has NaN or infinite values")
     return np.ascontiguousarray(array, dtype=dtype)
 
@@ -235,6 +269,7 @@ def check_finite_real(
     Bools are refused (``True`` is not a regularisation). ``minimum``/``maximum`` are
     inclusive bounds, ``exclusive_minimum``/``exclusive_maximum`` exclusive ones.
     """
+    value = as_scalar(value)
     if not isinstance(value, numbers.Real) or isinstance(value, bool):
         raise InvalidTypeError(f"{name} must be a real number, not {type(value).__name__}")
     if not np.isfinite(value):
@@ -290,3 +325,28 @@ def check_choice(value, choices, name):
             f"{name} must be one of {', '.join(map(str, choices))}, got {value!r}"
         )
     return value
+
+
+#: a partial fit may add at most this many rows beyond the rows it is given, or as many as the
+#: model has, whichever is more (ids need not be contiguous, but never absurdly sparse)
+GROWTH_SLACK = 1 << 16
+
+
+def check_growth(ids, current, name, side):
+    """Refuse ids that would grow a model's ``current`` rows to an absurd size.
+
+    The rule: after a partial fit with ``len(ids)`` rows, the model has at most
+    ``current + len(ids) + max(current, GROWTH_SLACK)`` rows, i.e. the new rows' ids may
+    leave a gap no larger than the model itself (or 65,536 rows). A model can still grow
+    without bound, by calls that each at most double it.
+    """
+    if not len(ids):
+        return
+    needed = int(ids.max()) + 1
+    limit = current + len(ids) + max(current, GROWTH_SLACK)
+    if needed > limit:
+        raise InvalidValueError(
+            f"{name} holds id {needed - 1:,}: storing it would grow the model from {current:,} "
+            f"to {needed:,} {side} for {len(ids):,} given row(s); one partial fit may grow it "
+            f"to at most {limit:,} (current + given + max(current, {GROWTH_SLACK:,}))"
+        )

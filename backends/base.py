@@ -23,6 +23,9 @@ from typing import Any, NamedTuple, Protocol, runtime_checkable
 import numpy as np
 
 __all__ = [
+    "INT32_MAX",
+    "as_int32",
+    "check_int32_ids",
     "Backend",
     "BackendUnavailable",
     "BACKENDS",
@@ -147,6 +150,40 @@ class Backend(Protocol):
 
     def threads(self) -> AbstractContextManager[None]:
         """Context manager that applies this backend's thread limits and restores them."""
+
+
+#: the largest index the kernels (int32 indices) and top-k results (int32 ids) can hold
+INT32_MAX = int(np.iinfo(np.int32).max)
+
+
+def as_int32(array, name, bound=None):
+    """``array`` (NumPy or CuPy) as int32, refusing values int32 cannot hold.
+
+    A cast would wrap them around silently, and kernels do not bounds check. ``bound`` is an
+    exclusive upper bound the non-negative values are known to respect (the dimension they
+    index, checked by the model): when it fits, no pass over the values is needed.
+    """
+    if array.dtype == np.int32:
+        return array
+    if bound is not None and bound <= INT32_MAX + 1:
+        return array.astype(np.int32)
+    if array.size:
+        low, high = int(array.min()), int(array.max())
+        if low < -INT32_MAX - 1 or high > INT32_MAX:
+            bad = high if high > INT32_MAX else low
+            raise ValueError(
+                f"{name} holds {bad:,}, which int32 cannot hold: the kernels index with int32, "
+                f"so at most {INT32_MAX:,} rows or columns"
+            )
+    return array.astype(np.int32)
+
+
+def check_int32_ids(count, name):
+    """Refuse ``count`` ids (``0..count - 1``) that int32 results could not hold."""
+    if count - 1 > INT32_MAX:
+        raise ValueError(
+            f"{name} has {count:,} rows: ids are returned as int32, at most {INT32_MAX + 1:,}"
+        )
 
 
 def check_solve_operands(Cui, X, Y, YtY, dtypes):

@@ -27,7 +27,14 @@ import re
 import numpy as np
 import scipy.sparse
 
-from .base import BLOCK_ELEMENTS, CG_TOLERANCE, BackendUnavailable, check_solve_operands
+from .base import (
+    BLOCK_ELEMENTS,
+    CG_TOLERANCE,
+    BackendUnavailable,
+    as_int32,
+    check_int32_ids,
+    check_solve_operands,
+)
 from .xp_generic import ArrayModuleBackend
 
 __all__ = ["CupyBackend", "CudaOutOfMemoryError", "kernel_source", "name_expressions"]
@@ -197,7 +204,7 @@ class CupyBackend(ArrayModuleBackend):
             return self.sparse.csr_matrix(
                 (
                     xp.asarray(data),
-                    xp.asarray(csr.indices.astype(np.int32, copy=False)),
+                    xp.asarray(as_int32(csr.indices, "indices", csr.shape[1])),
                     xp.asarray(csr.indptr.astype(np.int32, copy=False)),
                 ),
                 shape=csr.shape,
@@ -234,7 +241,7 @@ class CupyBackend(ArrayModuleBackend):
                     block,
                     (
                         Cui.indptr.astype(np.int32, copy=False),
-                        Cui.indices.astype(np.int32, copy=False),
+                        as_int32(Cui.indices, "Cui.indices", Cui.shape[1]),
                         Cui.data.astype(compute, copy=False),
                         X,
                         Y,
@@ -277,6 +284,7 @@ class CupyBackend(ArrayModuleBackend):
         xp = self.xp
         n_queries, n_items = queries.shape[0], factors.shape[0]
         compute = DTYPES[factors.dtype][1]
+        check_int32_ids(n_items, "factors")
         ids = np.full((n_queries, k), -1, dtype=np.int32)
         scores = np.full((n_queries, k), -np.inf, dtype=compute)
         if n_queries == 0 or k == 0:
@@ -291,7 +299,7 @@ class CupyBackend(ArrayModuleBackend):
                 exclude_indices = xp.zeros(1, dtype=xp.int32)
             else:
                 exclude_indptr = exclude.indptr.astype(xp.int32, copy=False)
-                exclude_indices = exclude.indices.astype(xp.int32, copy=False)
+                exclude_indices = as_int32(exclude.indices, "exclude.indices", exclude.shape[1])
             if exclude_all is None:
                 exclude_all = xp.zeros(1, dtype=xp.int64)
                 n_exclude_all = 0

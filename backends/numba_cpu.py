@@ -2,14 +2,22 @@
 
 The wrappers here check shapes and dtypes and normalise index dtypes (int64 ``indptr``,
 int32 ``indices``) so each kernel compiles once per factor dtype; the caller has already
-checked that every index is in range, and the kernels trust it. Memory moves, the Gram
-matrix and the norms are NumPy array code shared with the other backends
-(``backends.xp_generic.ArrayAlgebra``); BLAS computes the Gram matrix.
+checked that every index is in range, and the kernels trust it (indices are never narrowed
+to int32 without a check). Memory moves, the Gram matrix and the norms are NumPy array code
+shared with the other backends (``backends.xp_generic.ArrayAlgebra``); BLAS computes the
+Gram matrix.
+
+Queries may come from many threads at once: Numba's thread count is per calling thread, the
+process-wide BLAS limit is shared and restored by the last thread out, and with Numba's
+workqueue threading layer (which cannot run two parallel kernels at once) launches take
+turns. Where no folder can hold Numba's cache, the kernels compile uncached (one warning,
+``backends.numba_kernels``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import threading
 
 import numba
 import numpy as np
@@ -17,12 +25,61 @@ import scipy.sparse
 from threadpoolctl import ThreadpoolController
 
 from . import numba_kernels as kernels
-from .base import BLOCK_ELEMENTS, LossParts, check_solve_operands
+from .base import BLOCK_ELEMENTS, LossParts, as_int32, check_int32_ids, check_solve_operands
 from .xp_generic import ArrayAlgebra
 
 __all__ = ["NumbaBackend"]
 
 _controller = None
+
+
+class _SharedBlasLimit:
+    """BLAS held at one thread while any thread is inside ``threads()``, then restored exactly.
+
+    threadpoolctl's limits are process-wide: two threads each entering and leaving their own
+    ``limit`` would restore in the wrong order and could leave BLAS pinned at one thread. The
+    first thread in applies the limit, the last one out restores what the first found.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._holders = 0
+        self._limiter = None
+
+    @contextlib.contextmanager
+    def __call__(self):
+        with self._lock:
+            if self._holders == 0:
+                self._limiter = _blas_controller().limit(limits=1, user_api="blas")
+            self._holders += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._holders -= 1
+                if self._holders == 0:
+                    self._limiter.restore_original_limits()
+                    self._limiter = None
+
+
+_single_threaded_blas = _SharedBlasLimit()
+
+#: Numba's workqueue threading layer aborts the process when two threads launch parallel
+#: kernels at once; with it (or before the layer is chosen) launches take turns
+_workqueue_lock = threading.RLock()
+
+
+@contextlib.contextmanager
+def _launches_take_turns_if_needed():
+    try:
+        layer = numba.threading_layer()
+    except ValueError:  # chosen on the first parallel launch
+        layer = None
+    if layer in ("omp", "tbb"):
+        yield
+    else:
+        with _workqueue_lock:
+            yield
 
 
 def _blas_controller():
@@ -56,10 +113,11 @@ class NumbaBackend(ArrayAlgebra):
 
     @contextlib.contextmanager
     def threads(self):
+        # Numba's thread count and chunk size are per calling thread; BLAS's limit is shared
         previous = numba.get_num_threads()
         # BLAS stays single-threaded: its idle workers spin and would steal the cores from
         # Numba's; large products are split among Numba's threads instead (see kernels.scores)
-        with _blas_controller().limit(limits=1, user_api="blas"):
+        with _single_threaded_blas(), _launches_take_turns_if_needed():
             numba.set_num_threads(self._thread_count())
             # hand out tasks dynamically: rows of power-law data differ widely in cost
             previous_chunk = numba.set_parallel_chunksize(1)
@@ -103,6 +161,7 @@ class NumbaBackend(ArrayAlgebra):
 
     def topk(self, queries, factors, k, exclude=None, exclude_all=None, norms=None):
         n_queries, n_items = len(queries), len(factors)
+        check_int32_ids(n_items, "factors")
         excluded_for_all = np.zeros(n_items, dtype=np.bool_)
         if exclude_all is not None:
             excluded_for_all[exclude_all] = True
@@ -111,7 +170,7 @@ class NumbaBackend(ArrayAlgebra):
             excl_indices = np.zeros(0, dtype=np.int32)
         else:
             excl_indptr = exclude.indptr.astype(np.int64)
-            excl_indices = exclude.indices.astype(np.int32)
+            excl_indices = as_int32(exclude.indices, "exclude.indices", exclude.shape[1])
         ids = np.empty((n_queries, k), dtype=np.int32)
         scores = np.empty((n_queries, k), dtype=factors.dtype)
         factors_t = np.ascontiguousarray(factors).T  # F-ordered view, no copy
@@ -142,6 +201,6 @@ def _kernel_operands(Cui, X, Y, YtY):
         raise ValueError("X must be writeable: it is updated in place")
     return (
         Cui.indptr.astype(np.int64, copy=False),
-        Cui.indices.astype(np.int32, copy=False),
+        as_int32(Cui.indices, "Cui.indices", Cui.shape[1]),
         Cui.data.astype(X.dtype, copy=False),
     )

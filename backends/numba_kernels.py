@@ -13,12 +13,45 @@ per factor dtype, and the caller has checked that every index is in range.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from numba import njit, prange
 
 from .base import CG_TOLERANCE
 
 __all__ = ["cg_solve", "exact_solve", "loss_parts", "scores", "select_topk", "task_bounds"]
+
+_cache = True
+
+
+def _kernel(**options):
+    """``njit(cache=True, **options)``; uncached, with one warning, where nothing can cache.
+
+    Numba caches beside the source file or in ``NUMBA_CACHE_DIR`` / the user's cache folder
+    and refuses ``cache=True`` outright when none is writable (a read-only install without
+    a writable HOME): the kernels then compile in every process instead of failing to import.
+    """
+
+    def decorate(function):
+        global _cache
+        if _cache:
+            try:
+                return njit(cache=True, **options)(function)
+            except RuntimeError as exc:
+                if "cannot cache" not in str(exc):
+                    raise
+                _cache = False
+                warnings.warn(
+                    "the cpu backend runs uncached (its kernels compile in every process): "
+                    f"Numba found no writable cache folder ({exc}); set NUMBA_CACHE_DIR to one",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+        return njit(**options)(function)
+
+    return decorate
+
 
 #: rows solved by one parallel task, in lockstep; scratch buffers are allocated once per task
 ROWS_PER_TASK = 32
@@ -88,7 +121,7 @@ def _add_projections(indices, data, start, stop, Y, v, out, sign, with_b, zero, 
             out[j] += weight * y[j]
 
 
-@njit(cache=True)
+@_kernel()
 def task_bounds(indptr, factors):
     """Split the rows into tasks of at most ROWS_PER_TASK rows and TASK_ELEMENTS elements of
     the factor rows their entries read (a row bigger than that is a task of its own).
@@ -115,7 +148,7 @@ def task_bounds(indptr, factors):
     return bounds[: count + 1]
 
 
-@njit(parallel=True, cache=True, fastmath=FASTMATH)
+@_kernel(parallel=True, fastmath=FASTMATH)
 def cg_solve(indptr, indices, data, X, Y, YtY, cg_steps, zero, one, row_regularization):
     """CG steps for every row; ``row_regularization`` (empty for none) adds lambda_u I."""
     n_rows, factors = X.shape
@@ -178,7 +211,7 @@ def cg_solve(indptr, indices, data, X, Y, YtY, cg_steps, zero, one, row_regulari
         X[first : first + rows] = x_block
 
 
-@njit(parallel=True, cache=True, fastmath=FASTMATH)
+@_kernel(parallel=True, fastmath=FASTMATH)
 def exact_solve(indptr, indices, data, X, Y, YtY, zero, one, row_regularization):
     """Cholesky solve of every row; ``row_regularization`` (empty for none) adds lambda_u I."""
     n_rows, factors = X.shape
@@ -232,7 +265,7 @@ def _cholesky_solve(A, b, zero):
         b[i] = total / A[i, i]
 
 
-@njit(parallel=True, cache=True, fastmath=FASTMATH)
+@_kernel(parallel=True, fastmath=FASTMATH)
 def loss_parts(indptr, indices, data, X, Y, YtY, zero, one):
     """Return the float64 sums (observed, gramian, stored squares, confidence) of the rows.
 
@@ -268,7 +301,7 @@ def loss_parts(indptr, indices, data, X, Y, YtY, zero, one):
     return observed, gramian, stored_squares, total_confidence
 
 
-@njit(parallel=True, cache=True)
+@_kernel(parallel=True)
 def scores(queries, factors_t, norms, chunks):
     """queries @ factors_t (divided by ``norms`` unless it is empty), rows shared among the
     threads, each one single-threaded BLAS call.
@@ -317,7 +350,7 @@ def _sift_down(scores, ids, position, size):
         position = child
 
 
-@njit(parallel=True, cache=True)
+@_kernel(parallel=True)
 def select_topk(scores, excl_indptr, excl_indices, excluded_for_all, out_ids, out_scores):
     """Write each row's k best (score, id), best first, skipping excluded ids."""
     n_rows, n_items = scores.shape

@@ -30,7 +30,7 @@ import contextlib
 import numpy as np
 import scipy.sparse
 
-from .base import BLOCK_ELEMENTS, CG_TOLERANCE, LossParts
+from .base import BLOCK_ELEMENTS, CG_TOLERANCE, LossParts, check_int32_ids
 
 __all__ = ["ArrayAlgebra", "ArrayModuleBackend"]
 
@@ -95,6 +95,11 @@ class ArrayModuleBackend(ArrayAlgebra):
     """Solve, loss and top-k written once in array code (see the module docstring)."""
 
     def solve(self, Cui, X, Y, YtY, cg_steps, row_regularization=None):
+        # overflow shows as NaN or inf in X, which the model's finiteness guard reports
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            self._solve_blocks(Cui, X, Y, YtY, cg_steps, row_regularization)
+
+    def _solve_blocks(self, Cui, X, Y, YtY, cg_steps, row_regularization):
         factors = X.shape[1]
         # the exact solve holds one f x f outer product per stored entry
         per_entry = factors * factors if cg_steps is None else factors
@@ -128,14 +133,16 @@ class ArrayModuleBackend(ArrayAlgebra):
     def topk(self, queries, factors, k, exclude=None, exclude_all=None, norms=None):
         xp = self.xp
         n_queries, n_items = queries.shape[0], factors.shape[0]
+        check_int32_ids(n_items, "factors")
         ids = np.empty((n_queries, k), dtype=np.int32)
         scores = np.empty((n_queries, k), dtype=factors.dtype)
         rows_per_block = max(1, BLOCK_ELEMENTS // max(n_items, 1))
         for start in range(0, n_queries, rows_per_block):
             stop = min(start + rows_per_block, n_queries)
-            block = queries[start:stop] @ factors.T
-            if norms is not None:
-                block /= norms
+            with np.errstate(over="ignore", invalid="ignore"):  # the model checks scores
+                block = queries[start:stop] @ factors.T
+                if norms is not None:
+                    block /= norms
             if exclude is not None:
                 excluded = exclude[start:stop]
                 block[self._entry_rows(excluded.indptr), excluded.indices] = -xp.inf
