@@ -55,6 +55,7 @@ __all__ = [
     "kernel_source",
     "name_expressions",
     "is_out_of_memory",
+    "cg_kernel_names",
     "half_scores_gemm_arguments",
 ]
 
@@ -126,6 +127,27 @@ def storage_type(dtype):
 def compute_type(dtype):
     """The CUDA type the kernels compute in for factors of ``dtype``."""
     return DTYPES[DTYPES[np.dtype(dtype)][1]][0]
+
+
+def cg_kernel_names(factors, dtype, aligned=True):
+    """The ``(cg_sparse, cg_init, cg_update)`` instances a solve of ``factors`` in ``dtype`` runs.
+
+    The vector layout needs a storage type with a vector instance and ``aligned`` factor
+    arrays (``cuda_plan.is_aligned``); None when factors exceed the kernels' limit.
+    """
+    dtype = np.dtype(dtype)
+    storage = storage_type(dtype)
+    layout = factor_layout(factors, dtype.itemsize, storage in VECTOR_STORAGE, aligned)
+    if layout is None:
+        return None
+    per_lane, vector = layout
+    ctype = compute_type(dtype)
+    strided = factor_layout(factors, dtype.itemsize, vector_types=False)[0]
+    return (
+        f"cg_sparse<{storage}, {per_lane}, {'true' if vector else 'false'}>",
+        f"cg_init<{ctype}>",
+        f"cg_update<{ctype}, {strided}>",
+    )
 
 
 def is_out_of_memory(exc, out_of_memory_type=()):
@@ -490,22 +512,15 @@ class CgKernels:
     def __init__(self, backend, X, Y):
         self.backend = backend
         self.factors = X.shape[1]
-        storage = storage_type(X.dtype)
         self.compute = DTYPES[X.dtype][1]
-        per_lane, vector = factor_layout(
-            self.factors, X.itemsize, vector_types=storage in VECTOR_STORAGE
+        per_lane, _ = factor_layout(self.factors, X.itemsize)
+        # the work arrays are fresh allocations; X may be a view, Y anything
+        aligned = all(
+            is_aligned(array.data.ptr, self.factors, per_lane, array.itemsize) for array in (X, Y)
         )
-        if vector:  # the work arrays are fresh allocations; X may be a view, Y anything
-            vector = all(
-                is_aligned(array.data.ptr, self.factors, per_lane, array.itemsize)
-                for array in (X, Y)
-            )
-        self.per_lane = per_lane
-        flag = "true" if vector else "false"
-        self.sparse_name = f"cg_sparse<{storage}, {per_lane}, {flag}>"
-        ctype = compute_type(X.dtype)
-        self.init_name = f"cg_init<{ctype}>"
-        self.update_name = f"cg_update<{ctype}, {factor_layout(self.factors, 0, False)[0]}>"
+        self.sparse_name, self.init_name, self.update_name = cg_kernel_names(
+            self.factors, X.dtype, aligned
+        )
 
     def sparse(self, plan, Cui, Y, V, out, active, with_b, sign):
         chunk_row, chunk_begin, chunk_end = plan
