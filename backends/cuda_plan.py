@@ -70,7 +70,7 @@ def factor_layout(factors, itemsize, vector_types=True, aligned=True):
 
 
 def is_aligned(address, factors, per_lane, itemsize):
-    """Whether every row of a C-contiguous ``factors``-wide array at ``address`` suits wide loads."""
+    """Whether each row of a C-contiguous ``factors``-wide array at ``address`` takes wide loads."""
     word = min(per_lane * itemsize, 16)
     return address % word == 0 and (factors * itemsize) % word == 0
 

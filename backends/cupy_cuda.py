@@ -266,8 +266,7 @@ class CupyBackend(NumpyBackend):
                 csr = scipy.sparse.csr_matrix(array_or_csr)
                 if csr.nnz > np.iinfo(np.int32).max:
                     raise ValueError(
-                        "the 'cuda' backend holds at most 2**31 - 1 stored entries, "
-                        f"got {csr.nnz}"
+                        f"the 'cuda' backend holds at most 2**31 - 1 stored entries, got {csr.nnz}"
                     )
                 # float32 once here, the one confidence type the kernels read: no copy per
                 # half-iteration (cuSPARSE has no float16 or integer CSR either)
@@ -321,7 +320,13 @@ class CupyBackend(NumpyBackend):
                 else:
                     kernels = CgKernels(self, X, Y)
                     chunked_cg_solve(
-                        self.xp, kernels, _as_kernel_csr(self.xp, Cui), X, Y, YtY, cg_steps,
+                        self.xp,
+                        kernels,
+                        _as_kernel_csr(self.xp, Cui),
+                        X,
+                        Y,
+                        YtY,
+                        cg_steps,
                         CG_TOLERANCE,
                     )
             except Exception as exc:
@@ -367,13 +372,25 @@ class CupyBackend(NumpyBackend):
         segments, segment_length = topk_segments(n_items, k)
         with self._device():
             rows_per_batch = topk_batch_rows(
-                n_queries, n_items, k, segments, compute.itemsize, self._free_bytes(),
+                n_queries,
+                n_items,
+                k,
+                segments,
+                compute.itemsize,
+                self._free_bytes(),
                 self.sm_count,
             )
             try:
                 ids, scores = self._topk_on_device(
-                    queries, factors, k, exclude, exclude_all, norms, rows_per_batch,
-                    segments, segment_length,
+                    queries,
+                    factors,
+                    k,
+                    exclude,
+                    exclude_all,
+                    norms,
+                    rows_per_batch,
+                    segments,
+                    segment_length,
                 )
                 return self.to_host(ids), self.to_host(scores)  # the one copy to the host
             except Exception as exc:
@@ -397,7 +414,15 @@ class CupyBackend(NumpyBackend):
         return int(free) + int(self.xp.get_default_memory_pool().free_bytes())
 
     def _topk_on_device(
-        self, queries, factors, k, exclude, exclude_all, norms, rows_per_batch, segments,
+        self,
+        queries,
+        factors,
+        k,
+        exclude,
+        exclude_all,
+        norms,
+        rows_per_batch,
+        segments,
         segment_length,
     ):
         xp = self.xp
@@ -455,11 +480,25 @@ class CupyBackend(NumpyBackend):
         )
         one, zero = np.ones(1, np.float32), np.zeros(1, np.float32)  # host scalars
         xp.cuda.cublas.gemmEx(
-            xp.cuda.device.get_cublas_handle(), transa, transb, m, n, k,
-            one.ctypes.data, factors.data.ptr, CUDA_R_16F, lda,
-            queries.data.ptr, CUDA_R_16F, ldb,
-            zero.ctypes.data, block.data.ptr, CUDA_R_32F, ldc,
-            CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT,
+            xp.cuda.device.get_cublas_handle(),
+            transa,
+            transb,
+            m,
+            n,
+            k,
+            one.ctypes.data,
+            factors.data.ptr,
+            CUDA_R_16F,
+            lda,
+            queries.data.ptr,
+            CUDA_R_16F,
+            ldb,
+            zero.ctypes.data,
+            block.data.ptr,
+            CUDA_R_32F,
+            ldc,
+            CUBLAS_COMPUTE_32F,
+            CUBLAS_GEMM_DEFAULT,
         )
         return block
 
@@ -532,9 +571,20 @@ class CgKernels:
             grid,
             block,
             (
-                chunk_row, chunk_begin, chunk_end, np.int32(len(chunk_row)),
-                Cui.indptr, Cui.indices, Cui.data, Y, V, out, active,
-                np.int32(self.factors), np.int32(bool(with_b)), self.compute.type(sign),
+                chunk_row,
+                chunk_begin,
+                chunk_end,
+                np.int32(len(chunk_row)),
+                Cui.indptr,
+                Cui.indices,
+                Cui.data,
+                Y,
+                V,
+                out,
+                active,
+                np.int32(self.factors),
+                np.int32(bool(with_b)),
+                self.compute.type(sign),
             ),
         )
 
@@ -545,8 +595,16 @@ class CgKernels:
             grid,
             block,
             (
-                x, r, p, xYtY, indptr, rsold, active, np.int32(x.shape[0]),
-                np.int32(self.factors), self.compute.type(tolerance),
+                x,
+                r,
+                p,
+                xYtY,
+                indptr,
+                rsold,
+                active,
+                np.int32(x.shape[0]),
+                np.int32(self.factors),
+                self.compute.type(tolerance),
             ),
         )
 
@@ -557,7 +615,14 @@ class CgKernels:
             grid,
             block,
             (
-                x, r, p, Ap, rsold, active, np.int32(x.shape[0]), np.int32(self.factors),
+                x,
+                r,
+                p,
+                Ap,
+                rsold,
+                active,
+                np.int32(x.shape[0]),
+                np.int32(self.factors),
                 self.compute.type(tolerance),
             ),
         )
@@ -566,7 +631,11 @@ class CgKernels:
 def _as_kernel_csr(xp, Cui):
     """``Cui`` with the int32 indices and float32 confidences the kernels read (no copy when
     ``to_device`` made it, as it does for the model)."""
-    if Cui.data.dtype == np.float32 and Cui.indices.dtype == np.int32 and Cui.indptr.dtype == np.int32:
+    if (
+        Cui.data.dtype == np.float32
+        and Cui.indices.dtype == np.int32
+        and Cui.indptr.dtype == np.int32
+    ):
         return Cui
     return type(Cui)(
         (

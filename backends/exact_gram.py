@@ -58,8 +58,16 @@ def row_matrices(xp, sparse, Cui, Y, YtY, chunk_entries=EXACT_CHUNK_ENTRIES):
     return A
 
 
-def solve_exact(xp, sparse, Cui, X, Y, YtY, chunk_entries=EXACT_CHUNK_ENTRIES,
-                block_elements=EXACT_BLOCK_ELEMENTS):
+def solve_exact(
+    xp,
+    sparse,
+    Cui,
+    X,
+    Y,
+    YtY,
+    chunk_entries=EXACT_CHUNK_ENTRIES,
+    block_elements=EXACT_BLOCK_ELEMENTS,
+):
     """Set every row of ``X`` to its exact least-squares solution (rows with no entries: 0).
 
     Rows are taken in blocks whose chunk products and row matrices hold at most

@@ -159,7 +159,9 @@ def work_per_half(rows, other, nnz, factors, itemsize, cg_steps=CG_STEPS):
     """(FLOPs, bytes) of one half-iteration by the formulas in the module docstring."""
     passes = cg_steps + 1
     flops = 2 * other * factors**2 + passes * (2 * rows * factors**2 + 4 * nnz * factors)
-    moved = other * factors * itemsize + passes * (nnz * (8 + factors * itemsize) + 16 * rows * factors)
+    moved = other * factors * itemsize + passes * (
+        nnz * (8 + factors * itemsize) + 16 * rows * factors
+    )
     return flops, moved
 
 
@@ -193,7 +195,11 @@ class Report:
         return self.budget - (time.perf_counter() - self.started)
 
     def add(self, kind, **fields):
-        fields = {"kind": kind, "at_seconds": round(time.perf_counter() - self.started, 2), **fields}
+        fields = {
+            "kind": kind,
+            "at_seconds": round(time.perf_counter() - self.started, 2),
+            **fields,
+        }
         self.data["measurements"].append(fields)
         print(json.dumps(fields, default=float), flush=True)
         self.write()
@@ -226,21 +232,27 @@ def median_event_seconds(cupy, run, repeats=10):
     return float(np.median(times))
 
 
-def ceilings(cupy, report):
-    n = 8192
+def sgemm_seconds(cupy, n):
     a = cupy.random.standard_normal((n, n), dtype=cupy.float32)
     b = cupy.random.standard_normal((n, n), dtype=cupy.float32)
     c = cupy.empty_like(a)
-    seconds = median_event_seconds(cupy, lambda: cupy.matmul(a, b, out=c))
-    sgemm = report.add("sgemm_ceiling", n=n, seconds=seconds, flops_per_s=2 * n**3 / seconds)
-    del a, b, c
-    source = cupy.ones(1 << 28, dtype=cupy.float32)  # 1 GiB
+    return median_event_seconds(cupy, lambda: cupy.matmul(a, b, out=c))
+
+
+def copy_seconds(cupy, nbytes):
+    source = cupy.random.standard_normal(nbytes // 4, dtype=cupy.float32)  # not zeros
     target = cupy.empty_like(source)
-    seconds = median_event_seconds(cupy, lambda: target.__setitem__(Ellipsis, source))
+    return median_event_seconds(cupy, lambda: cupy.copyto(target, source))
+
+
+def ceilings(cupy, report):
+    n, nbytes = 8192, 1 << 30
+    seconds = sgemm_seconds(cupy, n)
+    sgemm = report.add("sgemm_ceiling", n=n, seconds=seconds, flops_per_s=2 * n**3 / seconds)
+    seconds = copy_seconds(cupy, nbytes)
     copy = report.add(
-        "copy_ceiling", bytes=2 * source.nbytes, seconds=seconds, bytes_per_s=2 * source.nbytes / seconds
+        "copy_ceiling", bytes=2 * nbytes, seconds=seconds, bytes_per_s=2 * nbytes / seconds
     )
-    del source, target
     cupy.get_default_memory_pool().free_all_blocks()
     return sgemm["flops_per_s"], copy["bytes_per_s"]
 
@@ -345,8 +357,11 @@ def implicit_measurement(report, Cui, factors=128):
     seconds = {}
     for iterations in (1, 3):
         model = ImplicitALS(
-            factors=factors, iterations=iterations, regularization=REGULARIZATION,
-            calculate_training_loss=False, random_state=0,
+            factors=factors,
+            iterations=iterations,
+            regularization=REGULARIZATION,
+            calculate_training_loss=False,
+            random_state=0,
         )
         start = time.perf_counter()
         model.fit(Cui, show_progress=False)
@@ -401,11 +416,26 @@ def run(args, report):
             agree = factors == 128 and dtype == np.float32 and cpu_kept
             iterations = 5 if agree else 4
             halves, kept, finite = gpu_fit(
-                cupy, cuda, C, Ct, Cui.shape, factors, dtype, iterations,
+                cupy,
+                cuda,
+                C,
+                Ct,
+                Cui.shape,
+                factors,
+                dtype,
+                iterations,
                 keep=(1, 5) if agree else (),
             )
             fit_measurement(
-                report, "cuda", halves, Cui.shape, Cui.nnz, factors, dtype, ceiling, 1,
+                report,
+                "cuda",
+                halves,
+                Cui.shape,
+                Cui.nnz,
+                factors,
+                dtype,
+                ceiling,
+                1,
                 finite=finite,
             )
             if agree:
@@ -426,7 +456,9 @@ def run(args, report):
             report.skip(f"numba {factors}", "time budget")
             continue
         halves, _ = cpu_fit(cpu, Cui, Ciu, factors, 1)
-        fit_measurement(report, "numba_cpu", halves, Cui.shape, Cui.nnz, factors, np.float32, None, 0)
+        fit_measurement(
+            report, "numba_cpu", halves, Cui.shape, Cui.nnz, factors, np.float32, None, 0
+        )
 
     for dtype in (np.float32, np.float16):
         if report.left() < 25:
@@ -442,7 +474,9 @@ def run(args, report):
 
 def dry_run(args, report):
     """No GPU: build the matrix at ``--scale`` and report it and the work model."""
-    Cui = ml20m_like(**{k: max(int(v * args.scale), 2) if k != "min_user" else v for k, v in ML20M.items()})
+    Cui = ml20m_like(
+        **{k: max(int(v * args.scale), 2) if k != "min_user" else v for k, v in ML20M.items()}
+    )
     report.add("matrix", **matrix_stats(Cui))
     for factors in (64, 128, 256):
         flops, moved = work_per_half(Cui.shape[0], Cui.shape[1], Cui.nnz, factors, 4)

@@ -68,7 +68,9 @@ def cg_operands(Cui, factors, dtype, seed):
 
 def relative_difference(got, expected):
     expected = np.asarray(expected, dtype=np.float64)
-    return float(np.abs(np.asarray(got, dtype=np.float64) - expected).max() / np.abs(expected).max())
+    return float(
+        np.abs(np.asarray(got, dtype=np.float64) - expected).max() / np.abs(expected).max()
+    )
 
 
 def reference_cg(Cui, X, Y, cg_steps):
@@ -76,7 +78,9 @@ def reference_cg(Cui, X, Y, cg_steps):
     reference = NumpyBackend()
     compute = np.float64 if X.dtype == np.float64 else np.float32
     expected, Y_compute = X.astype(compute), Y.astype(compute)
-    reference.solve(Cui.astype(compute), expected, Y_compute, reference.gram(Y_compute, 0.05), cg_steps)
+    reference.solve(
+        Cui.astype(compute), expected, Y_compute, reference.gram(Y_compute, 0.05), cg_steps
+    )
     return expected
 
 
@@ -146,7 +150,9 @@ def compile_and_launch(log, out):
         difference = relative_difference(cuda.to_host(X_device), expected)
         names = cupy_cuda.cg_kernel_names(factors, dtype)
         if not difference <= CG_TOLERANCES[dtype]:
-            raise AssertionError(f"CG {dtype} f={factors} ({names[0]}): difference {difference:.2e}")
+            raise AssertionError(
+                f"CG {dtype} f={factors} ({names[0]}): difference {difference:.2e}"
+            )
         log(f"CG {dtype} f={factors}: {names[0]}, {names[2]}: difference {difference:.1e}")
     for dtype in CG_DTYPES:
         X, Y = cg_operands(Cui, 8, dtype, seed=1)

@@ -192,7 +192,9 @@ def test_emulated_cg_stops_rows_that_converge():
     Cui = awkward_matrix()
     X, Y = operands(Cui, 3, np.float64, seed=1)
     got = X.copy()
-    chunked_cg_solve(np, EmulatedKernels(), Cui, got, Y, NumpyBackend().gram(Y, 0.05), 50, CG_TOLERANCE)
+    chunked_cg_solve(
+        np, EmulatedKernels(), Cui, got, Y, NumpyBackend().gram(Y, 0.05), 50, CG_TOLERANCE
+    )
     assert np.isfinite(got).all()
     np.testing.assert_allclose(got, reference_solve(Cui, X, Y, None), rtol=1e-8, atol=1e-12)
 
@@ -216,7 +218,9 @@ def test_emulated_cg_with_zero_steps_only_zeroes_empty_rows():
     Cui = awkward_matrix()
     X, Y = operands(Cui, 4, np.float64)
     got = X.copy()
-    chunked_cg_solve(np, EmulatedKernels(), Cui, got, Y, NumpyBackend().gram(Y, 0.05), 0, CG_TOLERANCE)
+    chunked_cg_solve(
+        np, EmulatedKernels(), Cui, got, Y, NumpyBackend().gram(Y, 0.05), 0, CG_TOLERANCE
+    )
     np.testing.assert_array_equal(got[1:], X[1:])
     assert (got[0] == 0).all()
 
@@ -271,7 +275,7 @@ def test_allocation_failures_of_every_cuda_library_count_as_out_of_memory():
     assert not cupy_cuda.is_out_of_memory(ValueError("shapes"), OutOfMemoryError)
 
 
-# -- the device script ------------------------------------------------------------------------------
+# -- the device script -----------------------------------------------------------------------------
 
 
 def test_gpu_check_script_parses_and_its_dry_run_plans_every_stage(tmp_path):
@@ -279,7 +283,11 @@ def test_gpu_check_script_parses_and_its_dry_run_plans_every_stage(tmp_path):
     assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
     env = {"OUT": str(tmp_path), "PYTHON": sys.executable, "PATH": "/usr/bin:/bin"}
     result = subprocess.run(
-        ["bash", str(script), "--dry-run"], capture_output=True, text=True, env=env, timeout=300,
+        ["bash", str(script), "--dry-run"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
         cwd=ROOT,
     )
     assert result.returncode == 0, result.stdout + result.stderr

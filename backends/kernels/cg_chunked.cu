@@ -93,6 +93,11 @@ __device__ __forceinline__ void add_lane(A* __restrict__ row, int factors, int l
     }
 }
 
+// The chunk or row of this warp: warp w of block b handles item b * warps_per_block + w.
+__device__ __forceinline__ long long warp_item() {
+    return static_cast<long long>(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5);
+}
+
 template <typename A, int PER_LANE>
 __device__ __forceinline__ A lane_dot(const A (&a)[PER_LANE], const A (&b)[PER_LANE]) {
     A total = A(0);
@@ -119,7 +124,7 @@ __global__ void __launch_bounds__(256)
     typedef compute_t<T> A;
     constexpr int UNROLL = sparse_unroll<PER_LANE>::value;
     const int lane = threadIdx.x & 31;
-    const long long chunk = static_cast<long long>(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    const long long chunk = warp_item();
     if (chunk >= n_chunks) return;
     const int row = chunk_row[chunk];
     if (active[row] == 0) return;
@@ -176,7 +181,7 @@ __global__ void __launch_bounds__(256)
             const int* __restrict__ indptr, A* __restrict__ rsold, int* __restrict__ active,
             int n_rows, int factors, A tolerance) {
     const int lane = threadIdx.x & 31;
-    const long long row = static_cast<long long>(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    const long long row = warp_item();
     if (row >= n_rows) return;
     const long long offset = row * factors;
     if (indptr[row] == indptr[row + 1]) {
@@ -207,7 +212,7 @@ __global__ void __launch_bounds__(256)
               A* __restrict__ rsold, int* __restrict__ active, int n_rows, int factors,
               A tolerance) {
     const int lane = threadIdx.x & 31;
-    const long long row = static_cast<long long>(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    const long long row = warp_item();
     if (row >= n_rows || active[row] == 0) return;
     const long long offset = row * factors;
     const A rs_old = rsold[row];
