@@ -245,8 +245,7 @@ def copy_seconds(cupy, nbytes):
     return median_event_seconds(cupy, lambda: cupy.copyto(target, source))
 
 
-def ceilings(cupy, report):
-    n, nbytes = 8192, 1 << 30
+def ceilings(cupy, report, n=8192, nbytes=1 << 30):
     seconds = sgemm_seconds(cupy, n)
     sgemm = report.add("sgemm_ceiling", n=n, seconds=seconds, flops_per_s=2 * n**3 / seconds)
     seconds = copy_seconds(cupy, nbytes)
@@ -321,11 +320,11 @@ def fit_measurement(report, kind, halves, shape, nnz, factors, dtype, ceiling, w
     return report.add(kind, **fields)
 
 
-def topk_measurement(cupy, cuda, report, dtype, ceiling, n_queries=100_000, n_items=1_000_000):
+def topk_measurement(cupy, cuda, report, dtype, ceiling, n_queries, n_items):
     rng = cupy.random.default_rng(3)
     items = (rng.standard_normal((n_items, 128), dtype=cupy.float32) * 0.1).astype(dtype)
     queries = (rng.standard_normal((n_queries, 128), dtype=cupy.float32) * 0.1).astype(dtype)
-    cuda.topk(queries[:1000], items, 10)  # warm-up: kernels, cuBLAS
+    cuda.topk(queries[: max(n_queries // 100, 1)], items, 10)  # warm-up: kernels, cuBLAS
     cupy.cuda.Device().synchronize()
     start = time.perf_counter()
     ids, scores = cuda.topk(queries, items, 10)  # host arrays: the final copy is included
@@ -389,7 +388,7 @@ def run(args, report):
         "cuda_runtime": cupy.cuda.runtime.runtimeGetVersion(),
     }
     report.write()
-    ceiling = ceilings(cupy, report)
+    ceiling = ceilings(cupy, report, args.sgemm_n, args.copy_bytes)
 
     started = time.perf_counter()
     Cui = ml20m_like(**{k: int(v * args.scale) if k != "min_user" else v for k, v in ML20M.items()})
@@ -464,7 +463,7 @@ def run(args, report):
         if report.left() < 25:
             report.skip(f"topk {np.dtype(dtype).name}", "time budget")
             continue
-        topk_measurement(cupy, cuda, report, dtype, ceiling)
+        topk_measurement(cupy, cuda, report, dtype, ceiling, args.topk_queries, args.topk_items)
 
     if report.left() > 40:
         implicit_measurement(report, Cui)
@@ -488,6 +487,10 @@ def main(argv=None):
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--budget", type=float, default=170.0, help="seconds for everything")
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of ML-20M's size")
+    parser.add_argument("--sgemm-n", type=int, default=8192, help="SGEMM ceiling size")
+    parser.add_argument("--copy-bytes", type=int, default=1 << 30, help="copy ceiling size")
+    parser.add_argument("--topk-queries", type=int, default=100_000)
+    parser.add_argument("--topk-items", type=int, default=1_000_000)
     parser.add_argument("--dry-run", action="store_true", help="no GPU: the matrix and plan only")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import ctypes
 import re
 import sys
+import time
 import types
 
 import numpy as np
@@ -200,10 +201,37 @@ def install(monkeypatch, free_bytes=8 << 30, sm_count=132):
         def __exit__(self, *exc):
             return False
 
+        def synchronize(self):
+            pass
+
+    class Event:
+        def record(self):
+            self.time = time.perf_counter()
+
+        def synchronize(self):
+            pass
+
+    generator = np.random.default_rng(0)
+    cupy.random = types.SimpleNamespace(
+        standard_normal=lambda shape, dtype=np.float64: _device(
+            generator.standard_normal(shape, dtype=dtype)
+        ),
+        default_rng=lambda seed: types.SimpleNamespace(
+            standard_normal=lambda shape, dtype=np.float64: _device(
+                np.random.default_rng(seed).standard_normal(shape, dtype=dtype)
+            )
+        ),
+    )
+
     runtime = types.SimpleNamespace(
         getDeviceCount=lambda: 1,
         getDevice=lambda: 0,
-        getDeviceProperties=lambda device: {"multiProcessorCount": sm_count, "name": b"fake"},
+        getDeviceProperties=lambda device: {
+            "multiProcessorCount": sm_count,
+            "name": b"fake",
+            "totalGlobalMem": free_bytes,
+        },
+        runtimeGetVersion=lambda: 13000,
         memGetInfo=lambda: (free_bytes, free_bytes),
     )
     cupy.cuda = types.SimpleNamespace(
@@ -213,6 +241,8 @@ def install(monkeypatch, free_bytes=8 << 30, sm_count=132):
         compiler=types.SimpleNamespace(CompileException=CompileException),
         cublas=types.SimpleNamespace(gemmEx=gemm_ex),
         device=types.SimpleNamespace(get_cublas_handle=lambda: 0),
+        Event=Event,
+        get_elapsed_time=lambda start, stop: 1e3 * (stop.time - start.time),
     )
     cupy.RawModule = lambda code, options, name_expressions: RawModule(
         code, options, name_expressions, launches

@@ -177,3 +177,31 @@ def test_confidences_are_float32_on_the_device(fake):
     cuda, _ = fake
     Cui = cuda.to_device(awkward_matrix().astype(np.float64))
     assert Cui.data.dtype == np.float32 and Cui.indices.dtype == Cui.indptr.dtype == np.int32
+
+
+def test_the_device_scripts_run_end_to_end_on_the_stand_in(fake, tmp_path, capsys, monkeypatch):
+    # stage 0 and stage 3 as gpu_check.sh runs them, at toy sizes: a typo or a wrong call
+    # in them would otherwise surface first on the device, in its 15 minutes. Stage 0 with
+    # four of its CG cases (test_cuda_plan.py's dry run checks that all of them cover every
+    # instance and runs each through the emulation)
+    from benchmarks import gpu_bench, gpu_smoke
+
+    cases = [(np.dtype(np.float16), 64), (np.dtype(np.float32), 100), (np.dtype(np.float64), 7)]
+    monkeypatch.setattr(gpu_smoke, "CG_CASES", cases)
+    monkeypatch.setattr(gpu_smoke, "instances_covered", set)
+    assert gpu_smoke.main(["compile", "--out", str(tmp_path)]) == 0
+    assert "identical to the reference" in capsys.readouterr().out
+    assert gpu_smoke.main(["tiny", "--out", str(tmp_path)]) == 0
+    arguments = ["--out", str(tmp_path), "--scale", "0.002", "--budget", "600"]
+    arguments += ["--sgemm-n", "64", "--copy-bytes", "4096"]
+    arguments += ["--topk-queries", "50", "--topk-items", "2000"]
+    assert gpu_bench.main(arguments) == 0
+    import json
+
+    report = json.loads((tmp_path / "gpu_bench.json").read_text())
+    kinds = [measurement["kind"] for measurement in report["measurements"]]
+    for kind in ("sgemm_ceiling", "copy_ceiling", "matrix", "numba_cpu", "cuda", "topk"):
+        assert kind in kinds
+    assert kinds.count("cuda") == 6 and kinds.count("agreement_with_numba") == 2
+    for agreement in (m for m in report["measurements"] if m["kind"] == "agreement_with_numba"):
+        assert agreement["user_factors"] < 1e-2 and agreement["item_factors"] < 1e-2
