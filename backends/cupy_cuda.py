@@ -478,8 +478,12 @@ class CupyBackend(NumpyBackend):
         transa, transb, m, n, k, lda, ldb, ldc = half_scores_gemm_arguments(
             queries.shape[0], factors.shape[0], factors.shape[1]
         )
+        try:
+            from cupy_backends.cuda.libs import cublas
+        except ImportError:  # where CuPy's own binding lives elsewhere
+            cublas = xp.cuda.cublas
         one, zero = np.ones(1, np.float32), np.zeros(1, np.float32)  # host scalars
-        xp.cuda.cublas.gemmEx(
+        cublas.gemmEx(
             xp.cuda.device.get_cublas_handle(),
             transa,
             transb,

@@ -48,10 +48,10 @@ def row_matrices(xp, sparse, Cui, Y, YtY, chunk_entries=EXACT_CHUNK_ENTRIES):
     grams = xp.matmul((Yc * weights[:, :, None].astype(compute)).transpose(0, 2, 1), Yc)
     # the segmented sum into rows: chunks are ordered by row, so this indicator is CSR
     counts = xp.bincount(chunk_row, minlength=n_rows)
-    indptr = xp.zeros(n_rows + 1, dtype=xp.int64)
+    indptr = xp.zeros(n_rows + 1, dtype=xp.int32)  # cuSPARSE takes int32 CSR
     xp.cumsum(counts, out=indptr[1:])
     indicator = sparse.csr_matrix(
-        (xp.ones(n_chunks, dtype=compute), xp.arange(n_chunks), indptr),
+        (xp.ones(n_chunks, dtype=compute), xp.arange(n_chunks, dtype=xp.int32), indptr),
         shape=(n_rows, n_chunks),
     )
     A += (indicator @ grams.reshape(n_chunks, factors * factors)).reshape(A.shape)
