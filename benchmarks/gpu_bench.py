@@ -108,6 +108,15 @@ def item_probabilities(n_items, degrees, top_item):
     return p / p.sum()
 
 
+def _sorted_unique(values):
+    """np.unique by sorting (NumPy 2's hash-based unique is many times slower on 20M keys)."""
+    values = np.sort(values)
+    keep = np.empty(len(values), dtype=bool)
+    keep[:1] = True
+    np.not_equal(values[1:], values[:-1], out=keep[1:])
+    return values[keep]
+
+
 def ml20m_like(n_users, n_items, nnz, top_item, top_user, min_user, seed=0):
     """A users x items CSR of ratings 1..5 calibrated to ML-20M's size and skew.
 
@@ -120,20 +129,24 @@ def ml20m_like(n_users, n_items, nnz, top_item, top_user, min_user, seed=0):
     degrees = user_degrees(n_users, nnz, top_user, min_user)
     cdf = np.cumsum(item_probabilities(n_items, degrees, top_item))
     keys = np.empty(0, dtype=np.int64)
-    wanted = degrees + (degrees // 100)  # 1% more draws than entries: collisions eat them
-    for _ in range(3):
+    target = degrees + (degrees // 100)  # 1% over: the random drop below takes it back
+    wanted = target
+    for _ in range(3):  # draw again for the users that collisions left short
         users = np.repeat(np.arange(n_users, dtype=np.int64), wanted)
         items = np.minimum(np.searchsorted(cdf, rng.random(len(users)) * cdf[-1]), n_items - 1)
-        keys = np.union1d(keys, users * n_items + items)
-        wanted = np.maximum(degrees - np.bincount(keys // n_items, minlength=n_users), 0)
-        if len(keys) >= nnz:
+        keys = _sorted_unique(np.concatenate([keys, users * n_items + items]))
+        wanted = np.maximum(target - np.bincount(keys // n_items, minlength=n_users), 0)
+        if wanted.sum() < nnz // 10_000:
             break
     if len(keys) > nnz:
-        keys = np.sort(rng.choice(keys, size=nnz, replace=False))
-    rows = rng.permutation(n_users)[keys // n_items]
-    columns = rng.permutation(n_items)[keys % n_items].astype(np.int32)
+        keys = keys[np.sort(rng.choice(len(keys), size=nnz, replace=False))]
+    # keys are sorted by user: CSR directly, then ids shuffled so heavy rows are spread out
+    indptr = np.zeros(n_users + 1, dtype=np.int64)
+    np.cumsum(np.bincount(keys // n_items, minlength=n_users), out=indptr[1:])
+    columns = rng.permutation(n_items).astype(np.int32)[keys % n_items]
     ratings = rng.integers(1, 6, size=len(keys)).astype(np.float32)
-    matrix = scipy.sparse.csr_matrix((ratings, (rows, columns)), shape=(n_users, n_items))
+    matrix = scipy.sparse.csr_matrix((ratings, columns, indptr), shape=(n_users, n_items))
+    matrix = matrix[rng.permutation(n_users)]
     matrix.sort_indices()
     return matrix
 
@@ -482,6 +495,13 @@ def dry_run(args, report):
         report.add("work_model_user_half", factors=factors, flops=flops, bytes=moved)
 
 
+def _version(module):
+    try:
+        return __import__(module).__version__
+    except ImportError:
+        return None
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True, type=Path)
@@ -500,6 +520,9 @@ def main(argv=None):
         command=" ".join([Path(sys.executable).name, *sys.argv]),
         python=platform.python_version(),
         numpy=np.__version__,
+        scipy=scipy.__version__,
+        numba=_version("numba"),
+        implicit=_version("implicit"),
         cpu_count=os.cpu_count(),
         machine=platform.machine(),
         dry_run=args.dry_run,

@@ -5,11 +5,11 @@
 #   stage 0 (60 s)  NVRTC-compile every kernel instance, launch each once on tiny input against
 #                   the NumPy reference (benchmarks/gpu_smoke.py compile); on failure the full
 #                   compiler log or traceback is in $OUT and the script stops
-#   stage 1 (70 s)  compute-sanitizer memcheck, then racecheck, on a tiny solve and top-k
+#   stage 1 (60 s)  compute-sanitizer memcheck, then racecheck, on a tiny solve and top-k
 #                   (benchmarks/gpu_smoke.py tiny); logs in $OUT/memcheck.txt, racecheck.txt
-#   stage 2 (100 s) the GPU tests (-k cuda) with a 30 s per-test timeout; the nvcc compile tests
+#   stage 2 (100 s) the GPU tests (-k cuda) with a 45 s per-test timeout; the nvcc compile tests
 #                   are skipped (ALS_SKIP_NVCC=1: CI runs them); junit XML in $OUT
-#   stage 3 (120 s) the benchmark, writing $OUT/gpu_bench.json after every measurement
+#   stage 3 (130 s) the benchmark, writing $OUT/gpu_bench.json after every measurement
 #
 # Usage: OUT=dir bash benchmarks/gpu_check.sh          (on the device: `run` sets OUT)
 #        OUT=dir bash benchmarks/gpu_check.sh --dry-run  (anywhere: CPU plan of every stage)
@@ -27,7 +27,7 @@ export PYTHONPATH=".${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 # compiled CuPy kernels and Numba functions are reused by every later stage
 export CUPY_CACHE_DIR="${CUPY_CACHE_DIR:-/tmp/als-cupy-cache}"
 export NUMBA_CACHE_DIR="${NUMBA_CACHE_DIR:-/tmp/als-numba-cache}"
-STAGE0=${STAGE0:-60} STAGE1=${STAGE1:-70} STAGE2=${STAGE2:-100} STAGE3=${STAGE3:-120}
+STAGE0=${STAGE0:-60} STAGE1=${STAGE1:-60} STAGE2=${STAGE2:-100} STAGE3=${STAGE3:-130}
 TOTAL=$((STAGE0 + STAGE1 + STAGE2 + STAGE3))
 echo "== budgets: stage 0 ${STAGE0}s, 1 ${STAGE1}s, 2 ${STAGE2}s, 3 ${STAGE3}s: ${TOTAL}s of 360"
 [ "$TOTAL" -le 350 ] || { echo "budgets exceed 6 minutes"; exit 2; }
@@ -92,7 +92,8 @@ else
 fi
 
 files=()
-for file in tests/test_cuda.py tests/test_cuda_plan.py tests/test_backends.py tests/test_model.py; do
+# (the CPU-only test_cuda_plan.py and test_cuda_emulated.py are left to CI)
+for file in tests/test_cuda.py tests/test_backends.py tests/test_model.py; do
     if why=$("$PYTHON" -c "import tests.$(basename "$file" .py)" 2>&1); then
         files+=("$file")
     else
@@ -102,7 +103,7 @@ done
 export ALS_SKIP_NVCC=1
 # -k cuda: every test of the CUDA modules and every backend test run with the cuda backend
 stage "stage 2: GPU tests" "$STAGE2" "$PYTHON" -m pytest "${files[@]}" -k cuda -q -rs \
-    -p no:cacheprovider --timeout 30 --junitxml="$OUT/pytest.xml"
+    -p no:cacheprovider --timeout 45 --junitxml="$OUT/pytest.xml"
 tests=$?
 
 stage "stage 3: benchmark" "$STAGE3" "$PYTHON" benchmarks/gpu_bench.py --out "$OUT" \
