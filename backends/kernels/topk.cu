@@ -17,7 +17,7 @@
 // still to take. A final pass in id order writes every entry with key < K (in any order) and
 // the first ones with key == K (lowest ids first), so ties at the cut are settled by id.
 //
-// Launch geometry (backends/cupy_cuda.py::launch_geometry):
+// Launch geometry (backends/cupy_cuda.py::CupyBackend._topk_on_device and _select):
 //   exclude_ids: grid = rows of the batch, block = 128 threads (each strides over the row's
 //                excluded ids); no shared memory.
 //   topk_select: grid = rows of the batch x segments, block = TOPK_THREADS (a multiple of 32,
