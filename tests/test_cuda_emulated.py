@@ -16,7 +16,7 @@ import scipy.sparse
 
 import backends.cupy_cuda as cupy_cuda
 from tests import fake_cupy
-from tests.test_cuda_plan import awkward_matrix, operands, relative
+from tests.test_cuda_plan import awkward_matrix, operands, per_row_lambdas, relative
 
 TOLERANCE = {np.float64: 1e-10, np.float32: 2e-4, np.float16: 2e-3}
 
@@ -82,6 +82,72 @@ def test_exact_solve_matches_reference(fake, dtype):
     got = device_solve(cuda, Cui, X, Y, None)
     tolerance = {np.float16: 1e-3, np.float32: 1e-4, np.float64: 1e-10}[dtype]
     assert relative(got, reference_solve(Cui, X, Y, None)) <= tolerance
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("cg_steps", [3, None])
+def test_per_row_lambda_solves_match_reference(fake, dtype, cg_steps):
+    # issue 15's per-row lambda, in the factor dtype as the fit core passes it: the chunked
+    # CG kernels run (no fallback to array code), and so does the chunk-Gram exact solve
+    from backends.numpy_ref import NumpyBackend
+
+    cuda, launches = fake
+    Cui = awkward_matrix(seed=11)
+    X, Y = operands(Cui, 32, dtype, seed=11)
+    lambdas = per_row_lambdas(Cui, dtype)
+    host = np.float64 if dtype == np.float64 else np.float32
+    reference = NumpyBackend()
+    expected, Y_host = X.astype(host), Y.astype(host)
+    YtY = reference.gram(Y_host, 0.0)
+    reference.solve(Cui.astype(host), expected, Y_host, YtY, cg_steps, lambdas.astype(host))
+    X_device, Y_device = cuda.to_device(X.copy()), cuda.to_device(Y)
+    cuda.solve(
+        cuda.to_device(Cui),
+        X_device,
+        Y_device,
+        cuda.gram(Y_device, 0.0),
+        cg_steps,
+        cuda.to_device(lambdas),
+    )
+    got = cuda.to_host(X_device)
+    assert got.dtype == dtype
+    exact_tolerance = {np.float16: 1e-3, np.float32: 1e-4, np.float64: 1e-10}
+    tolerance = TOLERANCE[dtype] if cg_steps else exact_tolerance[dtype]
+    assert relative(got, expected) <= tolerance
+    names = {call[0] for call in launches.calls}
+    assert names == (set(cupy_cuda.cg_kernel_names(32, dtype)) if cg_steps else set())
+    short = cuda.to_device(lambdas[:-1])
+    with pytest.raises(ValueError, match="row_regularization"):
+        cuda.solve(cuda.to_device(Cui), X_device, Y_device, cuda.gram(Y_device, 0.0), 3, short)
+
+
+@pytest.mark.parametrize("use_cg", [True, False])
+def test_a_fit_with_the_model_options_matches_reference_on_the_stand_in(fake, use_cg):
+    # the whole fit through CupyBackend: confidences and alpha0 folded in by the fit core,
+    # per-row lambdas (nu) in the chunked solve, the loss from loss_parts/squared_norm
+    from als import AlternatingLeastSquares
+
+    _, launches = fake
+    matrix = awkward_matrix(seed=12).astype(np.float32)
+    matrix.data = np.abs(matrix.data)  # weights for the confidence function, all liked
+    options = {"confidence": "hkv", "alpha": 2.0, "alpha0": 0.3, "nu": 0.5}
+    settings = {"factors": 8, "iterations": 3, "random_state": 4, "dtype": np.float64}
+    settings.update(use_cg=use_cg, calculate_training_loss=True, regularization=0.01)
+    fits, losses = [], []
+    for name in ("numpy", "cuda"):
+        model = AlternatingLeastSquares(**settings, **options, backend=name)
+        model.fit(matrix, show_progress=False, callback=lambda i, s, loss: losses.append(loss))
+        fits.append(model)
+    assert len(losses) == 6  # one per iteration
+    losses = losses[2], losses[5]  # the last iteration's of each fit
+    # float64 on both sides, sums in different orders, grown by 3 iterations of 3 CG steps
+    # (test_options.py's bound for the CPU backend)
+    for side in ("user_factors", "item_factors"):
+        expected, actual = (getattr(f, side) for f in fits)
+        assert relative(actual, expected) <= 1e-8
+    assert losses[1] == pytest.approx(losses[0], rel=1e-8)
+    names = {call[0] for call in launches.calls}
+    assert names == (set(cupy_cuda.cg_kernel_names(8, np.float64)) if use_cg else set())
 
 
 def integer_case(n_items, n_queries, seed=5):

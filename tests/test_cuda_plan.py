@@ -238,6 +238,51 @@ def test_exact_solve_from_chunk_grams_matches_reference(dtype):
     assert (got[0] == 0).all()
 
 
+def per_row_lambdas(Cui, dtype, seed=6):
+    """Frequency-scaled lambdas, as ``SolverSettings.row_regularization`` makes them (nu=1)."""
+    counts = np.diff(Cui.indptr).astype(np.float64)
+    jitter = np.random.default_rng(seed).random(len(counts))  # rows of one count differ too
+    return (0.002 * (counts + 0.5 * Cui.shape[1]) * (0.5 + jitter)).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("chunk_entries", [3, 256])
+def test_emulated_chunked_cg_with_per_row_lambda_matches_reference(dtype, chunk_entries):
+    # issue 15's per-row lambda: the Gram matrix carries none, each row's system adds its own
+    Cui = awkward_matrix(seed=8)
+    X, Y = operands(Cui, 12, dtype, seed=8)
+    lambdas = per_row_lambdas(Cui, dtype)
+    reference = NumpyBackend()
+    YtY = reference.gram(Y, 0.0)
+    expected = X.copy()
+    reference.solve(Cui.astype(dtype), expected, Y, YtY, 3, lambdas)
+    got = X.copy()
+    chunked_cg_solve(
+        np, EmulatedKernels(), Cui, got, Y, YtY, 3, CG_TOLERANCE, chunk_entries, lambdas
+    )
+    assert relative(got, expected) <= TOLERANCE[dtype]
+    # and the lambdas mattered: the same solve without them lands elsewhere
+    plain = X.copy()
+    chunked_cg_solve(np, EmulatedKernels(), Cui, plain, Y, YtY, 3, CG_TOLERANCE, chunk_entries)
+    assert relative(plain, expected) > 100 * TOLERANCE[dtype]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_exact_solve_from_chunk_grams_with_per_row_lambda_matches_reference(dtype):
+    Cui = awkward_matrix(seed=9)
+    X, Y = operands(Cui, 9, dtype, seed=9)
+    lambdas = per_row_lambdas(Cui, dtype)
+    reference = NumpyBackend()
+    YtY = reference.gram(Y, 0.0)
+    expected = X.copy()
+    reference.solve(Cui.astype(dtype), expected, Y, YtY, None, lambdas)
+    got = X.copy()
+    # blocks of a few rows: each block must take its own rows' lambdas
+    solve_exact(np, scipy.sparse, Cui, got, Y, YtY, 7, 20_000, row_regularization=lambdas)
+    assert relative(got, expected) <= {np.float64: 1e-10, np.float32: 1e-4}[dtype]
+    assert (got[0] == 0).all()
+
+
 # -- other host-side pieces of the CUDA backend ----------------------------------------------------
 
 
