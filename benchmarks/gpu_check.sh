@@ -93,7 +93,7 @@ fi
 
 files=()
 # (the CPU-only test_cuda_plan.py and test_cuda_emulated.py are left to CI)
-for file in tests/test_cuda.py tests/test_backends.py tests/test_model.py; do
+for file in tests/test_cuda.py tests/test_backends.py tests/test_model.py tests/test_options.py; do
     if why=$("$PYTHON" -c "import tests.$(basename "$file" .py)" 2>&1); then
         files+=("$file")
     else
