@@ -7,7 +7,9 @@ function returns plain dicts (ready for ``--json``); ``format_*`` turns them int
 
 from __future__ import annotations
 
+import argparse
 import functools
+import math
 import sys
 import traceback
 
@@ -18,12 +20,16 @@ from backends.base import BackendUnavailable
 from .errors import UserError
 
 __all__ = [
+    "predict_for_user",
     "recommend_for_row",
     "similar_to",
     "explain_for_row",
+    "format_predictions",
     "format_ranking",
     "format_explanation",
     "user_errors",
+    "OneLineParser",
+    "number",
 ]
 
 
@@ -61,6 +67,12 @@ def recommend_for_row(model, data, row, N=20, userid=None):
     return [_item(data, i, s) for i, s in zip(ids, scores, strict=True)]
 
 
+def predict_for_user(model, data, userid, column):
+    """A user's predicted preference for item ``column``: their factors dot the item's."""
+    user, item = model.user_factors[userid], model.item_factors[column]
+    return _item(data, column, np.dot(user.astype(np.float64), item.astype(np.float64)))
+
+
 def similar_to(model, data, column, N=10):
     """The ``N`` items most similar to item ``column`` (the item itself excluded)."""
     ids, scores = model.similar_items(column, N=N + 1)
@@ -86,6 +98,14 @@ def format_ranking(heading, ranking):
     return "\n".join(lines)
 
 
+def format_predictions(heading, predictions):
+    """One line per item: the predicted preference, then the title."""
+    lines = [heading]
+    for entry in predictions:
+        lines.append(f"  {entry['score']:8.4f}  {entry['title']}")
+    return "\n".join(lines)
+
+
 def format_explanation(heading, explanation):
     """The total score and the liked items that contribute most to it."""
     lines = [heading, f"  predicted score {explanation['score']:.4f}, mostly because of:"]
@@ -96,8 +116,9 @@ def format_explanation(heading, explanation):
 
 #: mistakes a user can make: one line on stderr, exit status 2, no traceback. Every other
 #: exception (a bug) is let through with its traceback. OSError covers files that cannot be
-#: opened (missing, unreadable, a folder); BackendUnavailable is the backends' own error.
-USER_ERRORS = (UserError, BackendUnavailable, OSError)
+#: opened (missing, unreadable, a folder); BackendUnavailable is the backends' own error;
+#: ImportError a missing optional package (its message names the install command).
+USER_ERRORS = (UserError, BackendUnavailable, OSError, ImportError)
 
 
 def user_errors(main):
@@ -121,3 +142,45 @@ def user_errors(main):
             return 130
 
     return wrapper
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ``argparse`` parser that reports a mistake on one line, without the usage block."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def number(kind, minimum=None, maximum=None, *, above=None, below=None):
+    """An ``argparse`` ``type`` that parses ``kind`` and refuses values out of range.
+
+    Parameters
+    ----------
+    kind : type
+        ``int`` or ``float``; floats must also be finite.
+    minimum, maximum : number, optional
+        Inclusive bounds.
+    above, below : number, optional
+        Exclusive bounds.
+    """
+
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            what = "an integer" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if kind is float and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be finite, got {text}")
+        for bound, fails, word in (
+            (minimum, lambda b: value < b, ">="),
+            (maximum, lambda b: value > b, "<="),
+            (above, lambda b: value <= b, ">"),
+            (below, lambda b: value >= b, "<"),
+        ):
+            if bound is not None and fails(bound):
+                raise argparse.ArgumentTypeError(f"must be {word} {bound:g}, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse

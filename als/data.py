@@ -57,7 +57,7 @@ from als.datasets import (
     search_paths,
 )
 from als.errors import *  # noqa: F403 (every error of als.errors is importable from here)
-from als.errors import DataFormatError, EmptyDataError
+from als.errors import DataFormatError, EmptyDataError, InvalidTypeError
 from als.interactions import Interactions, csr_from_entries, python_scalar
 from als.readers import (
     ITEM_NAMES,
@@ -392,7 +392,10 @@ def load(
     on_bad_lines: str = "error",
     duplicates: str = "sum",
     download: bool = True,
-    **table_options,
+    sep: str | None = None,
+    encoding: str | None = None,
+    titles: Mapping | None = None,
+    title_col: str | None = None,
 ) -> Interactions:
     """Load a data set by name, folder, file or DataFrame into an :class:`Interactions`.
 
@@ -417,8 +420,12 @@ def load(
         How repeated (user, item) rows are merged.
     download : bool, default True
         Passed to :func:`find_dataset`.
-    **table_options
-        ``sep``, ``encoding``, ``titles`` (and ``title_col`` for DataFrames).
+    sep, encoding : str, optional
+        Of a generic text table (see :func:`read_table`).
+    titles : mapping, optional
+        Item id to title, for a generic table or a DataFrame.
+    title_col : str, optional
+        Title column of a DataFrame.
 
     Returns
     -------
@@ -430,6 +437,9 @@ def load(
         A path does not exist (:class:`DatasetNotFoundError` for a known name not found).
     UnknownDatasetError
         ``source`` is neither a path nor a known name.
+    TypeError
+        An option that does not apply to ``source`` (e.g. ``sep`` for a DataFrame, or any
+        table option for a known data set); unknown keywords are refused too.
     DataFormatError, UnknownColumnError, EmptyDataError
         See :func:`read_table`.
 
@@ -443,14 +453,24 @@ def load(
     _check_rules(on_bad_lines, duplicates)
     common = {"on_bad_lines": on_bad_lines, "duplicates": duplicates}
     columns = {"user_col": user_col, "item_col": item_col, "weight_col": weight_col}
+    options = {"sep": sep, "encoding": encoding, "titles": titles, "title_col": title_col}
+    table_options = {key: value for key, value in options.items() if value is not None}
+
+    def refuse(keys, what):
+        if keys:
+            raise InvalidTypeError(f"load(): {', '.join(sorted(keys))} does not apply to {what}.")
+
     if isinstance(source, pd.DataFrame):
+        refuse(set(table_options) & {"sep", "encoding"}, "a DataFrame")
         return from_dataframe(
             source, **columns, name=name or "DataFrame", **common, **table_options
         )
+    refuse(set(table_options) & {"title_col"}, "a file (only to a DataFrame)")
     path = Path(source)
     if not path.exists():
         if isinstance(source, str) and is_dataset_name(source):
             dataset = lookup_dataset(source)
+            refuse(set(table_options) | {k for k, v in columns.items() if v}, dataset.name)
             folder = find_dataset(source, download=download)
             return _load_layout(folder, layouts()[dataset.layout], name or dataset.name, **common)
         if isinstance(source, str) and os.sep not in source and "." not in source:
@@ -458,6 +478,7 @@ def load(
         check_file(path)
     given_columns = any(v is not None for v in columns.values())
     if path.is_dir():
+        refuse(set(table_options) | {k for k, v in columns.items() if v}, f"a folder ({path})")
         return _load_layout(path, layout_of_folder(path), name or dataset_name_of(path), **common)
     layout = layout_of_file(path)
     if layout is not None and not given_columns and not table_options:

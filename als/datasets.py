@@ -1,12 +1,13 @@
 """Finding data sets by name: the registry, the folders searched, and safe downloads.
 
 :func:`find_dataset` looks for a named data set (``ml-1m``, ``ml-100k``, ``lastfm-2k``,
-``ml-20m``, ...) in every folder of ``$ALS_DATA_DIR`` (``os.pathsep``-separated), the project's
-``data/`` folder and ``~/.cache/als``, and otherwise downloads the official GroupLens zip into
-``~/.cache/als``. A download is verified before anything is unpacked: by its sha256 when one is
-known (``data/registry.json`` or ``$ALS_SHA256_<NAME>``, e.g. ``ALS_SHA256_ML_1M``), else by the
-md5 that other projects pin (``md5_third_party`` in the registry), in which case the zip's
-sha256 is logged so that it can be pinned; with neither, nothing is downloaded.
+``ml-20m``, ...) in every folder of ``$ALS_DATA_DIR`` (``os.pathsep``-separated), the
+project's ``data/`` folder (in a source checkout) and ``~/.cache/als``, and otherwise downloads
+the official GroupLens zip into ``~/.cache/als``. A download is verified before anything is
+unpacked: by its sha256 when one is known (``als/registry.json`` or ``$ALS_SHA256_<NAME>``,
+e.g. ``ALS_SHA256_ML_1M``), else by the md5 that other projects pin (``md5_third_party`` in
+the registry), in which case the zip's sha256 is logged so that it can be pinned; with
+neither, nothing is downloaded.
 :func:`extract_archive` then unpacks only the expected files, refusing unsafe member names,
 and moves the folder into place in one rename.
 
@@ -39,7 +40,10 @@ from als.registry import REGISTRY_PATH, Dataset, datasets, layouts
 
 logger = logging.getLogger(__name__)
 
-PROJECT_DATA_DIR = Path(__file__).resolve().parents[1] / "data"
+_SOURCE_ROOT = Path(__file__).resolve().parents[1]
+#: the checkout's ``data/`` folder, searched when running from a source checkout (None when
+#: installed: ``site-packages/data`` is not ours)
+PROJECT_DATA_DIR = _SOURCE_ROOT / "data" if (_SOURCE_ROOT / "pyproject.toml").is_file() else None
 
 
 # --------------------------------------------------------------------------------------------
@@ -108,11 +112,12 @@ def search_paths() -> list[Path]:
     -------
     list of pathlib.Path
         Every entry of ``$ALS_DATA_DIR`` (split on ``os.pathsep``), the project's ``data/``
-        folder, then ``~/.cache/als``.
+        folder (in a source checkout only), then ``~/.cache/als``.
     """
     env = os.environ.get("ALS_DATA_DIR", "")
     roots = [Path(p).expanduser() for p in env.split(os.pathsep) if p]
-    return [*roots, PROJECT_DATA_DIR, _cache_dir()]
+    project = [] if PROJECT_DATA_DIR is None else [PROJECT_DATA_DIR]
+    return [*roots, *project, _cache_dir()]
 
 
 def _cache_dir() -> Path:
@@ -129,7 +134,7 @@ def find_dataset(name: str, *, download: bool = True) -> Path:
     download : bool, default True
         When the data set is in no searched folder, download the official zip into
         ``~/.cache/als``. The zip is checked before it is unpacked: against its sha256 when
-        one is known (``data/registry.json`` or ``$ALS_SHA256_<NAME>``, e.g.
+        one is known (``als/registry.json`` or ``$ALS_SHA256_<NAME>``, e.g.
         ``ALS_SHA256_ML_1M``), else against the md5 recorded in the registry
         (``md5_third_party``), in which case its sha256 is logged as a warning so it can be
         pinned. With neither, nothing is downloaded.

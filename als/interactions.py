@@ -13,6 +13,7 @@ Building one from files, tables and DataFrames is :mod:`als.data`, which also re
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -320,22 +321,35 @@ class Interactions:
     def title_index(self, title: str) -> int:
         """Return the column of the item called ``title``.
 
-        The title is matched exactly first, then ignoring case and surrounding spaces.
+        The title is matched exactly first, then ignoring case and surrounding spaces, then
+        loosely: without its year and without a leading or trailing article, so "Matrix",
+        "the matrix" and "Matrix (1999)" find "Matrix, The (1999)" when only one film fits.
 
         Raises
         ------
         UnknownItemError
             No item has this title; the message lists up to five close matches.
         AmbiguousItemError
-            Several items have this title; the message lists their raw ids.
+            Several items have this title (their raw ids) or fit it loosely (their titles).
         """
-        exact, folded = self._titles()
+        exact, folded, loose = self._titles()
         matches = exact.get(title) or folded.get(title.strip().casefold())
+        if not matches and _query_key(title) in loose:
+            matches = loose[_query_key(title)]
+            if len(matches) > 1:
+                titles = sorted(str(self._item_titles[c]) for c in matches)
+                shown = "; ".join(titles[:10]) + ("; ..." if len(titles) > 10 else "")
+                raise AmbiguousItemError(
+                    f"{len(titles)} items in {self._name} fit {title!r}: {shown}; "
+                    "give the full title.",
+                    key=title,
+                    candidates=[self.item_id(c) for c in matches],
+                )
         if not matches:
             suggestions = self._close_titles(title)
-            hint = f"; close matches: {'; '.join(suggestions)}" if suggestions else ""
+            hint = f"; did you mean: {'; '.join(suggestions)}?" if suggestions else ""
             raise UnknownItemError(
-                f"No item titled {title!r} in {self._name}{hint}.",
+                f"No item titled {title!r} in {self._name}{hint}",
                 key=title,
                 suggestions=suggestions,
             )
@@ -349,20 +363,38 @@ class Interactions:
             )
         return matches[0]
 
-    def _titles(self) -> tuple[dict, dict]:
+    def _titles(self) -> tuple[dict, dict, dict]:
         if self._title_lookup is None:
-            exact, folded = {}, {}
+            exact, folded, loose = {}, {}, {}
             for column, title in enumerate(() if self._item_titles is None else self._item_titles):
                 if title:
                     exact.setdefault(str(title), []).append(column)
                     folded.setdefault(str(title).strip().casefold(), []).append(column)
-            self._title_lookup = (exact, folded)
+                    for key in _loose_keys(str(title)):
+                        loose.setdefault(key, []).append(column)
+            self._title_lookup = (exact, folded, loose)
         return self._title_lookup
 
     def _close_titles(self, title: str) -> list[str]:
-        exact, folded = self._titles()
-        close = difflib.get_close_matches(title.strip().casefold(), list(folded), n=5, cutoff=0.6)
-        return [str(self._item_titles[folded[c][0]]) for c in close]
+        exact, folded, loose = self._titles()
+        query, key = title.strip().casefold(), _query_key(title)
+        # titles that go on from what was typed ("star wars" -> "Star Wars: Episode IV ...")
+        close = [loose[c] for c in sorted(loose) if key and re.match(rf"{re.escape(key)}\W", c)]
+        close += [folded[c] for c in difflib.get_close_matches(query, list(folded), 5, 0.6)]
+        close += [loose[c] for c in difflib.get_close_matches(key, list(loose), 5, 0.75)]
+        if not close and key:
+            # a misspelt start of a long title ("star warz" for "Star Wars: Episode IV ...")
+            starts = {}
+            for loose_key, columns in loose.items():
+                starts.setdefault(loose_key[: len(key)], []).extend(columns)
+            close = [starts[c] for c in difflib.get_close_matches(key, list(starts), 3, 0.8)]
+        suggestions = []
+        for columns in close:
+            for column in columns:
+                name = str(self._item_titles[column])
+                if name not in suggestions:
+                    suggestions.append(name)
+        return suggestions[:5]
 
     def resolve_item(self, key, *, by: str = "auto") -> int:
         """Return the column of an item given by raw id or by title.
@@ -670,6 +702,41 @@ class Interactions:
             n_bad_lines=int(counts[1]),
             history=[str(h) for h in get("history", [])],
         )
+
+
+_YEAR = re.compile(r"\s*\((\d{4})\)\s*$")
+_ARTICLES = r"(?:the|a|an|la|le|les|l'|il|el|der|die|das)"
+_TRAILING_ARTICLE = re.compile(rf",\s*{_ARTICLES}(?=\s*\(|$)")
+_LEADING_ARTICLE = re.compile(r"^(?:the|a|an)\s+")
+_PARENTHESES = re.compile(r"\s*\([^)]*\)")
+
+
+def _without_article(text: str) -> str:
+    """Drop a leading or trailing article: "matrix, the" and "the matrix" give "matrix"."""
+    text = _TRAILING_ARTICLE.sub("", text.strip(), count=1)
+    return _LEADING_ARTICLE.sub("", text).strip()
+
+
+def _query_key(title: str) -> str:
+    """The loose form of a title someone typed: no article, its year kept if given."""
+    text = title.strip().casefold()
+    year = _YEAR.search(text)
+    base = _without_article(text[: year.start()] if year else text)
+    return f"{base} ({year.group(1)})" if year else base
+
+
+def _loose_keys(title: str) -> set[str]:
+    """The loose forms a title answers to: with and without its year and alternative title."""
+    text = title.strip().casefold()
+    year = _YEAR.search(text)
+    base = text[: year.start()] if year else text
+    keys = set()
+    for form in {base, _PARENTHESES.sub("", base)}:
+        form = _without_article(form)
+        keys.add(form)
+        if year:
+            keys.add(f"{form} ({year.group(1)})")
+    return keys
 
 
 def _coerce_key(key, ids: np.ndarray):

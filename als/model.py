@@ -539,6 +539,12 @@ class AlternatingLeastSquares:
         scalar = np.isscalar(userid)
         count = 1 if scalar else len(np.asarray(userid))
         liked = None
+        rows = getattr(user_items, "shape", (count,))[0]
+        if scalar and rows > 1 and (filter_already_liked_items or recalculate_user):
+            raise InvalidValueError(
+                f"user_items has {rows} rows but userid is one user: pass that user's row, "
+                "recommend(userid, user_items[userid]), not the whole matrix (implicit 0.4 style)."
+            )
         if filter_already_liked_items or recalculate_user:
             liked = check_user_items(user_items, "user_items", rows=count, columns=n_items)
         if recalculate_user:
@@ -663,6 +669,12 @@ class AlternatingLeastSquares:
         N = check_positive_int(N, "N")
         item_factors = self.item_factors
         itemid = check_ids(itemid, "itemid", len(item_factors))
+        shape = getattr(user_items, "shape", None)
+        if shape is not None and len(shape) == 2 and shape[0] == len(item_factors) != shape[1]:
+            raise InvalidValueError(
+                f"user_items has shape {shape}, items x users: explain takes users x items, "
+                "explain(userid, user_items, itemid), not item_users (implicit 0.4 style)."
+            )
         user_items = check_user_items(user_items, "user_items", columns=len(item_factors))
         row = 0 if user_items.shape[0] == 1 else check_ids(userid, "userid", user_items.shape[0])
         settings = self.solver_settings()

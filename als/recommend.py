@@ -16,9 +16,11 @@ import json
 import sys
 
 from .answers import (
+    OneLineParser,
     explain_for_row,
     format_explanation,
     format_ranking,
+    number,
     recommend_for_row,
     similar_to,
     user_errors,
@@ -29,7 +31,7 @@ from .model import AlternatingLeastSquares
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m als.recommend",
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -44,7 +46,12 @@ def build_parser():
         metavar="TITLE",
         help="recommend for a new user who likes this item; repeatable",
     )
-    parser.add_argument("--like-weight", type=float, default=5.0)
+    parser.add_argument(
+        "--like-weight",
+        type=number(float, above=0),
+        default=5.0,
+        help="weight of each --like interaction",
+    )
     parser.add_argument(
         "--similar",
         action="append",
@@ -59,8 +66,20 @@ def build_parser():
         metavar="TITLE",
         help="explain the user's score for this item; repeatable",
     )
-    parser.add_argument("-N", "--count", type=int, default=20, dest="count")
-    parser.add_argument("--backend", default="auto", choices=["auto", "cpu", "cuda", "numpy"])
+    parser.add_argument(
+        "-N",
+        "--count",
+        type=number(int, 1),
+        default=20,
+        dest="count",
+        help="how many recommendations and similar items to print",
+    )
+    parser.add_argument(
+        "--backend",
+        default="auto",
+        choices=["auto", "cpu", "cuda", "numpy"],
+        help="where to compute: auto picks cuda when a GPU is usable, else cpu",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     return parser
@@ -110,7 +129,8 @@ def main(argv):
     for title in args.explain:
         column = data.resolve_item(title)
         explanation = explain_for_row(model, data, row, column)
-        lines.append(format_explanation(f"why {who} gets {data.item_title(column)}:", explanation))
+        heading = f"why {who} would like {data.item_title(column)}:"
+        lines.append(format_explanation(heading, explanation))
         output.setdefault("explanations", {})[title] = explanation
     print(json.dumps(output, indent=2) if args.json else "\n".join(lines))
     return 0

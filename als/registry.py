@@ -1,6 +1,8 @@
 """The data-set registry: every fact about a named data set and its files, from one file.
 
-``registry.json`` is the only place these facts are kept. Its ``datasets`` section says where
+``als/registry.json`` is the only place these facts are kept. It is package data of ``als``
+(installed with it, read with :mod:`importlib.resources`), so an installed copy finds and checks
+data sets exactly as a source checkout does. Its ``datasets`` section says where
 each data set lives (folders, official URL, checksums, archive members, aliases) and its
 ``layouts`` section how a family of data sets is laid out on disk (ratings file names,
 separator, encoding, header, columns, titles file). This module reads it and builds the
@@ -11,14 +13,15 @@ downloading) and :class:`Layout` for :mod:`als.readers` (parsing). Nothing else 
 from __future__ import annotations
 
 import functools
+import importlib.resources
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = ["REGISTRY_PATH", "Dataset", "Layout", "datasets", "layouts", "read_registry"]
 
-#: the registry file
-REGISTRY_PATH = Path(__file__).resolve().parents[1] / "data" / "registry.json"
+#: the registry file, package data of ``als``
+REGISTRY_PATH = importlib.resources.files("als").joinpath("registry.json")
 
 
 @dataclass(frozen=True)
@@ -58,9 +61,11 @@ class Dataset:
     md5: str | None = None
 
 
-def read_registry(path: Path | None = None) -> dict:
+def read_registry(path: Path | str | None = None) -> dict:
     """Return the parsed registry (``REGISTRY_PATH`` unless ``path`` is given)."""
-    path = Path(REGISTRY_PATH if path is None else path)
+    path = REGISTRY_PATH if path is None else Path(path)
+    if not isinstance(path, Path):  # a resource inside a zip: no mtime, read it each time
+        return json.loads(path.read_text(encoding="utf-8"))
     return _parse(path, path.stat().st_mtime_ns)
 
 

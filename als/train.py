@@ -1,23 +1,27 @@
-"""``python -m als.train``: load interactions, train, evaluate, and answer, in one command.
+"""``python -m als.train``: load interactions, train, and answer, in one command.
 
-Without ``--data`` it runs the reference MovieLens-1M workflow: keep ratings >= 3 (the
-rating is the confidence), add a new user who loves five films, hold out 20% of the other
-ratings, fit 15 iterations with 100 factors and regularization 0.01, report precision, MAP,
-NDCG and AUC at 10 on the held-out ratings, then print the new user's top 20 (liked films
-excluded), the films most similar to their first favourite, and why they would like their
-top recommendation.
+Without ``--data`` it runs the reference MovieLens-1M workflow (the notebook this project
+was built from): keep ratings >= 3 (the rating is the confidence), add a new user,
+``braum``, who gave 5 to five films, fit 15 iterations with 100 factors and regularization
+0.01 on all the interactions, then print braum's predicted preference for Forrest Gump and
+for Toy Story, the films most similar to Forrest Gump, braum's top 20 (liked films left
+out) and why braum would like Forrest Gump. ``--evaluate`` adds a second, separate fit on
+80% of the interactions and reports precision, MAP, NDCG and AUC on the other 20%; the
+answers always come from the model trained on everything.
 
 Examples
 --------
     python -m als.train                                     # the reference workflow
+    python -m als.train --evaluate                          # ... and held-out metrics
     python -m als.train --data ml-100k --factors 64 --save model.npz
     python -m als.train --data plays.csv --user-col user --item-col track --weight-col plays
-    python -m als.train --like "Heat (1995)" --like "Fargo (1996)" --similar "Fargo (1996)"
+    python -m als.train --like "Heat" --like "Fargo" --similar "Fargo" --explain "Casino"
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import inspect
 import json
 import sys
@@ -26,9 +30,13 @@ import time
 import numpy as np
 
 from .answers import (
+    OneLineParser,
     explain_for_row,
     format_explanation,
+    format_predictions,
     format_ranking,
+    number,
+    predict_for_user,
     recommend_for_row,
     similar_to,
     user_errors,
@@ -39,35 +47,47 @@ from .evaluation import ranking_metrics_at_k, train_test_split
 from .model import AlternatingLeastSquares
 from .readers import read_titles_table
 
-REFERENCE_FAVOURITES = [
-    "Toy Story (1995)",
-    "Star Wars: Episode IV - A New Hope (1977)",
-    "Matrix, The (1999)",
-    "Fargo (1996)",
-    "Godfather, The (1972)",
-]
-
-#: the reference workflow's data set and filter, used when --data is not given
-REFERENCE_DATA, REFERENCE_MIN_WEIGHT = "ml-1m", 3.0
+#: the reference notebook's workflow, used when --data is not given
+REFERENCE = {
+    "data": "ml-1m",
+    "min_weight": 3.0,
+    "like": [
+        "Star Wars: Episode IV - A New Hope (1977)",
+        "Terminator 2: Judgment Day (1991)",
+        "Sixth Sense, The (1999)",
+        "Forrest Gump (1994)",
+        "Matrix, The (1999)",
+    ],
+    "predict": ["Forrest Gump (1994)", "Toy Story (1995)"],
+    "similar": ["Forrest Gump (1994)"],
+    "explain": ["Forrest Gump (1994)"],
+}
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m als.train",
         description=__doc__.split("\n\n")[0] + " Without --data: the reference workflow "
-        "(ml-1m, ratings >= 3, five favourite films, 15 iterations, 100 factors).",
+        "(ml-1m, ratings >= 3, a new user 'braum' with five films, 15 iterations, 100 factors, "
+        "trained on all interactions).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     add_data_arguments(parser)
 
     model = parser.add_argument_group("model")
-    model.add_argument("--factors", type=int, default=100)
-    model.add_argument("--regularization", type=float, default=0.01)
-    model.add_argument("--alpha", type=float, default=1.0, help="confidence = alpha * weight")
-    model.add_argument("--iterations", type=int, default=15)
+    model.add_argument("--factors", type=number(int, 1), default=100, help="latent factors")
+    model.add_argument(
+        "--regularization", type=number(float, 0), default=0.01, help="L2 regularization"
+    )
+    model.add_argument(
+        "--alpha", type=number(float, above=0), default=1.0, help="confidence = alpha * weight"
+    )
+    model.add_argument(
+        "--iterations", type=number(int, 0), default=15, help="alternating least squares sweeps"
+    )
     model.add_argument(
         "--cg-steps",
-        type=int,
+        type=number(int, 0),
         default=3,
         help="conjugate-gradient steps per half-iteration; 0 solves exactly",
     )
@@ -77,9 +97,18 @@ def build_parser():
         choices=["float32", "float64", "float16"],
         help="factor dtype (float16 only on cuda)",
     )
-    model.add_argument("--seed", type=int, default=0, help="seed for the initial factors")
-    model.add_argument("--backend", default="auto", choices=["auto", "cpu", "cuda", "numpy"])
-    model.add_argument("--threads", type=int, default=0, help="CPU threads, 0 = all cores")
+    model.add_argument(
+        "--seed", type=number(int, 0), default=0, help="seed for the initial factors"
+    )
+    model.add_argument(
+        "--backend",
+        default="auto",
+        choices=["auto", "cpu", "cuda", "numpy"],
+        help="where to compute: auto picks cuda when a GPU is usable, else cpu",
+    )
+    model.add_argument(
+        "--threads", type=number(int, 0), default=0, help="CPU threads, 0 = all cores"
+    )
     model.add_argument(
         "--params",
         metavar="JSON_OR_PATH",
@@ -89,51 +118,81 @@ def build_parser():
     )
     cluster = model.add_mutually_exclusive_group()
     cluster.add_argument(
-        "--workers", type=int, help="fit on a local Dask cluster of this many worker processes"
+        "--workers",
+        type=number(int, 1),
+        help="fit on a local Dask cluster of this many worker processes (None: no cluster)",
     )
-    cluster.add_argument("--scheduler", metavar="ADDRESS", help="fit on this Dask cluster")
+    cluster.add_argument(
+        "--scheduler", metavar="ADDRESS", help="fit on the Dask cluster at this address"
+    )
 
     evaluation = parser.add_argument_group("evaluation")
     evaluation.add_argument(
-        "--test-fraction",
-        type=float,
-        default=0.2,
-        help="share of interactions held out for metrics; 0 trains on all",
+        "--evaluate",
+        action="store_true",
+        help="also fit a second model on a split and report held-out metrics; the answers "
+        "still come from the model trained on all interactions",
     )
-    evaluation.add_argument("--k", type=int, default=10, help="cutoff of the ranking metrics")
+    evaluation.add_argument(
+        "--test-fraction",
+        type=number(float, above=0, below=1),
+        default=0.2,
+        help="share of interactions --evaluate holds out",
+    )
+    evaluation.add_argument(
+        "--k", type=number(int, 1), default=10, help="cutoff of the ranking metrics"
+    )
 
     answers = parser.add_argument_group("answers")
+    answers.add_argument(
+        "--user",
+        metavar="ID",
+        help="answer for this existing user (raw id) instead of a new one",
+    )
     answers.add_argument(
         "--like",
         action="append",
         default=[],
         metavar="TITLE",
-        help="add a new user who likes this item (title or id); repeatable",
+        help="add a new user who likes this item (title, title without year, or id); repeatable",
     )
     answers.add_argument(
-        "--like-weight", type=float, default=5.0, help="weight of each --like interaction"
+        "--like-weight",
+        type=number(float, above=0),
+        default=5.0,
+        help="weight of each --like interaction",
+    )
+    answers.add_argument(
+        "--user-name", default="braum", help="raw id given to the new user of --like"
+    )
+    answers.add_argument(
+        "--predict",
+        action="append",
+        default=[],
+        metavar="TITLE",
+        help="print the user's predicted preference for this item; repeatable",
     )
     answers.add_argument(
         "--similar",
         action="append",
         default=[],
         metavar="TITLE",
-        help="print the items most similar to this one; repeatable",
+        help="print the items most similar to this one; repeatable (default: the first --like)",
     )
     answers.add_argument(
         "--explain",
         action="append",
         default=[],
         metavar="TITLE",
-        help="explain the new user's score for this item; repeatable",
+        help="explain the user's score for this item; repeatable (default: their top item)",
     )
     answers.add_argument(
         "-N",
         "--count",
-        type=int,
+        type=number(int, 1),
         default=20,
         dest="count",
-        help="how many recommendations and similar items to print",
+        help="how many recommendations to print (similar items: at most 10)",
     )
 
     output = parser.add_argument_group("output")
@@ -141,7 +200,8 @@ def build_parser():
     output.add_argument(
         "--json",
         action="store_true",
-        help="print a machine-readable summary on stdout (the report goes to stderr)",
+        help="print everything the report says, the parameters and the seed as JSON on "
+        "stdout (the report goes to stderr)",
     )
     output.add_argument("--quiet", action="store_true", help="no progress bar")
     output.add_argument("--debug", action="store_true", help="show tracebacks on errors")
@@ -156,23 +216,27 @@ def add_data_arguments(parser):
         "--data",
         help="a known data set (ml-1m, ml-100k, lastfm-2k, ml-20m, ...) or a path to a folder, "
         "ratings file, CSV or Parquet table; when not given, the reference workflow: ml-1m, "
-        "--min-weight 3 and five favourite films as --like, unless you give your own",
+        "--min-weight 3, braum's five films as --like, and the notebook's questions",
     )
-    data.add_argument("--user-col", help="user column of a generic table")
-    data.add_argument("--item-col", help="item column of a generic table")
-    data.add_argument("--weight-col", help="weight column of a generic table (default: 1 per row)")
+    data.add_argument("--user-col", help="user column of a generic table (default: guessed)")
+    data.add_argument("--item-col", help="item column of a generic table (default: guessed)")
+    data.add_argument("--weight-col", help="weight column of a generic table (None: 1 per row)")
     data.add_argument("--titles", help="a table of item id, title for a generic table")
-    data.add_argument("--sep", help="field separator of a generic text table")
-    data.add_argument("--min-weight", type=float, help="drop interactions weighing less")
+    data.add_argument("--sep", help="field separator of a generic text table (None: guessed)")
+    data.add_argument(
+        "--min-weight",
+        type=number(float),
+        help="drop interactions weighing less (None: keep all; 3 in the reference workflow)",
+    )
     data.add_argument(
         "--min-user-interactions",
-        type=int,
+        type=number(int, 1),
         default=1,
         help="drop users with fewer interactions (repeated to a fixed point)",
     )
     data.add_argument(
         "--min-item-interactions",
-        type=int,
+        type=number(int, 1),
         default=1,
         help="drop items with fewer interactions (repeated to a fixed point)",
     )
@@ -224,17 +288,18 @@ def read_params(value):
     return params
 
 
-def apply_reference_workflow(args):
-    """Fill in the reference workflow's data, filter and favourites where not given."""
-    args.data = REFERENCE_DATA
+def apply_reference_workflow(args, say):
+    """Fill in the reference workflow's data, filter, new user and questions where not given."""
+    args.data = REFERENCE["data"]
     if args.min_weight is None:
-        args.min_weight = REFERENCE_MIN_WEIGHT
-    if not args.like:
-        args.like = list(REFERENCE_FAVOURITES)
-    print(
-        f"no --data: the reference workflow on {args.data}, ratings >= {args.min_weight:g}, "
-        f"a new user who likes {len(args.like)} films",
-        file=sys.stderr,
+        args.min_weight = REFERENCE["min_weight"]
+    if not (args.like or args.user or args.predict or args.similar or args.explain):
+        for name in ("like", "predict", "similar", "explain"):
+            setattr(args, name, list(REFERENCE[name]))
+    who = f"a new user {args.user_name!r} who likes {len(args.like)} films" if args.like else ""
+    say(
+        f"no --data: the reference workflow on {args.data}, ratings >= {args.min_weight:g}"
+        + (f", {who}" if who else "")
     )
 
 
@@ -266,10 +331,8 @@ def load_interactions(args):
 
 def split(user_items, fraction, seed, keep_rows=()):
     """Hold out ``fraction`` of the interactions; rows in ``keep_rows`` stay in train."""
-    if fraction <= 0:
-        return user_items, None
     if not 0 < fraction < 1:
-        raise InvalidValueError(f"--test-fraction must be in [0, 1), got {fraction}")
+        raise InvalidValueError(f"--test-fraction must be in (0, 1), got {fraction}")
     train, test = train_test_split(user_items, 1 - fraction, random_state=seed)
     if len(keep_rows):
         train, test = train.tolil(), test.tolil()
@@ -281,39 +344,8 @@ def split(user_items, fraction, seed, keep_rows=()):
     return train, test
 
 
-@user_errors
-def main(argv):
-    args = build_parser().parse_args(argv)
-    if args.data is None:
-        apply_reference_workflow(args)
-    report = sys.stderr if args.json else sys.stdout
-
-    def say(text=""):
-        print(text, file=report, flush=True)
-
-    started = time.perf_counter()
-    data = load_interactions(args)
-    new_user = None
-    if args.like:
-        data = data.add_user(args.like, weights=args.like_weight)
-        new_user = data.n_users - 1
-    say(data.summary())
-    summary = {
-        "data": {
-            "name": data.name,
-            "users": data.n_users,
-            "items": data.n_items,
-            "interactions": data.nnz,
-            "load_seconds": time.perf_counter() - started,
-        }
-    }
-
-    train, test = split(
-        data.user_items,
-        args.test_fraction,
-        args.seed,
-        keep_rows=[] if new_user is None else [new_user],
-    )
+def make_model(args, params=None):
+    """The model the flags describe; ``params`` (from ``--params``) override them."""
     settings = {
         "factors": args.factors,
         "regularization": args.regularization,
@@ -327,18 +359,49 @@ def main(argv):
         "use_cg": args.cg_steps > 0,
         "cg_steps": args.cg_steps if args.cg_steps > 0 else None,
     }
-    if args.params:
-        settings.update(read_params(args.params))
-        say(f"model settings from --params: {json.dumps(read_params(args.params))}")
-    model = AlternatingLeastSquares(**settings)
-    iteration_seconds, losses = [], []
+    return AlternatingLeastSquares(**{**settings, **(params or {})})
 
-    def record(iteration, seconds, loss):
-        iteration_seconds.append(seconds)
+
+@contextlib.contextmanager
+def compile_note(say):
+    """Say "compiling kernels" when Numba starts compiling (a cache hit compiles nothing)."""
+    try:
+        from numba.core import event
+    except ImportError:  # the CUDA and NumPy backends do not need Numba
+        yield
+        return
+
+    class Note(event.Listener):
+        said = False
+
+        def on_start(self, _):
+            if not self.said:
+                self.said = True
+                say("compiling kernels, first run only (cached for later runs) ...")
+
+        def on_end(self, _):
+            pass
+
+    with event.install_listener("numba:compile", Note()):
+        yield
+
+
+def fit(model, train, args, say):
+    """Fit ``model`` on ``train`` (on a cluster when asked); return per-iteration records."""
+    seconds, losses = [], []
+
+    def record(iteration, elapsed, loss):
+        seconds.append(elapsed)
         losses.append(loss)
 
-    say(f"training on {train.nnz:,} interactions with the {model.backend_name!r} backend")
     if args.workers or args.scheduler:
+        try:
+            import distributed  # noqa: F401
+        except ImportError:
+            raise ImportError(
+                "--workers and --scheduler need Dask: pip install 'dask[distributed]' "
+                "(or the 'dask' extra of als)."
+            ) from None
         from .distributed import fit_on_cluster
 
         fit_on_cluster(
@@ -352,31 +415,83 @@ def main(argv):
         )
     else:
         model.fit(train, show_progress=not args.quiet, callback=record)
-    per_iteration = float(np.median(iteration_seconds)) if iteration_seconds else 0.0
-    say(
-        f"{model.iterations} iterations, {per_iteration:.3f} s per iteration (median), "
-        f"final loss {losses[-1]:.6f}"
-        if losses
-        else "0 iterations"
-    )
-    summary["training"] = {
-        "backend": model.backend_name,
+    per_iteration = float(np.median(seconds)) if seconds else 0.0
+    if losses:
+        say(
+            f"{model.iterations} iterations, {per_iteration:.3f} s per iteration (median), "
+            f"final loss {losses[-1]:.6f}"
+        )
+    return {
         "factors": model.factors,
         "iterations": model.iterations,
+        "interactions": int(train.nnz),
         "seconds_per_iteration": per_iteration,
-        "iteration_seconds": iteration_seconds,
+        "iteration_seconds": seconds,
         "loss": losses,
     }
 
-    if test is not None and test.nnz:
-        metrics = ranking_metrics_at_k(model, train, test, K=args.k, show_progress=False)
-        say(
-            f"held-out {test.nnz:,} interactions, at k={args.k}: "
-            + ", ".join(f"{name} {value:.4f}" for name, value in metrics.items())
-        )
-        summary["metrics"] = {"k": args.k, **metrics}
 
-    summary.update(answer(model, data, train, new_user, args, say))
+@user_errors
+def main(argv):
+    args = build_parser().parse_args(argv)
+    if args.user is not None and args.like:
+        raise InvalidValueError("give --user (an existing user) or --like (a new user), not both")
+    report = sys.stderr if args.json else sys.stdout
+
+    def say(text=""):
+        print(text, file=report, flush=True)
+
+    if args.data is None:
+        apply_reference_workflow(args, say)
+    started = time.perf_counter()
+    data = load_interactions(args)
+    name = None
+    if args.like:
+        # integer ids (MovieLens) cannot hold a name: the user gets the next id, and the
+        # report calls them by the name
+        named = data.user_ids.dtype.kind in "OUS"
+        data = data.add_user(
+            args.like, weights=args.like_weight, user_id=args.user_name if named else None
+        )
+        user = data.n_users - 1
+        name = args.user_name
+    elif args.user is not None:
+        user = data.user_index(args.user)
+    else:
+        user = 0
+    say(data.summary())
+    if name is not None and str(data.user_id(user)) != name:
+        say(f"  - the new user {name!r} is user id {data.user_id(user)}")
+    summary = {
+        "parameters": {k: v for k, v in vars(args).items() if k not in ("debug", "quiet")},
+        "seed": args.seed,
+        "data": {
+            "name": data.name,
+            "users": data.n_users,
+            "items": data.n_items,
+            "interactions": data.nnz,
+            "history": list(data.history),
+            "load_seconds": time.perf_counter() - started,
+        },
+    }
+
+    params = read_params(args.params) if args.params else {}
+    if params:
+        say(f"model settings from --params: {json.dumps(params)}")
+        summary["params"] = params
+    model = make_model(args, params)
+    say(
+        f"training on all {data.nnz:,} interactions with the {model.backend_name!r} backend, "
+        f"seed {args.seed}"
+    )
+    with compile_note(say):
+        record = fit(model, data.user_items, args, say)
+        summary["training"] = {"backend": model.backend_name, **record}
+        summary.update(answer(model, data, user, name, args, say))
+        if args.evaluate:
+            summary["evaluation"] = evaluate(
+                data, user if args.like else None, args, params, say
+            )
     if args.save:
         model.save(args.save, extra=data.to_arrays())
         say(f"saved the model and id maps to {args.save}")
@@ -387,34 +502,66 @@ def main(argv):
     return 0
 
 
-def answer(model, data, train, new_user, args, say):
-    """Recommendations, similar items and explanations the arguments ask for."""
-    answers = {}
-    user = new_user if new_user is not None else 0
-    row = train[user]
-    who = "the new user" if new_user is not None else f"user {data.user_id(user)}"
-    ranking = recommend_for_row(model, data, row, N=args.count, userid=user)
-    say(format_ranking(f"top {args.count} for {who} (already liked items left out):", ranking))
-    answers["recommendations"] = {"user": str(data.user_id(user)), "items": ranking}
+def answer(model, data, user, name, args, say):
+    """The questions the arguments ask, answered in the notebook's order.
 
-    similar_titles = args.similar or ([args.like[0]] if args.like and not args.json else [])
+    ``name`` is what the report calls a new user (None: an existing user, called by id).
+    """
+    answers = {"user": str(data.user_id(user)), "user_name": name}
+    row = data.user_items[user]
+    who = name or f"user {data.user_id(user)}"
+
+    columns = [data.resolve_item(title) for title in args.predict]
+    predictions = [predict_for_user(model, data, user, c) for c in columns]
+    if predictions:
+        say("")
+        say(format_predictions(f"{who}'s predicted preference:", predictions))
+    answers["predictions"] = predictions
+
+    similar_titles = args.similar or args.like[:1]
     answers["similar"] = {}
     for title in similar_titles:
         column = data.resolve_item(title)
         similar = similar_to(model, data, column, N=min(args.count, 10))
+        say("")
         say(format_ranking(f"most similar to {data.item_title(column)}:", similar))
-        answers["similar"][title] = similar
+        answers["similar"][data.item_title(column)] = similar
 
-    targets = [(title, data.resolve_item(title)) for title in args.explain]
-    if not targets and ranking and args.like:
-        # by default, explain the new user's top recommendation
-        targets = [(ranking[0]["title"], data.item_index(ranking[0]["item"]))]
+    ranking = recommend_for_row(model, data, row, N=args.count, userid=user)
+    say("")
+    say(format_ranking(f"top {args.count} for {who} (liked items left out):", ranking))
+    answers["recommendations"] = ranking
+
+    targets = [data.resolve_item(title) for title in args.explain]
+    if not targets and ranking:
+        targets = [data.item_index(ranking[0]["item"])]
     answers["explanations"] = {}
-    for title, column in targets:
+    for column in targets:
         explanation = explain_for_row(model, data, row, column)
-        say(format_explanation(f"why {who} gets {data.item_title(column)}:", explanation))
-        answers["explanations"][title] = explanation
+        say("")
+        say(format_explanation(f"why {who} would like {data.item_title(column)}:", explanation))
+        answers["explanations"][data.item_title(column)] = explanation
     return answers
+
+
+def evaluate(data, new_user, args, params, say):
+    """A second model, fitted on a split, scored on the held-out interactions."""
+    train, test = split(
+        data.user_items, args.test_fraction, args.seed, [] if new_user is None else [new_user]
+    )
+    say("")
+    say(
+        f"evaluation: a second model trained on {train.nnz:,} interactions, "
+        f"{args.test_fraction:.0%} held out ({test.nnz:,})"
+    )
+    model = make_model(args, params)
+    record = fit(model, train, args, say)
+    metrics = ranking_metrics_at_k(model, train, test, K=args.k, show_progress=False)
+    say(
+        f"held-out at k={args.k}: "
+        + ", ".join(f"{name} {value:.4f}" for name, value in metrics.items())
+    )
+    return {"test_fraction": args.test_fraction, "k": args.k, **metrics, "training": record}
 
 
 if __name__ == "__main__":

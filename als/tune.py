@@ -1,11 +1,11 @@
 """``python -m als.tune``: search model settings with Optuna on a validation split.
 
-The data are split as ``python -m als.train`` splits them (``--test-fraction`` held out for
-testing, by ``--seed``); a validation split is then carved from the training part, never
+The data are split as ``python -m als.train --evaluate`` splits them (``--test-fraction`` held
+out for testing, by ``--seed``); a validation split is then carved from the training part, never
 from the test part. Every trial fits on the rest of the training part and is scored by
 NDCG at ``--k`` on the validation split. The best settings are refitted on the whole
 training part and reported with their held-out test precision, MAP, NDCG and AUC at k,
-and with the ``python -m als.train`` command line that reproduces them.
+and with the ``python -m als.train --evaluate`` command line that reproduces them.
 
 Two search spaces:
 
@@ -22,7 +22,7 @@ Examples
 --------
     python -m als.tune --data ml-1m --min-weight 3 --trials 40 --minutes 20
     python -m als.tune --data lastfm-2k --space implicit --trials 40 --json > best.json
-    python -m als.train --data ml-1m --min-weight 3 --params best.json
+    python -m als.train --data ml-1m --min-weight 3 --params best.json --evaluate
 
 Needs Optuna (``pip install als[tune]``).
 """
@@ -282,7 +282,7 @@ def reproducing_command(args, params):
         words += ["--" + name.replace("_", "-"), text]
     if args.skip_bad_lines:
         words.append("--skip-bad-lines")
-    words += ["--seed", str(args.seed), "--test-fraction", f"{args.test_fraction:g}"]
+    words += ["--evaluate", "--seed", str(args.seed), "--test-fraction", f"{args.test_fraction:g}"]
     words += ["--k", str(args.k), "--params", json.dumps(params, sort_keys=True)]
     return shlex.join(words)
 
@@ -297,8 +297,6 @@ def main(argv):
     data = load_interactions(args)
     print(data.summary(), file=report)
     train, test = split(data.user_items, args.test_fraction, args.seed)
-    if test is None:
-        raise UserError("--test-fraction must be > 0: the best settings are tested on it")
     result = tune(
         train,
         space=args.space,

@@ -63,7 +63,7 @@ def test_find_dataset_search_order(places):
 
 
 def use_registry(monkeypatch, tmp_path: Path, name: str, **fields) -> None:
-    """Read the registry from a copy of data/registry.json with ``fields`` changed for ``name``."""
+    """Read the registry from a copy of als/registry.json with ``fields`` changed for ``name``."""
     document = json.loads(registry.REGISTRY_PATH.read_text(encoding="utf-8"))
     document["datasets"][name].update(fields)
     path = tmp_path / "registry.json"

@@ -313,5 +313,5 @@ def test_cli_with_two_workers(tmp_path):
     summary = json.loads(done.stdout)
     assert len(summary["training"]["loss"]) == 3
     assert summary["training"]["loss"][-1] < summary["training"]["loss"][0]
-    assert 0 <= summary["metrics"]["precision"] <= 1
-    assert len(summary["recommendations"]["items"]) == 20
+    assert summary["training"]["interactions"] == matrix.nnz  # all of them
+    assert len(summary["recommendations"]) == 20

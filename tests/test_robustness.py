@@ -141,12 +141,13 @@ def test_n_larger_than_the_catalogue(fitted):
         (lambda m, x: m.recommend(np.array([[0]]), x[0]), ValueError, "1-D array"),
         (lambda m, x: m.recommend(np.array([0.5]), x[0]), TypeError, "integer ids"),
         (lambda m, x: m.recommend(0, x[0], items=[-3]), ValueError, "out of range"),
-        (lambda m, x: m.recommend(0, x), ValueError, "rows, expected 1"),
+        (lambda m, x: m.recommend(0, x), ValueError, r"pass that user's row, recommend\(userid"),
         (lambda m, x: m.similar_users(10_000), ValueError, "out of range"),
         (lambda m, x: m.similar_items(0, filter_items=[999]), ValueError, "filter_items"),
         (lambda m, x: m.recalculate_user(0, x[:2]), ValueError, "rows, expected 1"),
         (lambda m, x: m.partial_fit_users([0, 1], x[[0]]), ValueError, "rows, expected 2"),
         (lambda m, x: m.explain(0, x, 0, N=0), ValueError, "N must be >= 1"),
+        (lambda m, x: m.explain(0, x.T.tocsr(), 0), ValueError, "items x users: explain takes"),
     ],
     ids=[
         "N=0",
@@ -160,6 +161,7 @@ def test_n_larger_than_the_catalogue(fitted):
         "recalculate-rows",
         "partial-fit-rows",
         "explain-N",
+        "explain-transposed",
     ],
 )
 def test_bad_queries(fitted, call, error, message):

@@ -71,12 +71,15 @@ def test_cli_json_shape_and_the_printed_command_reproduces_the_test_metrics(
     (tmp_path / "best.json").write_text(captured.out)
     # the same split (seed, fraction) and settings as the tuner's refit
     argv = data_flags(table) + ["--params", str(tmp_path / "best.json"), "--seed", "3",
-                                "--backend", "cpu", "--json", "--quiet"]  # fmt: skip
+                                "--backend", "cpu", "--json", "--quiet", "--evaluate"]  # fmt: skip
+    assert "--evaluate" in summary["command"]
     assert train_cli.main(argv) == 0
     trained = json.loads(capsys.readouterr().out)
     assert trained["training"]["factors"] == best["params"]["factors"]
+    # --evaluate's second fit is the tuner's refit: the same split and settings
+    assert trained["evaluation"]["training"]["factors"] == best["params"]["factors"]
     # the same fit on the same machine; a tolerance all the same, for BLAS thread variance
-    assert trained["metrics"]["ndcg"] == pytest.approx(best["metrics"]["ndcg"], abs=1e-6)
+    assert trained["evaluation"]["ndcg"] == pytest.approx(best["metrics"]["ndcg"], abs=1e-6)
 
 
 def test_params_must_be_model_arguments(tmp_path):
