@@ -17,6 +17,7 @@ __all__ = [
     "UserError",
     "InvalidTypeError",
     "InvalidValueError",
+    "IdOutOfRangeError",
     "AmbiguousItemError",
     "ChecksumError",
     "DataError",
@@ -46,6 +47,14 @@ class InvalidValueError(UserError, ValueError):
 
 class InvalidTypeError(UserError, TypeError):
     """An argument has a type it may not have; the message names it."""
+
+
+class IdOutOfRangeError(InvalidValueError, IndexError):
+    """An id outside the model's range.
+
+    A ``ValueError`` like every other bad argument, and an ``IndexError`` because that is
+    what implicit raises for one (its ``items=`` check, and NumPy indexing elsewhere).
+    """
 
 
 class DataError(UserError):
