@@ -217,11 +217,12 @@ class AlternatingLeastSquares:
                 raise BackendUnavailable(
                     f"{exc}; model.to_cpu() returns a copy of this model that runs without it"
                 ) from exc
-            self._backend = backend
+            # factors first, the backend last: whoever sees the backend sees device factors
             for attribute in ("_user_factors", "_item_factors"):
                 factors = getattr(self, attribute)
-                if factors is not None:
+                if isinstance(factors, np.ndarray):
                     setattr(self, attribute, backend.to_device(factors))
+            self._backend = backend
         return self._backend
 
     @property
