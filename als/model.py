@@ -329,12 +329,12 @@ class AlternatingLeastSquares:
     @property
     def user_norms(self):
         """Norms of the user factors (zero norms replaced by 1e-10)."""
-        return self.backend_.to_host(self._norms(USERS))
+        return self._require_fit().to_host(self._norms(USERS))
 
     @property
     def item_norms(self):
         """Norms of the item factors (zero norms replaced by 1e-10)."""
-        return self.backend_.to_host(self._norms(ITEMS))
+        return self._require_fit().to_host(self._norms(ITEMS))
 
     # -- training -----------------------------------------------------------------------------
 
