@@ -129,10 +129,14 @@ def test_recommended_scores_never_increase(backend_name):
 
 def test_recommend_refuses_a_matrix_that_is_not_one_row_per_user(board50):
     model, user_items = board50
-    # implicit refuses any non-CSR matrix; we convert one (with a warning), then check its rows
+    # implicit refuses any non-CSR matrix; we refuse the whole matrix for one user
     for other in (user_items.tocsc(), user_items.tocoo()):
-        with pytest.warns(ParameterWarning), pytest.raises(ValueError, match="rows, expected 1"):
+        with pytest.raises(ValueError, match="50 rows but userid is one user"):
             model.recommend(0, user_items=other)
+    # and convert one user's row from another format, with a warning
+    with pytest.warns(ParameterWarning):
+        ids, _ = model.recommend(0, user_items=user_items[0].tocsc(), N=1)
+    assert ids.tolist() == [0]
 
 
 # -- ranking a list of items (items=) ------------------------------------------------------
