@@ -18,6 +18,7 @@ __all__ = [
     "InvalidTypeError",
     "InvalidValueError",
     "UsageError",
+    "IdOutOfRangeError",
     "AmbiguousItemError",
     "ChecksumError",
     "DataError",
@@ -51,6 +52,14 @@ class InvalidTypeError(UserError, TypeError):
 
 class UsageError(UserError, ValueError):
     """A command line the parser cannot make sense of (unknown option, bad value)."""
+
+
+class IdOutOfRangeError(InvalidValueError, IndexError):
+    """An id outside the model's range.
+
+    A ``ValueError`` like every other bad argument, and an ``IndexError`` because that is
+    what implicit raises for one (its ``items=`` check, and NumPy indexing elsewhere).
+    """
 
 
 class DataError(UserError):

@@ -9,6 +9,7 @@ memory from fit to recommend; ``user_factors`` and ``item_factors`` read them as
 
 from __future__ import annotations
 
+import inspect
 import numbers
 import threading
 import time
@@ -212,9 +213,26 @@ class AlternatingLeastSquares:
 
     @property
     def backend_(self) -> Backend:
-        """The backend instance the model computes with, resolved on first use."""
+        """The backend instance the model computes with, resolved on first use.
+
+        Until then (a new model, or one just unpickled) the factors, if any, are NumPy
+        arrays; resolving the backend moves them into its memory.
+        """
         if self._backend is None:
-            self._backend = self._resolve_backend()
+            try:
+                backend = self._resolve_backend()
+            except BackendUnavailable as exc:
+                if self._user_factors is None and self._item_factors is None:
+                    raise
+                raise BackendUnavailable(
+                    f"{exc}; model.to_cpu() returns a copy of this model that runs without it"
+                ) from exc
+            # factors first, the backend last: whoever sees the backend sees device factors
+            for attribute in ("_user_factors", "_item_factors"):
+                factors = getattr(self, attribute)
+                if isinstance(factors, np.ndarray):
+                    setattr(self, attribute, backend.to_device(factors))
+            self._backend = backend
         return self._backend
 
     @property
@@ -242,10 +260,16 @@ class AlternatingLeastSquares:
                 pass
         return get_backend(cpu, threads)
 
+    def _host(self, factors):
+        """``factors`` as NumPy; before the backend is resolved they already are."""
+        if factors is None or self._backend is None:
+            return factors
+        return self._backend.to_host(factors)
+
     @property
     def user_factors(self):
         """User factors as a NumPy array (a view of backend memory on the CPU backends)."""
-        return None if self._user_factors is None else self.backend_.to_host(self._user_factors)
+        return self._host(self._user_factors)
 
     @user_factors.setter
     def user_factors(self, value):
@@ -255,7 +279,7 @@ class AlternatingLeastSquares:
     @property
     def item_factors(self):
         """Item factors as a NumPy array (a view of backend memory on the CPU backends)."""
-        return None if self._item_factors is None else self.backend_.to_host(self._item_factors)
+        return self._host(self._item_factors)
 
     @item_factors.setter
     def item_factors(self, value):
@@ -301,14 +325,26 @@ class AlternatingLeastSquares:
         return self._norm_cache[side.name]
 
     @property
+    def YtY(self):
+        """``Y^T Y`` of the item factors, as NumPy (implicit's attribute of that name)."""
+        self._require_fit()
+        return self.backend_.to_host(self.backend_.gram(self._item_factors, 0.0))
+
+    @property
+    def XtX(self):
+        """``X^T X`` of the user factors, as NumPy (implicit's attribute of that name)."""
+        self._require_fit()
+        return self.backend_.to_host(self.backend_.gram(self._user_factors, 0.0))
+
+    @property
     def user_norms(self):
         """Norms of the user factors (zero norms replaced by 1e-10)."""
-        return self.backend_.to_host(self._norms(USERS))
+        return self._require_fit().to_host(self._norms(USERS))
 
     @property
     def item_norms(self):
         """Norms of the item factors (zero norms replaced by 1e-10)."""
-        return self.backend_.to_host(self._norms(ITEMS))
+        return self._require_fit().to_host(self._norms(ITEMS))
 
     # -- training -----------------------------------------------------------------------------
 
@@ -452,7 +488,10 @@ class AlternatingLeastSquares:
         self._require_fit()
         fixed = self._factors(side.other)
         count = 1 if is_scalar(ids) else len(np.asarray(ids))
-        matrix = check_user_items(matrix, side.matrix_name, rows=count, columns=len(fixed))
+        # narrower than the model: the missing columns are users/items without interactions
+        matrix = check_user_items(
+            matrix, side.matrix_name, rows=count, columns=len(fixed), widen=True
+        )
         settings = self.solver_settings()
         matrix = settings.confidences(matrix)
         lambdas = settings.row_regularization(matrix)
@@ -481,7 +520,8 @@ class AlternatingLeastSquares:
         userid : int or array_like of int
             The user(s); only their count matters, the factors are computed from scratch.
         user_items : csr_matrix, shape (n_users_in_userid, n_items)
-            One row of interactions per user in ``userid``.
+            One row of interactions per user in ``userid``. It may have fewer columns than
+            the model has items (the missing ones are items without interactions), not more.
 
         Returns
         -------
@@ -494,7 +534,8 @@ class AlternatingLeastSquares:
     def recalculate_item(self, itemid, item_users):
         """Compute factors for items from their interactions without storing them.
 
-        ``item_users`` has one row per item in ``itemid`` and one column per user.
+        ``item_users`` has one row per item in ``itemid`` and one column per user (or
+        fewer: the missing columns are users without interactions).
         """
         factors = self.backend_.to_host(self._recalculate(itemid, item_users, ITEMS))
         return factors[0] if is_scalar(itemid) else factors
@@ -529,8 +570,10 @@ class AlternatingLeastSquares:
     # -- queries ------------------------------------------------------------------------------
 
     def _require_fit(self):
+        """Refuse a model without factors; otherwise make sure they are on the backend."""
         if self._user_factors is None or self._item_factors is None:
             raise InvalidValueError("the model has no factors yet: call fit (or load) first")
+        return self.backend_
 
     def recommend(
         self,
@@ -551,7 +594,8 @@ class AlternatingLeastSquares:
         user_items : csr_matrix, shape (n_users_in_userid, n_items)
             Each user's interactions, one row per user in ``userid``: their liked items are
             filtered out and, with ``recalculate_user``, their factors computed from it.
-            May be None when neither is asked for.
+            May be None when neither is asked for, and may have fewer columns than the model
+            has items (items added later by ``partial_fit_items``).
         N : int
             Number of recommendations per user.
         filter_already_liked_items : bool
@@ -561,15 +605,24 @@ class AlternatingLeastSquares:
         recalculate_user : bool
             Compute the users' factors from ``user_items`` instead of the stored ones.
         items : array_like of int, optional
-            Only rank these items (cannot be combined with ``filter_items``).
+            Rank only these items, as implicit does: every one of them is returned (up to
+            ``N``; an id given twice once), best first, and the user's liked items, when
+            filtered, come last with score -inf. Cannot be combined with a non-empty
+            ``filter_items``.
 
         Returns
         -------
         ids, scores : numpy.ndarray
             For a scalar ``userid``, 1-D arrays of at most ``N`` items, best first: filtered
-            and liked items are left out, never returned with a sentinel score. For a batch,
-            2-D arrays of ``min(N, candidates)`` columns; a user with fewer candidates than
-            that gets id -1 and score -inf in the remaining places.
+            and liked items are left out, never returned with a sentinel score (except
+            liked items of an ``items`` list, see above). For a batch, 2-D arrays of
+            ``min(N, candidates)`` columns; a user with fewer candidates than that gets id
+            -1 and score -inf in the remaining places.
+
+        Raises
+        ------
+        IdOutOfRangeError
+            (a ValueError and an IndexError) for a user or item id the model does not have.
         """
         self._require_fit()
         N = check_positive_int(N, "N")
@@ -584,7 +637,9 @@ class AlternatingLeastSquares:
                 "recommend(userid, user_items[userid]), not the whole matrix (implicit 0.4 style)."
             )
         if filter_already_liked_items or recalculate_user:
-            liked = check_user_items(user_items, "user_items", rows=count, columns=n_items)
+            liked = check_user_items(
+                user_items, "user_items", rows=count, columns=n_items, widen=True
+            )
         if recalculate_user:
             queries = self._recalculate(userid, user_items, USERS)
         else:
@@ -600,8 +655,13 @@ class AlternatingLeastSquares:
         total = len(factors)
         filter_name = f"filter_{side.name}"
         if subset is not None and filter_ids is not None:
-            raise InvalidValueError(f"{subset_name} and {filter_name} cannot be combined: pick one")
+            if len(np.atleast_1d(filter_ids)):
+                raise InvalidValueError(
+                    f"{subset_name} and {filter_name} cannot be combined: pick one"
+                )
+            filter_ids = None
         exclude_all = None
+        liked_last = None
         if filter_ids is not None:
             exclude_all = self.backend_.to_device(
                 check_ids(filter_ids, filter_name, total, allow_scalar=False)
@@ -612,7 +672,7 @@ class AlternatingLeastSquares:
             factors = factors[device_subset]
             norms = None if norms is None else norms[device_subset]
             if exclude is not None:
-                exclude = _restrict_columns(exclude, subset)
+                exclude = liked_last = _restrict_columns(exclude, subset)
         candidates = len(factors)
         k = min(N, candidates)
         if k == 0:
@@ -623,6 +683,8 @@ class AlternatingLeastSquares:
         with self.backend_.threads():
             ids, scores = self.backend_.topk(queries, factors, k, exclude, exclude_all, norms)
         _check_scores(scores, ids)
+        if liked_last is not None:
+            ids, scores = _liked_last(ids, scores, liked_last)
         if subset is not None:
             check_int32_ids(total, filter_name[7:])
             ids = np.where(ids >= 0, subset[np.maximum(ids, 0)], -1).astype(np.int32)
@@ -716,7 +778,9 @@ class AlternatingLeastSquares:
                 f"user_items has shape {shape}, items x users: explain takes users x items, "
                 "explain(userid, user_items, itemid), not item_users (implicit 0.4 style)."
             )
-        user_items = check_user_items(user_items, "user_items", columns=len(item_factors))
+        user_items = check_user_items(
+            user_items, "user_items", columns=len(item_factors), widen=True
+        )
         row = 0 if user_items.shape[0] == 1 else check_ids(userid, "userid", user_items.shape[0])
         settings = self.solver_settings()
         row = settings.confidences(user_items[row])
@@ -744,7 +808,84 @@ class AlternatingLeastSquares:
         contributions = [(int(liked[i]), float(scores[i])) for i in order]
         return total, contributions, user_weights
 
+    def rank_items(self, userid, user_items, selected_items, recalculate_user=False):
+        """Deprecated in implicit: ``recommend(..., items=selected_items)`` without filtering."""
+        warnings.warn(
+            "rank_items is deprecated. Use recommend with the 'items' parameter instead",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.recommend(
+            userid,
+            user_items,
+            recalculate_user=recalculate_user,
+            items=selected_items,
+            filter_already_liked_items=False,
+        )
+
+    def recommend_all(
+        self,
+        user_items,
+        N=10,
+        recalculate_user=False,
+        filter_already_liked_items=True,
+        filter_items=None,
+        users_items_offset=0,
+    ):
+        """Deprecated in implicit: ids of ``recommend`` for every row of ``user_items``.
+
+        Row ``r`` of ``user_items`` is user ``r + users_items_offset``.
+        """
+        warnings.warn(
+            "recommend_all is deprecated. Use recommend with an array of userids instead",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        offset = check_positive_int(users_items_offset, "users_items_offset", minimum=0)
+        userids = np.arange(user_items.shape[0]) + offset
+        ids, _ = self.recommend(
+            userids,
+            user_items,
+            N=N,
+            filter_already_liked_items=filter_already_liked_items,
+            filter_items=filter_items,
+            recalculate_user=recalculate_user,
+        )
+        return ids
+
     # -- moving and persisting ----------------------------------------------------------------
+
+    def _params(self):
+        """The constructor's parameters, a backend instance replaced by its name."""
+        names = list(inspect.signature(type(self).__init__).parameters)[1:]
+        params = {name: getattr(self, name) for name in names}
+        if not (params["backend"] is None or isinstance(params["backend"], str)):
+            params["backend"] = params["backend"].name
+        return params
+
+    def __getstate__(self):
+        """Pickle parameters, ``fit_callback`` and factors as NumPy arrays; never the backend.
+
+        The backend is chosen again from the same parameters (a backend is kept by name)
+        when the unpickled model is first used, so a model pickled on a GPU machine with
+        ``backend="auto"`` runs on the CPU elsewhere. One that asked for the GPU
+        (``backend="cuda"`` or ``use_gpu=True``) unpickles anywhere, but its first query
+        raises ``BackendUnavailable`` saying what is missing; ``to_cpu()`` (which needs no
+        GPU) returns a copy on the CPU. ``copy.deepcopy`` goes the same way.
+        """
+        return {
+            "params": self._params(),
+            "fit_callback": self.fit_callback,
+            "user_factors": self.user_factors,
+            "item_factors": self.item_factors,
+        }
+
+    def __setstate__(self, state):
+        self.__init__(**state["params"])
+        self.fit_callback = state["fit_callback"]
+        # NumPy until the backend is resolved on first use (see backend_)
+        self._user_factors = state["user_factors"]
+        self._item_factors = state["item_factors"]
 
     def _copy_to(self, backend):
         model = type(self)(
@@ -768,6 +909,8 @@ class AlternatingLeastSquares:
     def save(self, fileobj_or_path, extra=None):
         """Save parameters and factors with ``np.savez`` (no pickles), atomically.
 
+        An unfitted model is saved too: its parameters only.
+
         A path without the ``.npz`` suffix gets it, as with ``np.savez``. The file is written
         to a temporary name and renamed, so a crash never leaves a partial file behind.
 
@@ -784,6 +927,9 @@ class AlternatingLeastSquares:
         arrays["user_factors"] = self.user_factors
         arrays["item_factors"] = self.item_factors
         arrays["format_version"] = FORMAT_VERSION
+        params = self._params()
+        arrays["backend"] = params["backend"]
+        arrays["use_gpu"] = None if self.use_gpu is None else bool(self.use_gpu)
         if isinstance(self.random_state, numbers.Integral):
             arrays["random_state"] = self.random_state
         for key, value in (extra or {}).items():
@@ -804,7 +950,10 @@ class AlternatingLeastSquares:
         ----------
         fileobj_or_path : str, os.PathLike or file object
         backend : str or Backend, optional
-            Backend for the loaded model (default: automatic).
+            Backend for the loaded model, replacing the saved ``backend`` and ``use_gpu``
+            (default: as saved; files without them, such as implicit's, choose
+            automatically). A model saved with ``backend="cuda"`` or ``use_gpu=True`` needs
+            a GPU unless this says otherwise (``backend="cpu"`` or ``"auto"``).
         return_extra : bool
             Also return the ``extra`` arrays stored by ``save``.
 
@@ -823,24 +972,37 @@ class AlternatingLeastSquares:
             params["cg_steps"] = None
         if "random_state" in arrays:
             params["random_state"] = arrays["random_state"].item()
-        model = cls(**params, dtype=str(arrays.get("dtype", "float32")), backend=backend)
-        if model._dtype() not in model.backend_.dtypes:
-            # e.g. float16 factors from a GPU, served by a CPU backend
-            warnings.warn(
-                f"{fileobj_or_path} holds {model._dtype().name} factors, which the "
-                f"{model.backend_name!r} backend does not support: loaded as float32",
-                ParameterWarning,
-                stacklevel=2,
-            )
-            model.dtype = np.float32
-        for key in ("user_factors", "item_factors"):
-            # popped, not copied: the file's arrays become the model's (peak memory ~1x)
+        if "use_gpu" in arrays:
+            params["use_gpu"] = bool(arrays["use_gpu"].item())
+        if "backend" in arrays:
+            params["backend"] = str(arrays["backend"].item())
+        if backend is not None:
+            params.update(backend=backend, use_gpu=None)
+        model = cls(**params, dtype=np.dtype(str(arrays.get("dtype", "float32"))))
+        if "user_factors" in arrays:  # an unfitted model's file has no factors
             try:
-                factors = check_factor_array(arrays.pop(key), key, model._dtype())
-            except ValueError as exc:
-                raise ModelFileError(f"{fileobj_or_path} is corrupted: {exc}") from exc
-            setattr(model, f"_{key}", model.backend_.to_device(factors))
-        model._clear_caches()
+                backend_ = model.backend_
+            except BackendUnavailable as exc:
+                raise BackendUnavailable(
+                    f"{exc}; load(..., backend='cpu') loads this model on the CPU"
+                ) from exc
+            if model._dtype() not in backend_.dtypes:
+                # e.g. float16 factors from a GPU, served by a CPU backend
+                warnings.warn(
+                    f"{fileobj_or_path} holds {model._dtype().name} factors, which the "
+                    f"{model.backend_name!r} backend does not support: loaded as float32",
+                    ParameterWarning,
+                    stacklevel=2,
+                )
+                model.dtype = np.float32
+            for key in ("user_factors", "item_factors"):
+                # popped, not copied: the file's arrays become the model's (peak memory ~1x)
+                try:
+                    factors = check_factor_array(arrays.pop(key), key, model._dtype())
+                except ValueError as exc:
+                    raise ModelFileError(f"{fileobj_or_path} is corrupted: {exc}") from exc
+                setattr(model, f"_{key}", backend_.to_device(factors))
+            model._clear_caches()
         if not return_extra:
             return model
         extra = {key[6:]: value for key, value in arrays.items() if key.startswith("extra/")}
@@ -849,7 +1011,7 @@ class AlternatingLeastSquares:
 
 def _check_model_arrays(arrays, name):
     """Refuse model arrays that are missing, too new, out of range or inconsistent."""
-    for key in _SAVED_PARAMS + ("dtype", "random_state", "format_version"):
+    for key in _SAVED_PARAMS + ("dtype", "random_state", "format_version", "backend", "use_gpu"):
         if key in arrays and arrays[key].shape != ():
             raise ModelFileError(f"{name} is corrupted: {key!r} should be a single value")
     for key, (kinds, valid, rule) in _PARAM_RULES.items():
@@ -864,7 +1026,8 @@ def _check_model_arrays(arrays, name):
             f"formats up to {FORMAT_VERSION}: upgrade als"
         )
     missing = {"user_factors", "item_factors", "factors"} - set(arrays)
-    if missing:
+    # an unfitted model's file has its parameters and neither factor array
+    if missing and missing != {"user_factors", "item_factors"}:
         raise ModelFileError(f"{name} is not a model file: no {', '.join(sorted(missing))}")
     if "dtype" in arrays:
         try:
@@ -875,15 +1038,19 @@ def _check_model_arrays(arrays, name):
             raise ModelFileError(
                 f"{name} is corrupted: dtype is {str(arrays['dtype'])!r}, not a float dtype"
             )
-    users, items = arrays["user_factors"], arrays["item_factors"]
     factors = arrays["factors"].item()
-    for key, array in (("user_factors", users), ("item_factors", items)):
+    for key in ("user_factors", "item_factors"):
+        array = arrays.get(key)
+        if array is None:
+            continue
         if array.ndim != 2 or array.shape[1] != factors or array.dtype.kind != "f":
             raise ModelFileError(
                 f"{name} is corrupted: {key} is {array.dtype} {array.shape}, expected a float "
                 f"array with {factors} columns"
             )
-    if users.dtype != items.dtype:
+    # both factor arrays or neither (checked above)
+    users, items = arrays.get("user_factors"), arrays.get("item_factors")
+    if users is not None and users.dtype != items.dtype:
         raise ModelFileError(
             f"{name} is corrupted: user_factors are {users.dtype} but item_factors {items.dtype}"
         )
@@ -918,6 +1085,26 @@ def _check_scores(scores, ids):
             "a score is NaN or infinite: the factors are too large for "
             f"{scores.dtype.name} (refit with more regularization, or use float64)"
         )
+
+
+def _liked_last(ids, scores, liked):
+    """Fill the places ``topk`` left empty (id -1) with each row's liked items, score -inf.
+
+    implicit ranks an ``items=`` list whole, the liked (filtered) ones last. Empty places
+    are at the end of a row, and a row has at least as many liked candidates as empty
+    places (candidates = unliked + liked >= k). Liked items come in id order.
+    """
+    empty = ids < 0
+    counts = empty.sum(axis=1)
+    if not counts.any():
+        return ids, scores
+    ids, scores = ids.copy(), scores.copy()
+    liked = liked.tocsr()
+    liked.sort_indices()
+    offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+    ids[empty] = liked.indices[np.repeat(liked.indptr[:-1], counts) + offsets]
+    scores[empty] = -np.inf
+    return ids, scores
 
 
 def _restrict_columns(matrix, subset):

@@ -21,7 +21,7 @@ import warnings
 import numpy as np
 import scipy.sparse
 
-from .errors import InvalidTypeError, InvalidValueError
+from .errors import IdOutOfRangeError, InvalidTypeError, InvalidValueError
 
 __all__ = [
     "ParameterWarning",
@@ -83,6 +83,7 @@ def check_user_items(
     warn=True,
     finite=True,
     drop_zeros=False,
+    widen=False,
 ):
     """Return ``matrix`` as a canonical CSR matrix of weights, or raise naming the problem.
 
@@ -113,6 +114,10 @@ def check_user_items(
         Refuse NaN and infinite weights (a split keeps them, as implicit does).
     drop_zeros : bool
         Drop stored zeros too.
+    widen : bool
+        Accept a matrix with fewer than ``columns`` columns and widen it with empty columns
+        (as implicit does: the missing columns are users or items without interactions, for
+        example ones the model gained after the matrix was built). A wider one is refused.
 
     Raises
     ------
@@ -152,7 +157,12 @@ def check_user_items(
         raise InvalidValueError(f"{name} has shape {matrix.shape}, expected {tuple(shape)}")
     if rows is not None and matrix.shape[0] != rows:
         raise InvalidValueError(f"{name} has {matrix.shape[0]} rows, expected {rows}")
-    if columns is not None and matrix.shape[1] != columns:
+    if widen and columns is not None and matrix.shape[1] > columns:
+        raise InvalidValueError(
+            f"{name} has {matrix.shape[1]} columns but the model has only {columns}: a matrix "
+            "may be narrower than the model (missing columns have no interactions), not wider"
+        )
+    if columns is not None and matrix.shape[1] != columns and not widen:
         raise InvalidValueError(f"{name} has {matrix.shape[1]} columns, expected {columns}")
 
     if require_entries and 0 in matrix.shape:
@@ -177,7 +187,7 @@ def check_user_items(
         weights = data.astype(data.dtype if dtype is None else dtype)
     matrix = scipy.sparse.csr_matrix(
         (weights, matrix.indices.copy(), matrix.indptr.copy()),
-        shape=matrix.shape,
+        shape=(matrix.shape[0], columns if widen and columns is not None else matrix.shape[1]),
     )
     if not matrix.has_canonical_format:
         nnz = matrix.nnz
@@ -210,14 +220,16 @@ def check_ids(ids, name, upper, allow_scalar=True):
     TypeError
         For ids that are not integers.
     ValueError
-        For an empty array, a multi-dimensional array, or ids out of range.
+        For a multi-dimensional array.
+    IdOutOfRangeError
+        (a ValueError and an IndexError) for ids out of range.
     """
     if allow_scalar and is_scalar(ids):
         ids = as_scalar(ids)
         if not isinstance(ids, numbers.Integral) or isinstance(ids, bool):
             raise InvalidTypeError(f"{name} must be an integer id, not {type(ids).__name__}")
         if not 0 <= ids < upper:
-            raise InvalidValueError(
+            raise IdOutOfRangeError(
                 f"{name}={ids} is out of range: the model has ids 0..{upper - 1}"
             )
         return int(ids)
@@ -231,7 +243,7 @@ def check_ids(ids, name, upper, allow_scalar=True):
     array = array.astype(np.int64)
     if array.size and (array.min() < 0 or array.max() >= upper):
         bad = array[(array < 0) | (array >= upper)][0]
-        raise InvalidValueError(
+        raise IdOutOfRangeError(
             f"{name} holds id {bad}, out of range: the model has ids 0..{upper - 1}"
         )
     return array

@@ -1,27 +1,37 @@
-"""GPU benchmark: seconds per ALS iteration on CUDA and on the Numba CPU backend, same machine.
+"""Stage 3 of benchmarks/gpu_check.sh: CUDA vs our Numba backend (vs implicit) on ML-20M's shape.
 
-Run on a machine with CuPy and a CUDA device, from the repository root::
+    PYTHONUNBUFFERED=1 python3 benchmarks/gpu_bench.py --out DIR [--budget SECONDS]
+    python3 benchmarks/gpu_bench.py --out DIR --dry-run --scale 0.01    # CPU only: the plan
 
-    PYTHONPATH=. python benchmarks/gpu_bench.py --out benchmarks/results/gpu [--quick]
+Every measurement is appended to ``DIR/gpu_bench.json`` the moment it is taken (the file is
+rewritten whole each time), so a run stopped by its time box keeps what it measured. In order:
 
-It first checks correctness (GPU factors and top-k against the NumPy reference on a small
-matrix; it stops with exit status 1 if they disagree), then times full iterations (Gram
-matrices and both half-solves, cg_steps=3) on an ML-20M-shaped synthetic power-law matrix
-and on MovieLens from ``$ALS_DATA_DIR`` when present. GPU time is measured with CUDA events
-after a warm-up iteration; the CPU baseline runs one iteration per size within a time box.
-Results go to ``OUT/gpu_bench.json`` and ``OUT/gpu_bench.md``.
+1. ceilings: SGEMM (8192^3 float32 through cuBLAS; FLOPs = 2 n^3) and a device-to-device
+   copy of 1 GiB (bytes = read + written), each the median of 10 runs timed with CUDA events;
+2. the ML-20M-shaped matrix (:func:`ml20m_like`: 138,493 users, 26,744 items, 20,000,263
+   entries, most popular item about 67k entries, heaviest user about 9k) and its chunk plan;
+3. our Numba backend at 128 factors, float32, on all CPU cores: 5 iterations from the
+   shared seed, each timed, factors kept after iterations 1 and 5; then 1 iteration at 64
+   and 256 factors if the budget allows;
+4. the GPU at 64, 128, 256 factors in float32 and float16: user-half and item-half seconds
+   (Gram matrix + solve, CUDA events) of each iteration, median over the timed iterations
+   after one warm-up; at 128/float32 the same 5 iterations from the same seed as Numba and
+   the agreement of the factors after 1 and 5 iterations;
+5. implicit's CPU ALS at 128 factors if ``import implicit`` works (its wheel carried):
+   seconds per iteration as (fit of 3 iterations - fit of 1) / 2, all cores;
+6. top-k: 100,000 queries x 1,000,000 items, 128 factors, k = 10, float32 then float16.
 
-Counting (per iteration = two half-iterations; a half-iteration solves R rows against the
-C rows of the other side with nnz stored entries, f factors, s = cg_steps, b bytes per
-stored factor value):
+Counting, per half-iteration solving R rows against C rows of the other side, nnz entries,
+f factors, s = cg_steps, b bytes per stored factor value:
 
-    FLOPs = sum over halves of  2 C f^2  +  (s + 1) (2 R f^2 + 4 nnz f)
-    bytes = sum over halves of  C f b  +  2 R f b  +  (s + 1) nnz (8 + f b)
+    FLOPs = 2 C f^2 (Gram) + (s + 1) (2 R f^2 + 4 nnz f)     (GEMM Y^T Y p; dot + axpy)
+    bytes = C f b + (s + 1) (nnz (8 + f b) + 4 R f 4)         (gather of y_i per entry;
+                                                               row vectors in float32)
 
-The FLOPs count the Gram product, A x and every A p (Y^T Y p: 2 f^2 per row; the sparse part:
-a dot product and an axpy, 4 f per entry) and leave out vector updates. The bytes are a
-no-cache traffic model (every CG pass re-reads the entries and gathers their factor rows):
-the L2 cache serves part of it, so "% of peak bandwidth" can approach or pass 100%.
+Achieved fractions are FLOPs / s over the measured SGEMM rate and bytes / s over the
+measured copy rate (a no-cache model: L2 serves part of the gathers, so the bandwidth
+fraction can pass 1). Top-k: FLOPs = 2 Q N f over SGEMM; bytes = Q N 4 x 2 (the score block
+written once and read once, the least any method moves) over the copy rate.
 """
 
 from __future__ import annotations
@@ -29,6 +39,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import sys
 import time
 from pathlib import Path
@@ -36,335 +47,494 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse
 
-from als.fitting import initial_factors, training_loss
-from backends.base import BackendUnavailable, get_backend
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-ML20M_SHAPE = (138_493, 26_744, 20_000_263)
-#: (FP32 TFLOP/s without tensor cores, memory TB/s) by device name, from NVIDIA's data sheets
-KNOWN_PEAKS = {
-    "H200": (67.0, 4.8),
-    "H100 80GB HBM3": (67.0, 3.35),
-    "H100 SXM": (67.0, 3.35),
-    "H100 NVL": (60.0, 3.9),
-    "H100 PCIe": (51.0, 2.0),
-    "A100-SXM4-80GB": (19.5, 2.04),
-    "A100-SXM4-40GB": (19.5, 1.56),
-    "A100-PCIE": (19.5, 1.56),
+from als.fitting import initial_factors  # noqa: E402
+from backends.base import BackendUnavailable, get_backend  # noqa: E402
+from backends.cuda_plan import CHUNK_ENTRIES, plan_chunks  # noqa: E402
+
+ML20M = {
+    "n_users": 138_493,
+    "n_items": 26_744,
+    "nnz": 20_000_263,
+    "top_item": 67_310,
+    "top_user": 9_254,
+    "min_user": 20,
 }
-#: FP32 lanes per SM by compute capability, for devices not in KNOWN_PEAKS
-FP32_PER_SM = {(8, 0): 64, (8, 6): 128, (8, 9): 128, (9, 0): 128, (10, 0): 128, (12, 0): 128}
+REGULARIZATION = 0.01
+CG_STEPS = 3
 
 
-def power_law_csr(n_users, n_items, nnz, seed=0):
-    """A users x items CSR of ~nnz ratings 1..5, Zipf-like activity and popularity, vectorised."""
+# -- the matrix ---------------------------------------------------------------------------------
+
+
+def _bisect(function, lo, hi, steps=60):
+    """The point of [lo, hi] where the increasing ``function`` crosses zero."""
+    for _ in range(steps):
+        middle = (lo + hi) / 2
+        lo, hi = (middle, hi) if function(middle) < 0 else (lo, middle)
+    return (lo + hi) / 2
+
+
+def user_degrees(n_users, nnz, top_user, min_user):
+    """Power-law entry counts ``max(min_user, top_user * rank^-b)`` summing to ``nnz``."""
+    ranks = np.arange(1, n_users + 1, dtype=np.float64)
+
+    def shape(b):
+        return np.maximum(min_user, top_user * ranks**-b)
+
+    b = _bisect(lambda b: nnz - shape(b).sum(), 0.0, 5.0)
+    degrees = np.floor(shape(b)).astype(np.int64)
+    short = nnz - int(degrees.sum())
+    degrees[np.arange(max(short, 0)) % n_users] += 1
+    return degrees
+
+
+def item_probabilities(n_items, degrees, top_item):
+    """Zipf item probabilities whose most popular item gets ``top_item`` distinct users.
+
+    A user with d draws picks an item of probability p at least once with probability
+    1 - exp(-d p); the top probability solves sum_users (1 - exp(-d p)) = top_item, the
+    exponent then makes the probabilities sum to 1.
+    """
+    values, counts = np.unique(degrees, return_counts=True)
+
+    def distinct_users(p):
+        return float(np.sum(counts * -np.expm1(-values * p)))
+
+    p_top = _bisect(lambda p: distinct_users(p) - top_item, 0.0, 1.0)
+    ranks = np.arange(1, n_items + 1, dtype=np.float64)
+    exponent = _bisect(lambda a: 1 - (p_top * ranks**-a).sum(), 0.0, 5.0)
+    p = p_top * ranks**-exponent
+    return p / p.sum()
+
+
+def _sorted_unique(values):
+    """np.unique by sorting (NumPy 2's hash-based unique is many times slower on 20M keys)."""
+    values = np.sort(values)
+    keep = np.empty(len(values), dtype=bool)
+    keep[:1] = True
+    np.not_equal(values[1:], values[:-1], out=keep[1:])
+    return values[keep]
+
+
+def ml20m_like(n_users, n_items, nnz, top_item, top_user, min_user, seed=0):
+    """A users x items CSR of ratings 1..5 calibrated to ML-20M's size and skew.
+
+    Users get power-law entry counts (heaviest ``top_user``, lightest ``min_user``), each
+    entry an item drawn from :func:`item_probabilities`; repeated (user, item) draws are
+    merged and drawn again for the users left short (three rounds), and a random surplus is
+    dropped, so the matrix has ``nnz`` entries (a few fewer if draws keep colliding).
+    """
     rng = np.random.default_rng(seed)
-    # inverse-CDF sampling of p(k) ~ k^-0.5 (users) and k^-0.9 (items), then shuffled ids
-    draws = int(nnz * 1.25)
-    users = _zipf_ranks(rng, n_users, 0.5, draws)
-    items = _zipf_ranks(rng, n_items, 0.9, draws)
-    users = rng.permutation(n_users)[users]
-    items = rng.permutation(n_items)[items]
-    keys = np.unique(users * n_items + items)
+    degrees = user_degrees(n_users, nnz, top_user, min_user)
+    cdf = np.cumsum(item_probabilities(n_items, degrees, top_item))
+    keys = np.empty(0, dtype=np.int64)
+    target = degrees + (degrees // 100)  # 1% over: the random drop below takes it back
+    wanted = target
+    for _ in range(3):  # draw again for the users that collisions left short
+        users = np.repeat(np.arange(n_users, dtype=np.int64), wanted)
+        items = np.minimum(np.searchsorted(cdf, rng.random(len(users)) * cdf[-1]), n_items - 1)
+        keys = _sorted_unique(np.concatenate([keys, users * n_items + items]))
+        wanted = np.maximum(target - np.bincount(keys // n_items, minlength=n_users), 0)
+        if wanted.sum() < nnz // 10_000:
+            break
     if len(keys) > nnz:
-        keys = np.sort(rng.choice(keys, size=nnz, replace=False))
-    rows, columns = keys // n_items, (keys % n_items).astype(np.int32)
+        keys = keys[np.sort(rng.choice(len(keys), size=nnz, replace=False))]
+    # keys are sorted by user: CSR directly, then ids shuffled so heavy rows are spread out
     indptr = np.zeros(n_users + 1, dtype=np.int64)
-    np.cumsum(np.bincount(rows, minlength=n_users), out=indptr[1:])
+    np.cumsum(np.bincount(keys // n_items, minlength=n_users), out=indptr[1:])
+    columns = rng.permutation(n_items).astype(np.int32)[keys % n_items]
     ratings = rng.integers(1, 6, size=len(keys)).astype(np.float32)
-    return scipy.sparse.csr_matrix((ratings, columns, indptr), shape=(n_users, n_items))
+    matrix = scipy.sparse.csr_matrix((ratings, columns, indptr), shape=(n_users, n_items))
+    matrix = matrix[rng.permutation(n_users)]
+    matrix.sort_indices()
+    return matrix
 
 
-def _zipf_ranks(rng, n, exponent, size):
-    """``size`` ranks in [0, n) drawn with probability ~ (rank + 1)^-exponent (0 < exponent < 1)."""
-    power = 1 - exponent
-    ranks = (1 + rng.random(size) * (n**power - 1)) ** (1 / power)
-    return np.minimum(ranks.astype(np.int64) - 1, n - 1)
-
-
-def movielens(data_dir):
-    """(name, CSR) for the largest MovieLens ratings file under ``data_dir``, or None."""
-    import pandas as pd
-
-    candidates = [
-        ("ml-20m", "ml-20m/ratings.csv", ","),
-        ("ml-1m", "ml-1m/ratings.dat.gz", "::"),
-        ("ml-1m", "ml-1m/ratings.dat", "::"),
-    ]
-    for name, relative, separator in candidates:
-        path = Path(data_dir) / relative
-        if not path.exists():
-            continue
-        if separator == "::":
-            import gzip
-            import io
-
-            opener = gzip.open if path.suffix == ".gz" else open
-            with opener(path, "rt", encoding="latin-1") as file:
-                text = file.read().replace("::", "\t")
-            frame = pd.read_csv(io.StringIO(text), sep="\t", header=None, usecols=[0, 1, 2])
-        else:
-            frame = pd.read_csv(path, usecols=[0, 1, 2])
-        users, user_ids = np.unique(frame.iloc[:, 0].to_numpy(), return_inverse=True)
-        items, item_ids = np.unique(frame.iloc[:, 1].to_numpy(), return_inverse=True)
-        matrix = scipy.sparse.csr_matrix(
-            (frame.iloc[:, 2].to_numpy(np.float32), (user_ids, item_ids)),
-            shape=(len(users), len(items)),
-        )
-        matrix.sum_duplicates()
-        return name, matrix
-    return None
-
-
-def device_info(cupy):
-    """Name and peak FP32 FLOP/s and memory bytes/s of the current device, with the source."""
-    device = cupy.cuda.runtime.getDevice()
-    props = cupy.cuda.runtime.getDeviceProperties(device)
-    name = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
-    info = {
-        "name": name,
-        "sms": props["multiProcessorCount"],
-        "memory_bytes": props["totalGlobalMem"],
+def matrix_stats(Cui):
+    user_counts = np.diff(Cui.indptr)
+    item_counts = np.bincount(Cui.indices, minlength=Cui.shape[1])
+    return {
+        "shape": list(Cui.shape),
+        "nnz": int(Cui.nnz),
+        "heaviest_user": int(user_counts.max()),
+        "lightest_user": int(user_counts.min()),
+        "median_user": float(np.median(user_counts)),
+        "most_popular_item": int(item_counts.max()),
+        "median_item": float(np.median(item_counts)),
+        "user_chunks": int(len(plan_chunks(np, Cui.indptr)[0])),
+        "item_chunks": int(len(plan_chunks(np, np.concatenate([[0], np.cumsum(item_counts)]))[0])),
+        "chunk_entries": CHUNK_ENTRIES,
     }
-    for label, (tflops, tbps) in KNOWN_PEAKS.items():
-        if label in name:
-            info.update(peak_flops=tflops * 1e12, peak_bytes=tbps * 1e12, peak_source="data sheet")
-            return info
 
-    def attribute(key, number):  # CUDA 13 dropped some fields from cudaDeviceProp
-        if key in props:
-            return props[key]
-        return cupy.cuda.runtime.deviceGetAttribute(number, device)
 
-    clock_khz, memory_khz, bus_bits = (
-        attribute("clockRate", 13),
-        attribute("memoryClockRate", 36),
-        attribute("memoryBusWidth", 37),
+def work_per_half(rows, other, nnz, factors, itemsize, cg_steps=CG_STEPS):
+    """(FLOPs, bytes) of one half-iteration by the formulas in the module docstring."""
+    passes = cg_steps + 1
+    flops = 2 * other * factors**2 + passes * (2 * rows * factors**2 + 4 * nnz * factors)
+    moved = other * factors * itemsize + passes * (
+        nnz * (8 + factors * itemsize) + 16 * rows * factors
     )
-    lanes = FP32_PER_SM.get((props["major"], props["minor"]), 128)
-    info.update(
-        peak_flops=2 * lanes * props["multiProcessorCount"] * clock_khz * 1e3,
-        peak_bytes=2 * memory_khz * 1e3 * bus_bits / 8,
-        peak_source="device attributes (boost clock)",
-    )
-    return info
+    return flops, moved
 
 
-def work_per_iteration(Cui, factors, cg_steps, itemsize):
-    """(FLOPs, bytes) of one iteration by the formulas in the module docstring."""
-    n_users, n_items = Cui.shape
-    flops = bytes_moved = 0
-    for rows, other in ((n_users, n_items), (n_items, n_users)):
-        passes = cg_steps + 1
-        flops += 2 * other * factors**2 + passes * (2 * rows * factors**2 + 4 * Cui.nnz * factors)
-        bytes_moved += (other + 2 * rows) * factors * itemsize
-        bytes_moved += passes * Cui.nnz * (8 + factors * itemsize)
-    return flops, bytes_moved
-
-
-def iteration(backend, Cui, Ciu, X, Y, regularization, cg_steps):
-    backend.solve(Cui, X, Y, backend.gram(Y, regularization), cg_steps)
-    backend.solve(Ciu, Y, X, backend.gram(X, regularization), cg_steps)
-
-
-def starting_factors(shape, factors, dtype, seed):
+def starting_factors(shape, factors, dtype, seed=0):
     """User and item factors as ``AlternatingLeastSquares.fit`` draws them from ``seed``."""
     rng = np.random.default_rng(seed)
     return tuple(initial_factors(rng, rows, factors, dtype) for rows in shape)
 
 
-def time_gpu(cuda, cupy, Cui, factors, iterations, cg_steps, dtype=np.float32):
-    """Seconds per iteration (CUDA events, after one warm-up iteration) and the final loss."""
-    Ciu = Cui.T.tocsr()
-    C, Ct = cuda.to_device(Cui), cuda.to_device(Ciu)
-    X, Y = (cuda.to_device(a) for a in starting_factors(Cui.shape, factors, dtype, seed=0))
-    iteration(cuda, C, Ct, X, Y, 0.01, cg_steps)  # compiles, allocates, warms caches
-    seconds = []
-    for _ in range(iterations):
+def max_relative_difference(got, expected):
+    got, expected = np.asarray(got, np.float64), np.asarray(expected, np.float64)
+    return float(np.abs(got - expected).max() / np.abs(expected).max())
+
+
+# -- the report ---------------------------------------------------------------------------------
+
+
+class Report:
+    """The JSON result, written again after every measurement."""
+
+    def __init__(self, out, budget, **header):
+        self.path = out / "gpu_bench.json"
+        self.started = time.perf_counter()
+        self.budget = budget
+        self.data = {**header, "measurements": [], "skipped": []}
+        self.write()
+
+    def left(self):
+        return self.budget - (time.perf_counter() - self.started)
+
+    def add(self, kind, **fields):
+        fields = {
+            "kind": kind,
+            "at_seconds": round(time.perf_counter() - self.started, 2),
+            **fields,
+        }
+        self.data["measurements"].append(fields)
+        print(json.dumps(fields, default=float), flush=True)
+        self.write()
+        return fields
+
+    def skip(self, what, why):
+        self.data["skipped"].append({"what": what, "why": why})
+        print(f"skipped {what}: {why}", flush=True)
+        self.write()
+
+    def write(self):
+        temporary = self.path.with_suffix(".json.tmp")
+        temporary.write_text(json.dumps(self.data, indent=1, default=float))
+        os.replace(temporary, self.path)
+
+
+# -- GPU measurements ---------------------------------------------------------------------------
+
+
+def median_event_seconds(cupy, run, repeats=10):
+    run()  # warm-up: handles, kernels, allocations
+    times = []
+    for _ in range(repeats):
         start, stop = cupy.cuda.Event(), cupy.cuda.Event()
         start.record()
-        iteration(cuda, C, Ct, X, Y, 0.01, cg_steps)
+        run()
         stop.record()
         stop.synchronize()
-        seconds.append(cupy.cuda.get_elapsed_time(start, stop) / 1e3)
-    loss = training_loss(cuda, C, X, Y, 0.01)
-    del C, Ct, X, Y
+        times.append(cupy.cuda.get_elapsed_time(start, stop) / 1e3)
+    return float(np.median(times))
+
+
+def sgemm_seconds(cupy, n):
+    a = cupy.random.standard_normal((n, n), dtype=cupy.float32)
+    b = cupy.random.standard_normal((n, n), dtype=cupy.float32)
+    c = cupy.empty_like(a)
+    return median_event_seconds(cupy, lambda: cupy.matmul(a, b, out=c))
+
+
+def copy_seconds(cupy, nbytes):
+    source = cupy.random.standard_normal(nbytes // 4, dtype=cupy.float32)  # not zeros
+    target = cupy.empty_like(source)
+    return median_event_seconds(cupy, lambda: cupy.copyto(target, source))
+
+
+def ceilings(cupy, report, n=8192, nbytes=1 << 30):
+    seconds = sgemm_seconds(cupy, n)
+    sgemm = report.add("sgemm_ceiling", n=n, seconds=seconds, flops_per_s=2 * n**3 / seconds)
+    seconds = copy_seconds(cupy, nbytes)
+    copy = report.add(
+        "copy_ceiling", bytes=2 * nbytes, seconds=seconds, bytes_per_s=2 * nbytes / seconds
+    )
     cupy.get_default_memory_pool().free_all_blocks()
-    return float(np.median(seconds)), seconds, loss
+    return sgemm["flops_per_s"], copy["bytes_per_s"]
 
 
-def time_cpu(cpu, Cui, factors, iterations, cg_steps):
-    """Seconds per iteration of the Numba backend (wall clock; JIT compiled beforehand)."""
-    Ciu = Cui.T.tocsr()
-    X, Y = starting_factors(Cui.shape, factors, np.float32, seed=0)
-    seconds = []
+def gpu_fit(cupy, cuda, C, Ct, shape, factors, dtype, iterations, keep=()):
+    """Per-iteration (user-half, item-half) seconds; host factors after the ``keep`` iterations."""
+    X, Y = (cuda.to_device(a) for a in starting_factors(shape, factors, dtype))
+    halves, kept = [], {}
+    for iteration in range(1, iterations + 1):
+        events = [cupy.cuda.Event() for _ in range(3)]
+        events[0].record()
+        cuda.solve(C, X, Y, cuda.gram(Y, REGULARIZATION), CG_STEPS)
+        events[1].record()
+        cuda.solve(Ct, Y, X, cuda.gram(X, REGULARIZATION), CG_STEPS)
+        events[2].record()
+        events[2].synchronize()
+        halves.append(
+            tuple(cupy.cuda.get_elapsed_time(events[i], events[i + 1]) / 1e3 for i in (0, 1))
+        )
+        if iteration in keep:
+            kept[iteration] = (cuda.to_host(X), cuda.to_host(Y))
+    finite = cuda.all_finite(X) and cuda.all_finite(Y)
+    del X, Y
+    return halves, kept, finite
+
+
+def cpu_fit(cpu, Cui, Ciu, factors, iterations, keep=()):
+    """Per-iteration (user-half, item-half) wall seconds of the Numba backend; kept factors."""
+    X, Y = starting_factors(Cui.shape, factors, np.float32)
+    halves, kept = [], {}
     with cpu.threads():
-        for _ in range(iterations):
+        for iteration in range(1, iterations + 1):
             start = time.perf_counter()
-            iteration(cpu, Cui, Ciu, X, Y, 0.01, cg_steps)
-            seconds.append(time.perf_counter() - start)
-    return float(np.median(seconds)), seconds
+            cpu.solve(Cui, X, Y, cpu.gram(Y, REGULARIZATION), CG_STEPS)
+            middle = time.perf_counter()
+            cpu.solve(Ciu, Y, X, cpu.gram(X, REGULARIZATION), CG_STEPS)
+            halves.append((middle - start, time.perf_counter() - middle))
+            if iteration in keep:
+                kept[iteration] = (X.copy(), Y.copy())
+    return halves, kept
 
 
-def check_correctness(cuda, reference):
-    """GPU CG factors and top-k against the NumPy reference on a small power-law matrix."""
-    Cui = power_law_csr(2000, 1000, 60_000, seed=1)
-    failures = []
-    for factors in (7, 64, 129):
-        # zero-mean factors: a well-conditioned Y^T Y, so rounding differences stay small
-        rng = np.random.default_rng(factors)
-        X = (rng.standard_normal((Cui.shape[0], factors)) * 0.1).astype(np.float32)
-        Y = (rng.standard_normal((Cui.shape[1], factors)) * 0.1).astype(np.float32)
-        expected = X.copy()
-        reference.solve(Cui, expected, Y, reference.gram(Y, 0.05), 3)
-        X_device = cuda.to_device(X)
-        Y_device = cuda.to_device(Y)
-        cuda.solve(cuda.to_device(Cui), X_device, Y_device, cuda.gram(Y_device, 0.05), 3)
-        difference = np.abs(cuda.to_host(X_device) - expected).max() / np.abs(expected).max()
-        if not difference <= 2e-3:
-            failures.append(f"cg_solve factors={factors}: max relative difference {difference:.2e}")
-    rng = np.random.default_rng(0)
-    queries = rng.integers(-3, 4, (300, 8)).astype(np.float32)
-    items = rng.integers(-3, 4, (1000, 8)).astype(np.float32)
-    expected = reference.topk(queries, items, 20, Cui[:300])
-    got = cuda.topk(cuda.to_device(queries), cuda.to_device(items), 20, cuda.to_device(Cui[:300]))
-    if not (np.array_equal(got[0], expected[0]) and np.array_equal(got[1], expected[1])):
-        failures.append("topk: ids or scores differ from the reference")
-    return failures
+def fit_measurement(report, kind, halves, shape, nnz, factors, dtype, ceiling, warmup, **extra):
+    timed = halves[warmup:] or halves
+    users = float(np.median([h[0] for h in timed]))
+    items = float(np.median([h[1] for h in timed]))
+    itemsize = np.dtype(dtype).itemsize
+    fu, bu = work_per_half(shape[0], shape[1], nnz, factors, itemsize)
+    fi, bi = work_per_half(shape[1], shape[0], nnz, factors, itemsize)
+    fields = {
+        "factors": factors,
+        "dtype": np.dtype(dtype).name,
+        "cg_steps": CG_STEPS,
+        "user_half_seconds": users,
+        "item_half_seconds": items,
+        "iteration_seconds": users + items,
+        "all_halves": halves,
+        "flops": fu + fi,
+        "bytes": bu + bi,
+        **extra,
+    }
+    if ceiling:
+        flops_rate, bytes_rate = ceiling
+        fields["flops_fraction"] = (fu + fi) / (users + items) / flops_rate
+        fields["bytes_fraction"] = (bu + bi) / (users + items) / bytes_rate
+    return report.add(kind, **fields)
+
+
+def topk_measurement(cupy, cuda, report, dtype, ceiling, n_queries, n_items):
+    rng = cupy.random.default_rng(3)
+    items = (rng.standard_normal((n_items, 128), dtype=cupy.float32) * 0.1).astype(dtype)
+    queries = (rng.standard_normal((n_queries, 128), dtype=cupy.float32) * 0.1).astype(dtype)
+    cuda.topk(queries[: max(n_queries // 100, 1)], items, 10)  # warm-up: kernels, cuBLAS
+    cupy.cuda.Device().synchronize()
+    start = time.perf_counter()
+    ids, scores = cuda.topk(queries, items, 10)  # host arrays: the final copy is included
+    seconds = time.perf_counter() - start
+    flops, moved = 2 * n_queries * n_items * 128, 2 * 4 * n_queries * n_items
+    report.add(
+        "topk",
+        dtype=np.dtype(dtype).name,
+        queries=n_queries,
+        items=n_items,
+        factors=128,
+        k=10,
+        seconds=seconds,
+        flops_fraction=flops / seconds / ceiling[0],
+        bytes_fraction=moved / seconds / ceiling[1],
+        padded=int((ids < 0).sum()),
+        finite=bool(np.isfinite(scores).all()),
+    )
+    del items, queries
+    cupy.get_default_memory_pool().free_all_blocks()
+
+
+def implicit_measurement(report, Cui, factors=128):
+    try:
+        from implicit.cpu.als import AlternatingLeastSquares as ImplicitALS
+    except ImportError as exc:
+        report.skip("implicit CPU ALS", f"implicit is not importable here ({exc})")
+        return
+    seconds = {}
+    for iterations in (1, 3):
+        model = ImplicitALS(
+            factors=factors,
+            iterations=iterations,
+            regularization=REGULARIZATION,
+            calculate_training_loss=False,
+            random_state=0,
+        )
+        start = time.perf_counter()
+        model.fit(Cui, show_progress=False)
+        seconds[iterations] = time.perf_counter() - start
+    report.add(
+        "implicit_cpu",
+        factors=factors,
+        dtype="float32",
+        iteration_seconds=(seconds[3] - seconds[1]) / 2,
+        fit_seconds=seconds,
+        threads=os.cpu_count(),
+    )
+
+
+def run(args, report):
+    import cupy
+
+    cuda = get_backend("cuda")
+    props = cupy.cuda.runtime.getDeviceProperties(cuda.device_id)
+    report.data["device"] = {
+        "name": props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"]),
+        "sms": cuda.sm_count,
+        "memory_bytes": int(props["totalGlobalMem"]),
+        "cupy": cupy.__version__,
+        "cuda_runtime": cupy.cuda.runtime.runtimeGetVersion(),
+    }
+    report.write()
+    ceiling = ceilings(cupy, report, args.sgemm_n, args.copy_bytes)
+
+    started = time.perf_counter()
+    Cui = ml20m_like(**{k: int(v * args.scale) if k != "min_user" else v for k, v in ML20M.items()})
+    Ciu = Cui.T.tocsr()
+    report.add("matrix", build_seconds=time.perf_counter() - started, **matrix_stats(Cui))
+    C, Ct = cuda.to_device(Cui), cuda.to_device(Ciu)
+
+    cpu = get_backend("cpu", num_threads=0)
+    warm = ml20m_like(200, 100, 2000, 50, 40, 2, seed=1)  # compile Numba outside the timing
+    cpu_fit(cpu, warm, warm.T.tocsr(), 4, 1)
+
+    cpu_kept = {}
+    if report.left() > 120:
+        halves, cpu_kept = cpu_fit(cpu, Cui, Ciu, 128, 5, keep=(1, 5))
+        fit_measurement(report, "numba_cpu", halves, Cui.shape, Cui.nnz, 128, np.float32, None, 0)
+    else:
+        report.skip("numba 128", "time budget")
+
+    for dtype in (np.float32, np.float16):
+        for factors in (128, 64, 256):
+            if report.left() < 20:
+                report.skip(f"gpu {factors} {np.dtype(dtype).name}", "time budget")
+                continue
+            agree = factors == 128 and dtype == np.float32 and cpu_kept
+            iterations = 5 if agree else 4
+            halves, kept, finite = gpu_fit(
+                cupy,
+                cuda,
+                C,
+                Ct,
+                Cui.shape,
+                factors,
+                dtype,
+                iterations,
+                keep=(1, 5) if agree else (),
+            )
+            fit_measurement(
+                report,
+                "cuda",
+                halves,
+                Cui.shape,
+                Cui.nnz,
+                factors,
+                dtype,
+                ceiling,
+                1,
+                finite=finite,
+            )
+            if agree:
+                for iteration in (1, 5):
+                    gpu_x, gpu_y = kept[iteration]
+                    cpu_x, cpu_y = cpu_kept[iteration]
+                    report.add(
+                        "agreement_with_numba",
+                        iteration=iteration,
+                        factors=128,
+                        user_factors=max_relative_difference(gpu_x, cpu_x),
+                        item_factors=max_relative_difference(gpu_y, cpu_y),
+                    )
+            cupy.get_default_memory_pool().free_all_blocks()
+
+    for factors in (64, 256):
+        if report.left() < 60:
+            report.skip(f"numba {factors}", "time budget")
+            continue
+        halves, _ = cpu_fit(cpu, Cui, Ciu, factors, 1)
+        fit_measurement(
+            report, "numba_cpu", halves, Cui.shape, Cui.nnz, factors, np.float32, None, 0
+        )
+
+    for dtype in (np.float32, np.float16):
+        if report.left() < 25:
+            report.skip(f"topk {np.dtype(dtype).name}", "time budget")
+            continue
+        topk_measurement(cupy, cuda, report, dtype, ceiling, args.topk_queries, args.topk_items)
+
+    if report.left() > 40:
+        implicit_measurement(report, Cui)
+    else:
+        report.skip("implicit CPU ALS", "time budget")
+
+
+def dry_run(args, report):
+    """No GPU: build the matrix at ``--scale`` and report it and the work model."""
+    Cui = ml20m_like(
+        **{k: max(int(v * args.scale), 2) if k != "min_user" else v for k, v in ML20M.items()}
+    )
+    report.add("matrix", **matrix_stats(Cui))
+    for factors in (64, 128, 256):
+        flops, moved = work_per_half(Cui.shape[0], Cui.shape[1], Cui.nnz, factors, 4)
+        report.add("work_model_user_half", factors=factors, flops=flops, bytes=moved)
+
+
+def _version(module):
+    try:
+        return __import__(module).__version__
+    except ImportError:
+        return None
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", required=True, type=Path, help="folder for JSON + markdown")
-    parser.add_argument("--quick", action="store_true", help="a 1/10-size matrix, 2 iterations")
-    parser.add_argument("--factors", default="64,128,256", help="comma-separated sizes")
-    parser.add_argument("--cg-steps", type=int, default=3)
-    parser.add_argument("--iterations", type=int, default=5, help="timed GPU iterations")
-    parser.add_argument("--cpu-budget", type=float, default=150.0, help="seconds for the CPU")
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--budget", type=float, default=170.0, help="seconds for everything")
+    parser.add_argument("--scale", type=float, default=1.0, help="fraction of ML-20M's size")
+    parser.add_argument("--sgemm-n", type=int, default=8192, help="SGEMM ceiling size")
+    parser.add_argument("--copy-bytes", type=int, default=1 << 30, help="copy ceiling size")
+    parser.add_argument("--topk-queries", type=int, default=100_000)
+    parser.add_argument("--topk-items", type=int, default=1_000_000)
+    parser.add_argument("--dry-run", action="store_true", help="no GPU: the matrix and plan only")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
+    report = Report(
+        args.out,
+        args.budget,
+        command=" ".join([Path(sys.executable).name, *sys.argv]),
+        python=platform.python_version(),
+        numpy=np.__version__,
+        scipy=scipy.__version__,
+        numba=_version("numba"),
+        implicit=_version("implicit"),
+        cpu_count=os.cpu_count(),
+        machine=platform.machine(),
+        dry_run=args.dry_run,
+    )
+    if args.dry_run:
+        dry_run(args, report)
+        return 0
     try:
-        import cupy
-
-        cuda = get_backend("cuda")
-    except (ImportError, BackendUnavailable) as exc:
-        print(f"no GPU benchmark: {exc}", file=sys.stderr)
+        run(args, report)
+    except BackendUnavailable as exc:
+        report.skip("everything", str(exc))
         return 2
-    device = device_info(cupy)
-    print(
-        f"device: {device['name']}, {device['sms']} SMs; peaks from {device['peak_source']}: "
-        f"{device['peak_flops'] / 1e12:.1f} TFLOP/s FP32, {device['peak_bytes'] / 1e12:.2f} TB/s"
-    )
-    failures = check_correctness(cuda, get_backend("numpy"))
-    results = {
-        "device": device,
-        "correctness_failures": failures,
-        "runs": [],
-        "args": dict(vars(args)),
-    }
-    results["args"]["out"] = str(args.out)
-    if failures:
-        print("correctness check FAILED:\n  " + "\n  ".join(failures))
-        write_reports(args.out, results)
-        return 1
-    print("correctness check passed (CG factors 7/64/129, top-k with ties and exclusions)")
-
-    scale = 10 if args.quick else 1
-    iterations = 2 if args.quick else args.iterations
-    started = time.perf_counter()
-    datasets = [
-        (
-            f"synthetic ML-20M shape 1/{scale}" if scale > 1 else "synthetic ML-20M shape",
-            power_law_csr(*(n // scale for n in ML20M_SHAPE), seed=0),
-        )
-    ]
-    print(
-        f"built {datasets[0][0]}: {datasets[0][1].shape}, {datasets[0][1].nnz:,} entries "
-        f"in {time.perf_counter() - started:.1f}s"
-    )
-    found = movielens(os.environ["ALS_DATA_DIR"]) if os.environ.get("ALS_DATA_DIR") else None
-    if found:
-        datasets.append(found)
-    cpu = get_backend("cpu", num_threads=0)
-    warm = power_law_csr(200, 100, 2000)  # compile the Numba kernels outside the timing
-    time_cpu(cpu, warm, 4, 1, args.cg_steps)
-    cpu_left = args.cpu_budget
-    for name, Cui in datasets:
-        last_cpu = None
-        for factors in (int(f) for f in args.factors.split(",")):
-            gpu_seconds, all_gpu, loss = time_gpu(
-                cuda, cupy, Cui, factors, iterations, args.cg_steps
-            )
-            flops, bytes_moved = work_per_iteration(Cui, factors, args.cg_steps, 4)
-            run = {
-                "dataset": name,
-                "shape": list(Cui.shape),
-                "nnz": int(Cui.nnz),
-                "factors": factors,
-                "cg_steps": args.cg_steps,
-                "gpu_seconds": gpu_seconds,
-                "gpu_seconds_all": all_gpu,
-                "gpu_loss": loss,
-                "flops": flops,
-                "bytes": bytes_moved,
-                "gflops": flops / gpu_seconds / 1e9,
-                "flops_fraction": flops / gpu_seconds / device["peak_flops"],
-                "gbytes_per_s": bytes_moved / gpu_seconds / 1e9,
-                "bandwidth_fraction": bytes_moved / gpu_seconds / device["peak_bytes"],
-            }
-            # CG cost grows at most like f^2: skip the CPU when that would pass the budget
-            guess = None if last_cpu is None else last_cpu[1] * (factors / last_cpu[0]) ** 2
-            if cpu_left > 0 and (guess is None or guess < cpu_left):
-                cpu_seconds, _ = time_cpu(cpu, Cui, factors, 1, args.cg_steps)
-                cpu_left -= cpu_seconds
-                last_cpu = (factors, cpu_seconds)
-                run.update(cpu_seconds=cpu_seconds, cpu_over_gpu=cpu_seconds / gpu_seconds)
-            else:
-                run.update(cpu_seconds=None, cpu_over_gpu=None, cpu_note="skipped: time box")
-            results["runs"].append(run)
-            cpu_text = "skipped" if run["cpu_seconds"] is None else f"{run['cpu_seconds']:.2f}s"
-            print(
-                f"{name} f={factors}: gpu {gpu_seconds:.4f}s/it, cpu {cpu_text}/it, "
-                f"{run['gflops']:.0f} GFLOP/s ({100 * run['flops_fraction']:.1f}% of peak), "
-                f"{run['gbytes_per_s']:.0f} GB/s ({100 * run['bandwidth_fraction']:.1f}%)"
-            )
-    write_reports(args.out, results)
     return 0
-
-
-def write_reports(out, results):
-    (out / "gpu_bench.json").write_text(json.dumps(results, indent=2, default=float))
-    device = results["device"]
-    lines = [
-        f"# GPU benchmark on {device['name']}",
-        "",
-        f"Peaks ({device['peak_source']}): {device['peak_flops'] / 1e12:.1f} TFLOP/s FP32, "
-        f"{device['peak_bytes'] / 1e12:.2f} TB/s. Seconds per iteration: GPU median of timed "
-        "iterations (CUDA events, after a warm-up), CPU = Numba backend, all cores, one iteration.",
-        "",
-        "FLOPs per half-iteration = 2 C f^2 + (s+1)(2 R f^2 + 4 nnz f); bytes = C f b + 2 R f b "
-        "+ (s+1) nnz (8 + f b) (no-cache model; R rows solved, C rows of the other side, "
-        "s = cg_steps, b = 4).",
-        "",
-    ]
-    if results["correctness_failures"]:
-        lines += ["**Correctness check failed:**", ""]
-        lines += [f"- {failure}" for failure in results["correctness_failures"]]
-    else:
-        lines += [
-            "| data | users x items | nnz | f | GPU s/it | CPU s/it | CPU/GPU | GFLOP/s (% peak)"
-            " | GB/s (% peak) |",
-            "|---|---|---|---|---|---|---|---|---|",
-        ]
-        for run in results["runs"]:
-            cpu = "—" if run["cpu_seconds"] is None else f"{run['cpu_seconds']:.2f}"
-            ratio = "—" if run["cpu_over_gpu"] is None else f"{run['cpu_over_gpu']:.1f}x"
-            lines.append(
-                f"| {run['dataset']} | {run['shape'][0]:,} x {run['shape'][1]:,} | {run['nnz']:,} "
-                f"| {run['factors']} | {run['gpu_seconds']:.4f} | {cpu} | {ratio} "
-                f"| {run['gflops']:.0f} ({100 * run['flops_fraction']:.1f}%) "
-                f"| {run['gbytes_per_s']:.0f} ({100 * run['bandwidth_fraction']:.1f}%) |"
-            )
-    (out / "gpu_bench.md").write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

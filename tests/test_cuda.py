@@ -5,7 +5,9 @@ Three groups of tests:
 - nvcc (run wherever ``nvcc`` is on PATH, GPU or not): every ``.cu`` file compiles on its
   own for sm_80 and sm_90, and so does the exact translation unit CuPy hands to NVRTC with
   every template instance the backend uses (templates are only type-checked once
-  instantiated; a test shows that a template-only error is caught).
+  instantiated; a test shows that a template-only error is caught); the kernels' own
+  ``order_key`` is compiled for the host and run on the CPU against NumPy's order.
+  ``ALS_SKIP_NVCC=1`` skips them (benchmarks/gpu_check.sh does, on the device).
 - no CuPy (run everywhere): a missing CuPy or device gives ``BackendUnavailable`` saying so.
 - ``@pytest.mark.gpu`` (skipped, with the reason, without CuPy and a CUDA device): results
   against the NumPy reference backend.
@@ -17,7 +19,8 @@ can grow by a few orders of magnitude within one solve. As in ``test_backends.py
 are compared by the largest difference relative to the largest factor: 2e-3 for float32
 (the shared suite's figure), and for float16 that plus the rounding of the stored result to
 half precision (2**-11 relative), 3e-3 in all. The exact solve has no CG amplification:
-1e-4 (float32). Top-k is checked on integer-valued factors, whose scores every backend
+1e-4 (float32); float64 results have no float32 rounding to amplify: 1e-9 (CG) and 1e-10
+(exact). Top-k is checked on integer-valued factors, whose scores every backend
 computes exactly, so ids and scores must be identical, ties included. Whole fits on CPU and
 GPU from the same seed are compared as ``test_agreement.py`` compares us with implicit (whose
 CPU backends differ by under 4e-3 there): 1e-2 after one and after five iterations.
@@ -25,6 +28,7 @@ CPU backends differ by under 4e-3 there): 1e-2 after one and after five iteratio
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -40,6 +44,7 @@ import backends.cupy_cuda as cupy_cuda
 from als import AlternatingLeastSquares
 from als.fitting import training_loss
 from backends.base import BackendUnavailable, get_backend
+from backends.cuda_plan import order_key
 from tests.conftest import power_law_matrix
 
 NVCC = shutil.which("nvcc")
@@ -47,7 +52,10 @@ KERNEL_DIR = Path(cupy_cuda.__file__).parent / "kernels"
 CUDA_FILES = sorted(path.name for path in KERNEL_DIR.glob("*.cu"))
 ARCHS = ["sm_80", "sm_90"]
 
-needs_nvcc = pytest.mark.skipif(NVCC is None, reason="nvcc is not on PATH: nothing to compile with")
+needs_nvcc = pytest.mark.skipif(
+    NVCC is None or bool(os.environ.get("ALS_SKIP_NVCC")),
+    reason="nvcc is not on PATH (or ALS_SKIP_NVCC is set: CI runs these)",
+)
 
 
 def nvcc(source, tmp_path, arch, *include_dirs):
@@ -87,10 +95,10 @@ def test_every_kernel_instance_compiles(arch, tmp_path):
 
 @needs_nvcc
 def test_the_compile_check_sees_errors_inside_templates(tmp_path):
-    good = "x[j] = to_compute(x_out[j]);"
+    good = "out[k] = to_compute(values[k]);"
     source = cupy_cuda.kernel_source()
     assert good in source
-    broken = source.replace(good, "x[j] = to_compute(&x_out[j]);")  # no such overload
+    broken = source.replace(good, "out[k] = to_compute(&values[k]);")  # no such overload
     unit = tmp_path / "broken.cu"
     unit.write_text(broken)
     assert nvcc(unit, tmp_path, "sm_90").returncode == 0, "uninstantiated: nvcc cannot see it"
@@ -99,25 +107,45 @@ def test_the_compile_check_sees_errors_inside_templates(tmp_path):
     assert result.returncode != 0 and "to_compute" in result.stderr
 
 
+@needs_nvcc
+def test_order_key_of_the_kernels_ranks_like_numpy(tmp_path):
+    # the real order_key from common.cuh, compiled for the host and run on the CPU
+    values = ["1.5f", "-INFINITY", "NAN", "0.0f", "-0.0f", "INFINITY", "-2.0f", "-NAN", "3.0f"]
+    program = tmp_path / "keys.cu"
+    program.write_text(
+        '#include <cstdio>\n#include <cmath>\n#include "common.cuh"\n'
+        "int main() {\n    const float values[] = {" + ", ".join(values) + "};\n"
+        '    for (float value : values) std::printf("%u %llu\\n", order_key(value),\n'
+        "        order_key(static_cast<double>(value)));\n}\n"
+    )
+    binary = tmp_path / "keys"
+    build = subprocess.run(
+        [NVCC, "-std=c++17", f"-I{KERNEL_DIR}", str(program), "-o", str(binary)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert build.returncode == 0, build.stderr
+    lines = subprocess.run([str(binary)], capture_output=True, text=True, timeout=30).stdout
+    keys = np.array([line.split() for line in lines.split("\n") if line], dtype=np.uint64)
+    scores = np.array([1.5, -np.inf, np.nan, 0.0, -0.0, np.inf, -2.0, -np.nan, 3.0])
+    np.testing.assert_array_equal(keys[:, 0], order_key(scores.astype(np.float32)))
+    np.testing.assert_array_equal(keys[:, 1], order_key(scores))
+    assert keys[2, 0] == keys[7, 0] == 2**32 - 1  # NaN after everything, -inf included
+    assert keys[1, 0] < keys[2, 0] and keys[3, 0] == keys[4, 0]
+
+
 def test_every_kernel_template_has_name_expressions():
     source = cupy_cuda.kernel_source()
     declared = set(re.findall(r"__global__\s+void\s+(?:__launch_bounds__\(\d+\)\s+)?(\w+)", source))
     assert declared == set(cupy_cuda.KERNELS)
-    for kernel in cupy_cuda.KERNELS:
-        for dtype in cupy_cuda.DTYPES:
-            assert cupy_cuda.name_expression(kernel, dtype) in cupy_cuda.name_expressions()
+    expressions = set(cupy_cuda.name_expressions())
+    for dtype in cupy_cuda.DTYPES:
+        for factors in (1, 7, 32, 64, 100, 128, 129, 256, 257, 1024):
+            for aligned in (True, False):
+                assert set(cupy_cuda.cg_kernel_names(factors, dtype, aligned)) <= expressions
+        assert cupy_cuda.cg_kernel_names(1025, dtype) is None  # the array-code CG then
     assert not re.search(r'#include\s+"', source), "local includes must be pasted in"
-
-
-def test_launch_geometry_fits_the_kernels_assumptions():
-    for factors, itemsize in [(1, 4), (7, 4), (129, 4), (256, 8), (1536, 8)]:
-        grid, block, shared = cupy_cuda.launch_geometry("cg_solve", 1001, factors, itemsize)
-        warps = block[0] // 32
-        assert block[0] % 32 == 0 and 32 <= block[0] <= 256
-        assert grid[0] * warps >= 1001 > (grid[0] - 1) * warps
-        assert shared == warps * 4 * factors * itemsize <= cupy_cuda.SHARED_MEMORY_LIMIT
-    assert cupy_cuda.launch_geometry("cg_solve", 10, 4096, 8) is None
-    assert cupy_cuda.launch_geometry("topk_select", 7)[0] == (7,)
 
 
 # -- without CuPy ---------------------------------------------------------------------------------
@@ -152,6 +180,7 @@ def test_missing_device_is_named(monkeypatch):
 # -- on a GPU -------------------------------------------------------------------------------------
 
 gpu = pytest.mark.gpu
+FACTOR_COUNTS = [1, 7, 32, 64, 100, 128, 129, 256, 257]
 
 
 @pytest.fixture(scope="module")
@@ -159,7 +188,7 @@ def cuda():
     try:
         return get_backend("cuda")
     except BackendUnavailable as exc:
-        pytest.skip(f"the CUDA backend cannot run here: {exc}")
+        pytest.skip(f"the CUDA backend cannot run here (needs CuPy and a device): {exc}")
 
 
 @pytest.fixture(scope="module")
@@ -167,14 +196,15 @@ def reference():
     return get_backend("numpy")
 
 
-def awkward_matrix(seed=0):
-    """300 x 400 power-law confidences, some negative, with rows of 0 and 1 entries."""
-    matrix = power_law_matrix(300, 400, 6000, seed=seed, negative_fraction=0.1).tolil()
+def awkward_matrix(seed=0, n_items=400):
+    """300 x n_items power-law confidences, some negative, with rows of 0, 1 and all entries."""
+    matrix = power_law_matrix(300, n_items, 6000, seed=seed, negative_fraction=0.1).tolil()
     matrix[0, :] = 0
     matrix[1, :] = 0
     matrix[1, 5] = 3.0
     matrix[2, :] = 0
     matrix[2, 9] = -2.0
+    matrix[3, :] = 1.5  # every item: with n_items >= 20,000 the longest row of the suite
     matrix = matrix.tocsr()
     matrix.eliminate_zeros()
     return matrix.astype(np.float32)
@@ -184,22 +214,23 @@ def max_relative_difference(got, expected):
     return float(np.abs(got.astype(np.float64) - expected).max() / np.abs(expected).max())
 
 
-def solve_both(cuda, reference, dtype, factors, cg_steps, seed=0):
-    """Solve the awkward matrix on the GPU and with the reference (on the same rounded inputs)."""
+def solve_both(cuda, reference, dtype, factors, cg_steps, seed=0, Cui=None):
+    """Solve on the GPU and with the reference (on the same rounded inputs)."""
     rng = np.random.default_rng(seed)
-    Cui = awkward_matrix(seed)
+    Cui = awkward_matrix(seed) if Cui is None else Cui
     X = (rng.standard_normal((Cui.shape[0], factors)) * 0.1).astype(dtype)
     Y = (rng.standard_normal((Cui.shape[1], factors)) * 0.1).astype(dtype)
-    expected, Y_host = X.astype(np.float32), Y.astype(np.float32)
+    host = np.float64 if dtype == np.float64 else np.float32
+    expected, Y_host = X.astype(host), Y.astype(host)
     X_device, Y_device = cuda.to_device(X.copy()), cuda.to_device(Y)
     cuda.solve(cuda.to_device(Cui), X_device, Y_device, cuda.gram(Y_device, 0.05), cg_steps)
-    reference.solve(Cui, expected, Y_host, reference.gram(Y_host, 0.05), cg_steps)
+    reference.solve(Cui.astype(host), expected, Y_host, reference.gram(Y_host, 0.05), cg_steps)
     return cuda.to_host(X_device), expected, Cui
 
 
 @gpu
 @pytest.mark.parametrize("dtype, tolerance", [(np.float32, 2e-3), (np.float16, 3e-3)])
-@pytest.mark.parametrize("factors", [1, 7, 100, 129])
+@pytest.mark.parametrize("factors", FACTOR_COUNTS)
 def test_cg_solve_matches_reference(cuda, reference, dtype, tolerance, factors):
     got, expected, Cui = solve_both(cuda, reference, dtype, factors, cg_steps=3, seed=factors)
     assert got.dtype == dtype
@@ -208,11 +239,62 @@ def test_cg_solve_matches_reference(cuda, reference, dtype, tolerance, factors):
 
 
 @gpu
-@pytest.mark.parametrize("dtype, tolerance", [(np.float32, 1e-4), (np.float16, 1e-3)])
-def test_exact_solve_matches_reference(cuda, reference, dtype, tolerance):
-    got, expected, _ = solve_both(cuda, reference, dtype, 7, cg_steps=None)
+@pytest.mark.parametrize("factors", [7, 64, 257])
+def test_cg_solve_in_float64_matches_reference(cuda, reference, factors):
+    got, expected, _ = solve_both(cuda, reference, np.float64, factors, cg_steps=3, seed=factors)
+    assert max_relative_difference(got, expected) <= 1e-9  # no float32 rounding to amplify
+
+
+@gpu
+@pytest.mark.parametrize("dtype, tolerance", [(np.float32, 2e-3), (np.float16, 3e-3)])
+@pytest.mark.parametrize("transpose", [False, True])
+def test_rows_of_20000_entries_on_both_sides(cuda, reference, dtype, tolerance, transpose):
+    # row 3 has 21,000 entries (83 chunks added atomically); transposed, 21,000 rows of <= 300
+    Cui = awkward_matrix(seed=4, n_items=21_000)
+    Cui = Cui.T.tocsr() if transpose else Cui
+    got, expected, _ = solve_both(cuda, reference, dtype, 64, cg_steps=3, seed=4, Cui=Cui)
+    assert max_relative_difference(got, expected) <= tolerance
+
+
+@gpu
+def test_cg_steps_stop_rows_that_converged(cuda, reference):
+    # 3 factors, float64: exact after 3 steps; a step past r.r < 1e-20 would divide 0 by 0
+    got, _, Cui = solve_both(cuda, reference, np.float64, 3, cg_steps=50, seed=1)
+    exact, _, _ = solve_both(cuda, reference, np.float64, 3, cg_steps=None, seed=1, Cui=Cui)
+    assert np.isfinite(got).all()
+    np.testing.assert_allclose(got, exact, rtol=1e-8, atol=1e-12)
+
+
+@gpu
+def test_a_nan_residual_stops_its_row(cuda):
+    rng = np.random.default_rng(2)
+    Cui = awkward_matrix(2)
+    X = (rng.standard_normal((300, 16)) * 0.1).astype(np.float32)
+    Y = (rng.standard_normal((400, 16)) * 0.1).astype(np.float32)
+    X[7, 3] = np.nan
+    X_device, Y_device = cuda.to_device(X), cuda.to_device(Y)
+    cuda.solve(cuda.to_device(Cui), X_device, Y_device, cuda.gram(Y_device, 0.05), 3)
+    got = cuda.to_host(X_device)
+    np.testing.assert_array_equal(got[7], X[7])  # untouched: no step from a NaN residual
+    assert np.isfinite(np.delete(got, 7, axis=0)).all()
+
+
+@gpu
+@pytest.mark.parametrize(
+    "dtype, tolerance", [(np.float32, 1e-4), (np.float16, 1e-3), (np.float64, 1e-10)]
+)
+@pytest.mark.parametrize("factors", [7, 64])
+def test_exact_solve_matches_reference(cuda, reference, dtype, tolerance, factors):
+    got, expected, _ = solve_both(cuda, reference, dtype, factors, cg_steps=None)
     assert got.dtype == dtype
     assert max_relative_difference(got, expected) <= tolerance
+
+
+@gpu
+def test_exact_solve_of_a_20000_entry_row(cuda, reference):
+    Cui = awkward_matrix(seed=5, n_items=21_000)
+    got, expected, _ = solve_both(cuda, reference, np.float32, 32, cg_steps=None, seed=5, Cui=Cui)
+    assert max_relative_difference(got, expected) <= 1e-4
 
 
 @gpu
@@ -235,54 +317,98 @@ def test_gram_loss_and_norms_match_reference(cuda, reference, dtype):
     assert not cuda.all_finite(cuda.to_device(X))
 
 
+def integer_topk_case(n_items, n_queries, seed=5):
+    """Small integer factors: exact scores, many ties; exclusions leave rows of 0 and 2."""
+    rng = np.random.default_rng(seed)
+    factors = rng.integers(-3, 4, size=(n_items, 5))
+    queries = rng.integers(-3, 4, size=(n_queries, 5))
+    exclude = scipy.sparse.random(
+        n_queries, n_items, density=min(0.1, 2000 / n_items), format="lil", random_state=seed
+    )
+    exclude[3, :] = 1.0  # nothing left: a row of padding
+    exclude[4, 2:] = 1.0  # two candidates left
+    return factors, queries, exclude.tocsr().astype(np.float32)
+
+
+def compare_topk(
+    cuda,
+    reference,
+    factors,
+    queries,
+    k,
+    exclude=None,
+    exclude_all=None,
+    norms=None,
+    dtype=np.float32,
+):
+    host = np.float64 if dtype == np.float64 else np.float32
+    expected = reference.topk(
+        queries.astype(host), factors.astype(host), k, exclude, exclude_all, norms
+    )
+    got = cuda.topk(
+        cuda.to_device(queries.astype(dtype)),
+        cuda.to_device(factors.astype(dtype)),
+        k,
+        None if exclude is None else cuda.to_device(exclude),
+        None if exclude_all is None else cuda.to_device(exclude_all),
+        None if norms is None else cuda.to_device(norms),
+    )
+    np.testing.assert_array_equal(got[0], expected[0])
+    np.testing.assert_array_equal(got[1], expected[1])
+    return got
+
+
 @gpu
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
 @pytest.mark.parametrize("with_norms", [False, True])
-def test_topk_matches_reference_with_ties_and_padding(
-    cuda, reference, monkeypatch, dtype, with_norms
-):
-    # small integer factors: exact scores, many ties; 16 queries per batch: 5 batches
-    monkeypatch.setattr(cupy_cuda, "TOPK_BATCH_ELEMENTS", 257 * 16)
-    rng = np.random.default_rng(5)
-    factors = rng.integers(-3, 4, size=(257, 5)).astype(dtype)
-    queries = rng.integers(-3, 4, size=(70, 5)).astype(dtype)
-    exclude = scipy.sparse.random(70, 257, density=0.1, format="lil", random_state=6)
-    exclude[3, :] = 1.0  # nothing left: a row of padding
-    exclude[4, 2:] = 1.0  # two candidates left
-    exclude = exclude.tocsr().astype(np.float32)
+def test_topk_matches_reference_with_ties_and_padding(cuda, reference, dtype, with_norms):
+    factors, queries, exclude = integer_topk_case(257, 70)
     exclude_all = np.array([0, 5, 256])
     norms = np.linalg.norm(factors.astype(np.float32), axis=1) if with_norms else None
-    host = factors.astype(np.float32) if dtype == np.float16 else factors
     for k in (1, 3, 17, 257):
-        expected = reference.topk(queries.astype(host.dtype), host, k, exclude, exclude_all, norms)
-        got = cuda.topk(
-            cuda.to_device(queries),
-            cuda.to_device(factors),
-            k,
-            cuda.to_device(exclude),
-            cuda.to_device(exclude_all),
-            None if norms is None else cuda.to_device(norms),
-        )
-        np.testing.assert_array_equal(got[0], expected[0])
-        np.testing.assert_array_equal(got[1], expected[1])
+        got = compare_topk(cuda, reference, factors, queries, k, exclude, exclude_all, norms, dtype)
         assert (got[0][3] == -1).all() and np.isneginf(got[1][3]).all()
         assert (got[0][4, 2:] == -1).all()
 
 
 @gpu
-def test_same_seed_same_model_on_cpu_and_gpu(cuda, medium_matrix):
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_topk_over_a_million_candidates_in_segments(cuda, reference, dtype):
+    factors, queries, exclude = integer_topk_case(2**20 + 3, 6)
+    for k in (1, 10, 500):
+        compare_topk(cuda, reference, factors, queries, k, exclude, dtype=dtype)
+
+
+@gpu
+def test_topk_with_one_query_per_batch(cuda, reference, monkeypatch):
+    monkeypatch.setattr(cupy_cuda, "topk_batch_rows", lambda *args: 1)
+    factors, queries, exclude = integer_topk_case(300, 9)
+    compare_topk(cuda, reference, factors, queries, 7, exclude)
+
+
+@gpu
+def test_topk_ranks_nan_scores_last(cuda, reference):
+    factors, queries, _ = integer_topk_case(50, 4)
+    factors = factors.astype(np.float32)
+    factors[[3, 8]] = np.nan  # every query scores these two NaN: after every number
+    got = compare_topk(cuda, reference, factors, queries, 50)
+    assert set(got[0][:, -2:].ravel()) == {3, 8}
+
+
+@gpu
+def test_same_seed_same_model_on_gpu_numba_and_reference(cuda, medium_matrix):
     for iterations in (1, 5):
-        fits = [
-            AlternatingLeastSquares(
+        fits = {
+            name: AlternatingLeastSquares(
                 factors=32, iterations=iterations, random_state=42, backend=name
             ).fit(medium_matrix, show_progress=False)
-            for name in ("cpu", "cuda")
-        ]
-        cpu, gpu_model = fits
-        assert gpu_model.backend_name == "cuda"
-        for side in ("user_factors", "item_factors"):
-            ours, theirs = getattr(gpu_model, side), getattr(cpu, side)
-            assert max_relative_difference(ours, theirs) < 1e-2, (side, iterations)
+            for name in ("numpy", "cpu", "cuda")
+        }
+        assert fits["cuda"].backend_name == "cuda"
+        for other in ("numpy", "cpu"):
+            for side in ("user_factors", "item_factors"):
+                ours, theirs = getattr(fits["cuda"], side), getattr(fits[other], side)
+                assert max_relative_difference(ours, theirs) < 1e-2, (other, side, iterations)
 
 
 @gpu
@@ -335,12 +461,16 @@ def test_out_of_memory_says_what_to_change(cuda):
     Y = cuda.to_device(rng.random((1000, 64), dtype=np.float32))
     YtY = cuda.gram(Y, 0.1)
     pool = cupy.get_default_memory_pool()
+    cupy.cuda.Device().synchronize()
+    pool.free_all_blocks()  # else cached blocks serve the allocations and nothing fails
     pool.set_limit(size=pool.used_bytes() + 1024)
     try:
         with pytest.raises(MemoryError, match=r"1,000 candidates for 2,000 queries.*float16"):
             cuda.topk(X, Y, 10)
         with pytest.raises(MemoryError, match=r"2,000 rows x 64 factors.*GiB.*float16") as info:
             cuda.solve(Cui, X, Y, YtY, None)
+        with pytest.raises(MemoryError, match=r"2,000 rows x 64 factors.*3 CG steps"):
+            cuda.solve(Cui, X, Y, YtY, 3)
     finally:
         pool.set_limit(size=0)
     assert isinstance(info.value, cupy_cuda.CudaOutOfMemoryError)

@@ -263,8 +263,10 @@ def test_bad_queries(fitted, small_matrix):
         fitted.recommend(1.5, small_matrix[0])
     with pytest.raises(ValueError, match="rows, expected 2"):
         fitted.recommend(np.array([0, 1]), small_matrix[[0]])
-    with pytest.raises(ValueError, match="columns, expected"):
-        fitted.recommend(0, small_matrix[0][:, :10])
+    # narrower is widened (items added later have no interactions), wider is refused
+    wider = scipy.sparse.hstack([small_matrix[0], small_matrix[0]]).tocsr()
+    with pytest.raises(ValueError, match="columns but the model has only"):
+        fitted.recommend(0, wider)
     with pytest.raises(ValueError, match="filter_items holds id"):
         fitted.recommend(0, small_matrix[0], filter_items=[n_items])
     with pytest.raises(ValueError, match="out of range"):

@@ -67,7 +67,8 @@ __device__ __forceinline__ A warp_sum(A value) {
 //
 // order_key maps a score to an unsigned integer such that a better (larger) score has a
 // smaller key, and equal scores (0.0 and -0.0 included) have equal keys. -inf (a filtered
-// entry) gets the largest key of every non-NaN score.
+// entry) gets the largest key of every number, NaN the largest key of all (it ranks last).
+// backends/cuda_plan.py::order_key states the same map in NumPy.
 
 template <typename S>
 struct key_type;
@@ -82,16 +83,29 @@ struct key_type<double> {
 template <typename S>
 using sort_key_t = typename key_type<S>::type;
 
-__device__ __forceinline__ unsigned int order_key(float score) {
-    unsigned int bits = __float_as_uint(score == 0.0f ? 0.0f : score);
-    unsigned int ascending = (bits & 0x80000000u) ? ~bits : (bits | 0x80000000u);
+// __host__ too, so a host program can check the encoding (tests/test_cuda.py); the bits are
+// read through a union, which nvcc and NVRTC define as the bit cast it is meant to be.
+__host__ __device__ __forceinline__ unsigned int order_key(float score) {
+    if (score != score) return 0xffffffffu;  // NaN, either sign: after -inf, as NumPy sorts it
+    union {
+        float value;
+        unsigned int bits;
+    } cast;
+    cast.value = score == 0.0f ? 0.0f : score;
+    const unsigned int bits = cast.bits;
+    const unsigned int ascending = (bits & 0x80000000u) ? ~bits : (bits | 0x80000000u);
     return ~ascending;
 }
 
-__device__ __forceinline__ unsigned long long order_key(double score) {
-    unsigned long long bits =
-        static_cast<unsigned long long>(__double_as_longlong(score == 0.0 ? 0.0 : score));
-    unsigned long long ascending =
+__host__ __device__ __forceinline__ unsigned long long order_key(double score) {
+    if (score != score) return 0xffffffffffffffffull;
+    union {
+        double value;
+        unsigned long long bits;
+    } cast;
+    cast.value = score == 0.0 ? 0.0 : score;
+    const unsigned long long bits = cast.bits;
+    const unsigned long long ascending =
         (bits & 0x8000000000000000ull) ? ~bits : (bits | 0x8000000000000000ull);
     return ~ascending;
 }
