@@ -48,8 +48,13 @@ def wheel(tmp_path_factory):
 def test_wheel_holds_the_registry_the_kernels_and_the_licence(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "als/registry.json" in names
-    assert {"backends/kernels/cg_solve.cu", "backends/kernels/topk.cu"} <= names
-    assert "backends/kernels/common.cuh" in names
+    kernels = {
+        path.relative_to(ROOT).as_posix()
+        for pattern in ("*.cu", "*.cuh")
+        for path in (ROOT / "backends" / "kernels").glob(pattern)
+    }
+    assert {"backends/kernels/topk.cu", "backends/kernels/common.cuh"} <= kernels
+    assert kernels <= names
     info = next(n.split("/")[0] for n in names if n.endswith(".dist-info/METADATA"))
     assert f"{info}/licenses/LICENSE" in names
     metadata = zipfile.ZipFile(wheel).read(f"{info}/METADATA").decode()
@@ -63,7 +68,7 @@ def test_installed_copy_reads_its_registry_and_finds_data(wheel, tmp_path):
     zipfile.ZipFile(wheel).extractall(site)  # what installing a pure-Python wheel does
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    env = {**os.environ, "PYTHONPATH": str(site), "ALS_DATA_DIR": str(DATA_DIR)}
+    env = {**os.environ, "PYTHONPATH": str(site), "ALS_DATA_DIR": str(DATA_DIR.resolve())}
     script = (
         "import als, als.datasets as d, json;"
         "print(als.__file__); print(d.PROJECT_DATA_DIR);"
