@@ -33,6 +33,8 @@ __all__ = [
     "user_errors",
     "OneLineParser",
     "number",
+    "add_count",
+    "add_repeatable",
 ]
 
 
@@ -228,3 +230,13 @@ def number(kind, minimum=None, maximum=None, *, above=None, below=None):
 
     parse.__name__ = kind.__name__
     return parse
+
+
+def add_repeatable(parser, flag, help, metavar="TITLE"):
+    """Add an option that may be given several times; its values collect in a list ([])."""
+    parser.add_argument(flag, action="append", default=[], metavar=metavar, help=help)
+
+
+def add_count(parser, help):
+    """Add ``-N``/``--count``, how many answers to print (an integer >= 1, default 20)."""
+    parser.add_argument("-N", "--count", type=number(int, 1), default=20, dest="count", help=help)

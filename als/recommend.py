@@ -17,6 +17,8 @@ import sys
 
 from .answers import (
     OneLineParser,
+    add_count,
+    add_repeatable,
     explain_for_row,
     format_explanation,
     format_ranking,
@@ -39,41 +41,16 @@ def build_parser():
     parser.add_argument("model", help="a .npz written by python -m als.train --save")
     who = parser.add_mutually_exclusive_group()
     who.add_argument("--user", metavar="ID", help="recommend for this user (raw id)")
-    who.add_argument(
-        "--like",
-        action="append",
-        default=[],
-        metavar="TITLE",
-        help="recommend for a new user who likes this item; repeatable",
-    )
+    add_repeatable(who, "--like", "recommend for a new user who likes this item; repeatable")
     parser.add_argument(
         "--like-weight",
         type=number(float, above=0),
         default=5.0,
         help="weight of each --like interaction",
     )
-    parser.add_argument(
-        "--similar",
-        action="append",
-        default=[],
-        metavar="TITLE",
-        help="print the items most similar to this one; repeatable",
-    )
-    parser.add_argument(
-        "--explain",
-        action="append",
-        default=[],
-        metavar="TITLE",
-        help="explain the user's score for this item; repeatable",
-    )
-    parser.add_argument(
-        "-N",
-        "--count",
-        type=number(int, 1),
-        default=20,
-        dest="count",
-        help="how many recommendations and similar items to print",
-    )
+    add_repeatable(parser, "--similar", "print the items most similar to this one; repeatable")
+    add_repeatable(parser, "--explain", "explain the user's score for this item; repeatable")
+    add_count(parser, "how many recommendations and similar items to print")
     parser.add_argument(
         "--backend",
         default="auto",

@@ -31,6 +31,8 @@ import numpy as np
 
 from .answers import (
     OneLineParser,
+    add_count,
+    add_repeatable,
     explain_for_row,
     format_explanation,
     format_predictions,
@@ -150,12 +152,10 @@ def build_parser():
         metavar="ID",
         help="answer for this existing user (raw id) instead of a new one",
     )
-    answers.add_argument(
+    add_repeatable(
+        answers,
         "--like",
-        action="append",
-        default=[],
-        metavar="TITLE",
-        help="add a new user who likes this item (title, title without year, or id); repeatable",
+        "add a new user who likes this item (title, title without year, or id); repeatable",
     )
     answers.add_argument(
         "--like-weight",
@@ -166,35 +166,22 @@ def build_parser():
     answers.add_argument(
         "--user-name", default="braum", help="raw id given to the new user of --like"
     )
-    answers.add_argument(
+    add_repeatable(
+        answers,
         "--predict",
-        action="append",
-        default=[],
-        metavar="TITLE",
-        help="print the user's predicted preference for this item; repeatable",
+        "print the user's predicted preference for this item; repeatable",
     )
-    answers.add_argument(
+    add_repeatable(
+        answers,
         "--similar",
-        action="append",
-        default=[],
-        metavar="TITLE",
-        help="print the items most similar to this one; repeatable (default: the first --like)",
+        "print the items most similar to this one; repeatable (default: the first --like)",
     )
-    answers.add_argument(
+    add_repeatable(
+        answers,
         "--explain",
-        action="append",
-        default=[],
-        metavar="TITLE",
-        help="explain the user's score for this item; repeatable (default: their top item)",
+        "explain the user's score for this item; repeatable (default: their top item)",
     )
-    answers.add_argument(
-        "-N",
-        "--count",
-        type=number(int, 1),
-        default=20,
-        dest="count",
-        help="how many recommendations to print (similar items: at most 10)",
-    )
+    add_count(answers, "how many recommendations to print (similar items: at most 10)")
 
     output = parser.add_argument_group("output")
     output.add_argument("--save", metavar="PATH", help="save the model and id maps to one .npz")
