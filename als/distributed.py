@@ -15,24 +15,35 @@ Partitioning
     so the whole matrix is never collected on one machine. A scipy CSR matrix is accepted for
     convenience: the client slices it and the blocks travel inside the build tasks.
 
+Routing (Spark MLlib's in-blocks and out-blocks)
+    When the blocks are built, each block's owner computes its out-blocks: for every block
+    ``c`` of the other side, the sorted rows of this block that ``c`` references (user ``u``
+    goes to item block ``c`` when ``u`` has an interaction with an item of ``c``). Before
+    solving, each block's columns are renumbered to the rows it references (its in-block),
+    in the order the pieces arrive. The client keeps only the ``blocks x blocks`` sizes.
+
 One half-iteration (solving users; items are the same with the roles swapped)
-    1. ``YtY = sum_b Y_b^T Y_b + lambda I``: one partial per item block on its owner, summed
+    1. ``YtY = sum_c Y_c^T Y_c + lambda I``: one partial per item block on its owner, summed
        by a pairwise tree of tasks (float64, in a fixed order).
-    2. The item factors of the previous half-iteration are one future, ``Y``: every worker
-       fetches it once (Dask spreads the copies) and all its solve tasks share it.
-    3. Each user block is solved on its owner with the ``cpu`` backend, warm-started from the
-       rows of the previous user factors; the new rows stay on the worker.
-    4. The new blocks are concatenated into the next full-factors future, which the other
-       half-iteration's solves fetch in turn.
+    2. Item block ``c`` sends user block ``b`` only the rows of its out-block for ``b``: each
+       factor row travels once to each block that references it, never the whole matrix.
+    3. Each user block is solved on its owner with the ``cpu`` backend, warm-started from
+       its own previous rows, with the item rows it references; the new rows stay there.
+       The per-row arithmetic is that of a solve with the full ``Y`` (the same rows in the
+       same order), so the factors are those the broadcast design gave, bit for bit.
+
+Memory per worker is its interactions, its blocks' factors and the other side's rows its
+blocks reference; no worker and not the client ever holds a full factor matrix during the
+fit (the client gathers the factors into the model at the end).
 
 Fault tolerance
     Everything on a worker can be recomputed from its lineage, so a worker lost mid-fit costs
     recomputation, not the fit. The blocks of interactions come from tasks (reading a
     partition, or carrying the client's slice). The initial factors are drawn by tasks
-    that restart the client's random stream from the state recorded at their first row. The
-    full factors of each half-iteration are replicated on every worker that solved with
-    them, so a lost worker's blocks are re-solved from a surviving copy, and the Gram tree
-    and concatenation run again in the same order: the result is bit for bit the same.
+    that restart the client's random stream from the state recorded at their first row. A
+    lost worker's factor blocks are recomputed from their lineage (back through the
+    iterations they depend on), and the Gram tree runs again in the same order: the result
+    is bit for bit the same.
 
 Ids
     The user, item and weight columns must hold dense integer ids ``0..n-1``. Raw ids are

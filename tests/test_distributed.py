@@ -50,7 +50,14 @@ def _cluster():
 
 @pytest.fixture(scope="module")
 def client():
-    with _cluster() as cluster, distributed.Client(cluster) as client:
+    import dask
+
+    # no work stealing: every task runs on the worker it names, so the transfers are exact
+    with (
+        dask.config.set({"distributed.scheduler.work-stealing": False}),
+        _cluster() as cluster,
+        distributed.Client(cluster) as client,
+    ):
         yield client
 
 
@@ -208,6 +215,58 @@ def _dask_frame(frame):
     import dask.dataframe as dd
 
     return dd.from_pandas(frame, npartitions=3)
+
+
+def _known_matrix():
+    """6 users x 6 items; with 2 blocks a side, users 0-2 | 3-5 and items 0-2 | 3-5."""
+    import scipy.sparse
+
+    likes = {0: [0, 1], 1: [1], 2: [0], 3: [2], 4: [4], 5: [2, 4]}
+    rows = [u for u, items in likes.items() for _ in items]
+    columns = [i for items in likes.values() for i in items]
+    return scipy.sparse.csr_matrix((np.ones(len(rows), np.float32), (rows, columns)), (6, 6))
+
+
+def test_routes_hold_only_the_referenced_rows(client):
+    blocked = partition_interactions(client, _known_matrix(), blocks=2)
+    user_routes = [[r.tolist() for r in routes] for routes in client.gather(blocked.user_routes)]
+    item_routes = [[r.tolist() for r in routes] for routes in client.gather(blocked.item_routes)]
+    # user block 0 (users 0-2) likes items 0, 1 of item block 0 and nothing of block 1;
+    # user block 1 (users 3-5) likes item 2 (local row 2 of block 0) and item 4 (row 1)
+    assert item_routes == [[[0, 1], [2]], [[], [1]]]
+    # item block 0 is liked by users 0, 1, 2 and 3, 5 (local rows 0 and 2 of user block 1);
+    # item block 1 (items 3-5) only by users 4, 5
+    assert user_routes == [[[0, 1, 2], []], [[0, 2], [1, 2]]]
+    np.testing.assert_array_equal(blocked.route_sizes["items"], [[2, 1], [0, 1]])
+    np.testing.assert_array_equal(blocked.route_sizes["users"], [[3, 0], [2, 2]])
+
+
+def test_workers_receive_only_the_referenced_rows(client):
+    factors, iterations = 8, 2
+
+    def clear(dask_worker):
+        dask_worker.transfer_incoming_log.clear()
+
+    def received(dask_worker):
+        return [dict(entry["keys"]) for entry in dask_worker.transfer_incoming_log]
+
+    blocked = partition_interactions(client, _known_matrix(), blocks=2)
+    client.run(clear)
+    params = {**PARAMS, "factors": factors, "iterations": iterations}
+    fit_distributed(client, AlternatingLeastSquares(**params), blocked, show_progress=False)
+    rows_received, kinds = 0, set()
+    for transfers in client.run(received).values():
+        for keys in transfers:
+            for key, nbytes in keys.items():
+                kind = key.rsplit("-", 1)[0]
+                kinds.add(kind)
+                if kind == "_select":
+                    rows_received += nbytes // (factors * 4)
+    # between the two workers per iteration: item 2 to user block 1 when solving users,
+    # users 3 and 5 to item block 0 when solving items; every other row is already local
+    assert rows_received == 3 * iterations
+    # factor blocks never move: only referenced rows and the Gram matrices travel
+    assert kinds <= {"_select", "_gram_partial", "_add", "_finish_gram"}, kinds
 
 
 def test_worker_killed_mid_fit_gives_the_same_result(distributed_model, user_items):
