@@ -100,6 +100,8 @@ __all__ = [
     "partition_interactions",
     "fit_distributed",
     "fit_on_cluster",
+    "cluster_client",
+    "describe_cluster",
     "encode_ids",
     "initial_factor_states",
 ]
@@ -540,7 +542,14 @@ def encode_ids(frame, user_col="user", item_col="item"):
 
     meta = frame._meta.assign(**{user_col: np.int64(0), item_col: np.int64(0)})
     encoded = frame.map_partitions(encode, user_ids, item_ids, meta=meta)
-    return encoded, user_ids, item_ids
+    return encoded, _plain(user_ids), _plain(item_ids)
+
+
+def _plain(ids):
+    """String ids as a NumPy str array (pandas hands them over as objects)."""
+    if ids.dtype == object and all(isinstance(i, str) for i in ids):
+        return ids.astype(str)
+    return ids
 
 
 # -- initial factors ----------------------------------------------------------------------------
@@ -795,7 +804,15 @@ def _squares(factors):
 
 
 @contextlib.contextmanager
-def _client(workers=None, scheduler=None, memory_limit="auto"):
+def cluster_client(workers=None, scheduler=None, memory_limit="auto"):
+    """A ``Client`` of a new ``LocalCluster`` of ``workers`` processes, or of ``scheduler``.
+
+    Local workers run one Dask thread each (see Threads above); the cluster closes on exit.
+    """
+    if bool(workers) == bool(scheduler):
+        raise InvalidValueError("give either workers (a local cluster) or scheduler (an address)")
+    if workers:
+        check_positive_int(workers, "workers")
     from distributed import Client, LocalCluster
 
     if scheduler:
@@ -821,12 +838,13 @@ def fit_on_cluster(model, user_items, *, workers=None, scheduler=None, log=None,
     ``options`` go to :func:`fit_distributed`; ``log`` (e.g. ``print``) hears one line about
     the cluster. Returns the fitted ``model``.
     """
-    if bool(workers) == bool(scheduler):
-        raise InvalidValueError("give either workers (a local cluster) or scheduler (an address)")
-    if workers:
-        check_positive_int(workers, "workers")
-    with _client(workers, scheduler) as client:
+    with cluster_client(workers, scheduler) as client:
         if log:
-            where = scheduler or f"a local cluster of {workers} worker processes"
-            log(f"fitting on {where} ({len(_workers(client))} workers)")
+            log(describe_cluster(client, workers, scheduler))
         return fit_distributed(client, model, user_items, **options)
+
+
+def describe_cluster(client, workers=None, scheduler=None):
+    """One line about the cluster a ``Client`` of :func:`cluster_client` is on."""
+    where = scheduler or f"a local cluster of {workers} worker processes"
+    return f"fitting on {where} ({len(_workers(client))} workers)"

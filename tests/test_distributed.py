@@ -369,8 +369,72 @@ def test_cli_with_two_workers(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert "local cluster of 2 worker processes" in done.stderr
+    assert "read on the workers" in done.stderr
     summary = json.loads(done.stdout)
     assert len(summary["training"]["loss"]) == 3
     assert summary["training"]["loss"][-1] < summary["training"]["loss"][0]
     assert summary["training"]["interactions"] == matrix.nnz  # all of them
     assert len(summary["recommendations"]) == 20
+
+
+def test_cli_reads_a_parquet_folder_on_the_workers(tmp_path, capsys):
+    import dask.dataframe as dd
+    import scipy.sparse
+
+    from als.cluster_data import split_frame
+    from als.train import main
+
+    matrix = power_law_matrix(200, 120, 3000, seed=4)
+    frame = _frame(matrix)
+    # raw ids that are strings and not dense, in three Parquet files
+    raw = frame.assign(user="u" + (frame.user * 7).astype(str), item=frame.item * 3 + 11)
+    folder = tmp_path / "plays"
+    folder.mkdir()
+    for part, rows in enumerate(np.array_split(np.arange(len(raw)), 3)):
+        raw.iloc[rows].to_parquet(folder / f"part{part}.parquet")
+    options = ["--data", str(folder), "--user-col", "user", "--item-col", "item"]
+    options += ["--weight-col", "weight", "--factors", "8", "--iterations", "3"]
+    options += ["--threads", "1", "--quiet", "--json", "--backend", "cpu", "--seed", "3"]
+    options += ["--save", str(tmp_path / "model.npz"), "--evaluate"]
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0"
+    ) as cluster:
+        assert main([*options, "--scheduler", cluster.scheduler_address]) == 0
+    summary = json.loads(capsys.readouterr().out)
+
+    # dense ids in sorted raw-id order, as the workers number them
+    user_ids, item_ids = np.unique(raw.user), np.unique(raw.item)
+    dense = frame.assign(
+        user=np.searchsorted(user_ids, raw.user), item=np.searchsorted(item_ids, raw.item)
+    )
+    shape = (len(user_ids), len(item_ids))
+    assert summary["data"] == {**summary["data"], "users": 200, "items": shape[1]}
+    assert summary["training"]["interactions"] == len(dense)
+    assert len(summary["recommendations"]) == 20
+
+    # --evaluate: the held-out rows depend on (user, item, seed) only, not on the partitions
+    train, test = (
+        part.compute() for part in split_frame(dd.from_pandas(dense, 1), 0.2, 3, shape[1])
+    )
+    again = split_frame(dd.from_pandas(dense, 4), 0.2, 3, shape[1])[1].compute()
+    held_out = sorted(zip(test.user, test.item, strict=True))
+    assert sorted(zip(again.user, again.item, strict=True)) == held_out
+    assert 0.1 < len(test) / len(dense) < 0.3
+    assert summary["evaluation"]["training"]["interactions"] == len(train)
+    assert 0 <= summary["evaluation"]["precision"] <= 1
+
+    # the model answering is the fit on all of it, the same as on the client
+    matrix_all = scipy.sparse.csr_matrix(
+        (dense.weight.to_numpy(np.float32), (dense.user, dense.item)), shape=shape
+    )
+    params = {**PARAMS, "factors": 8, "iterations": 3, "random_state": 3}
+    params.update(regularization=0.01, alpha=1.0)
+    single = AlternatingLeastSquares(**params).fit(matrix_all, show_progress=False)
+    saved = np.load(tmp_path / "model.npz", allow_pickle=False)
+    np.testing.assert_array_equal(saved["extra/data_item_ids"], item_ids)
+    np.testing.assert_array_equal(saved["extra/data_user_ids"], user_ids)
+    loaded = AlternatingLeastSquares.load(tmp_path / "model.npz", backend="cpu")
+    # the Gram matrix is summed in another order: float32 rounding grown by 3 iterations
+    np.testing.assert_allclose(
+        loaded.item_factors, single.item_factors, atol=1e-2 * np.abs(single.item_factors).max()
+    )
