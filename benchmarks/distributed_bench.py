@@ -4,6 +4,7 @@ Usage::
 
     python -m benchmarks.distributed_bench traffic --nnz 20000000 --workers 1 2 4 --out DIR
     python -m benchmarks.distributed_bench spark --data ml-1m --out DIR   # needs pyspark
+    python -m benchmarks.distributed_bench estimate --nnz 1000000000 --factors 64
 
 ``traffic``: writes a power-law matrix as Parquet files, and for every worker count starts a
 ``LocalCluster`` (processes, one Dask thread and one Numba thread per worker) whose workers
@@ -149,6 +150,42 @@ def predicted_memory(blocked, nnz_by_block, factors):
             memory[here] += 8 * nnz_by_block[side][b] + 8 * rows
             memory[here] += 2 * rows * factors * 4 + 2 * referenced * factors * 4 + 8 * routed
     return memory
+
+
+def expected_distinct(n, exponent, draws, chunk=1 << 24):
+    """Expected distinct ids among ``draws`` draws with ``P(k) ~ k^-exponent``, k = 1..n.
+
+    ``sum_k 1 - exp(-draws p_k)`` (Poisson): the rows one block references when its
+    interactions pick the other side by popularity, as ``power_law_matrix`` draws them.
+    """
+    total = sum(
+        float(np.sum(np.arange(start, min(start + chunk, n) + 1, dtype=np.float64) ** -exponent))
+        for start in range(1, n + 1, chunk)
+    )
+    distinct = 0.0
+    for start in range(1, n + 1, chunk):
+        k = np.arange(start, min(start + chunk, n) + 1, dtype=np.float64)
+        distinct += float(np.sum(-np.expm1(-draws * k**-exponent / total)))
+    return distinct
+
+
+def blocked_estimate(n_users, n_items, nnz, factors, workers, user_exp=0.8, item_exp=0.9):
+    """Bytes into a worker per iteration and its data while fitting, one block per worker.
+
+    A user block's ``nnz / W`` interactions reference ``R_i`` distinct items, an item
+    block's ``R_u`` distinct users (:func:`expected_distinct`); ``(W - 1) / W`` of them
+    live on other workers. Memory: interactions of both sides (``16 nnz / W + 8 rows / W``),
+    own factors twice, the larger in-block twice, the routes.
+    """
+    per_block = nnz / workers
+    r_items = expected_distinct(n_items, item_exp, per_block)
+    r_users = expected_distinct(n_users, user_exp, per_block)
+    remote = (workers - 1) / workers
+    received = remote * (r_items + r_users) * factors * 4
+    rows = (n_users + n_items) / workers
+    memory = 16 * per_block + 8 * rows + 2 * rows * factors * 4
+    memory += 2 * max(r_items, r_users) * factors * 4 + 8 * (r_items + r_users)
+    return {"referenced_items": r_items, "referenced_users": r_users}, received, memory
 
 
 def broadcast_received(n_users, n_items, factors, workers):
@@ -512,13 +549,30 @@ def save(args, result, kind, markdown):
     stem.with_suffix(".md").write_text(markdown(result))
 
 
+def estimate(args):
+    """Print :func:`blocked_estimate` for a matrix size and several worker counts."""
+    print("| W | referenced items per user block | referenced users per item block "
+          "| received per worker per iteration | broadcast design | data per worker |")
+    print("|---|---|---|---|---|---|")
+    for workers in args.workers:
+        refs, received, memory = blocked_estimate(
+            args.users, args.items, args.nnz, args.factors, workers
+        )
+        broadcast = broadcast_received(args.users, args.items, args.factors, workers)
+        print(
+            f"| {workers} | {refs['referenced_items'] / 1e6:.1f}M "
+            f"| {refs['referenced_users'] / 1e6:.1f}M | {received / 1e9:.1f} GB "
+            f"| {broadcast / 1e9:.1f} GB | {memory / 1e9:.1f} GB |"
+        )
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     measure = commands.add_parser("traffic", help="bytes and memory per worker")
-    measure.add_argument("--users", type=int, default=1_000_000)
-    measure.add_argument("--items", type=int, default=100_000)
+    measure.add_argument("--users", type=int, default=2_000_000)
+    measure.add_argument("--items", type=int, default=200_000)
     measure.add_argument("--nnz", type=int, default=20_000_000)
     measure.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
     measure.add_argument("--parquet", type=Path, help="folder for the Parquet files")
@@ -533,13 +587,19 @@ def main(argv=None):
         default=Path("/tmp/spark-venv/bin/python"),
         help="a Python with pyspark (a venv of its own: pyspark is no dependency of als)",
     )
+    guess = commands.add_parser("estimate", help="the formulas for a matrix size")
+    guess.add_argument("--users", type=int, default=100_000_000)
+    guess.add_argument("--items", type=int, default=10_000_000)
+    guess.add_argument("--nnz", type=int, default=1_000_000_000)
+    guess.add_argument("--workers", type=int, nargs="+", default=[4, 16, 32, 64, 100, 256])
+    guess.add_argument("--factors", type=int, default=64)
     for command, iterations in ((measure, 5), (spark, 15)):
         command.add_argument("--factors", type=int, default=64)
         command.add_argument("--iterations", type=int, default=iterations)
         command.add_argument("--out", type=Path, help="folder for JSON + markdown")
     args = parser.parse_args(argv)
     args.argv = argv
-    return traffic(args) if args.command == "traffic" else spark_compare(args)
+    return {"traffic": traffic, "spark": spark_compare, "estimate": estimate}[args.command](args)
 
 
 if __name__ == "__main__":
