@@ -551,8 +551,10 @@ def save(args, result, kind, markdown):
 
 def estimate(args):
     """Print :func:`blocked_estimate` for a matrix size and several worker counts."""
-    print("| W | referenced items per user block | referenced users per item block "
-          "| received per worker per iteration | broadcast design | data per worker |")
+    print(
+        "| W | referenced items per user block | referenced users per item block "
+        "| received per worker per iteration | broadcast design | data per worker |"
+    )
     print("|---|---|---|---|---|---|")
     for workers in args.workers:
         refs, received, memory = blocked_estimate(
