@@ -597,8 +597,9 @@ def fit_distributed(client, model, user_items, *, show_progress=True, callback=N
     The model's parameters mean what they mean in ``model.fit`` and are checked by the
     same code; the workers solve with the ``cpu`` backend whatever ``model.backend`` is,
     and the gathered factors are put on the model's backend. Factors the model already has
-    with the right shapes are the starting point, as in ``fit``; they are sent to every
-    worker once.
+    with the right shapes are the starting point, as in ``fit``; each block of them goes to
+    its owner inside its task. Each half-iteration a block receives only the other side's
+    rows it references (see Routing in the module docstring).
 
     Parameters
     ----------

@@ -139,6 +139,16 @@ def test_one_iteration_equals_single_machine_with_a_float64_gram(client, user_it
         assert difference <= tolerance * np.abs(theirs).max(), name
 
 
+def test_continuing_from_the_model_factors_is_the_same_fit(client, distributed_model, user_items):
+    model = AlternatingLeastSquares(**{**PARAMS, "iterations": 2})
+    fit_distributed(client, model, user_items, blocks=3, show_progress=False)
+    # two more iterations from the factors the model holds (each block sent to its owner)
+    fit_distributed(client, model, user_items, blocks=3, show_progress=False)
+    # the state of ALS is the two factor matrices: 2 + 2 iterations are the 4 of one fit
+    np.testing.assert_array_equal(model.user_factors, distributed_model.user_factors)
+    np.testing.assert_array_equal(model.item_factors, distributed_model.item_factors)
+
+
 def test_fitted_model_saves_and_loads(distributed_model, user_items, tmp_path):
     distributed_model.save(tmp_path / "model.npz")
     loaded = AlternatingLeastSquares.load(tmp_path / "model.npz", backend="cpu")
