@@ -509,7 +509,14 @@ def _with_routes(client, data):
             )
             for b, block in enumerate(blocks)
         ]
-        sizes = client.gather([client.submit(_route_sizes, r) for r in routes])
+        sizes = client.gather(
+            [
+                client.submit(
+                    _route_sizes, r, workers=[_owner(data.owners, b)], allow_other_workers=True
+                )
+                for b, r in enumerate(routes)
+            ]
+        )
         setattr(data, f"{side.singular}_routes", routes)
         data.route_sizes[side.name] = np.stack(sizes)
     return data
