@@ -458,11 +458,7 @@ def spark_compare(args):
             show_progress=False,
             callback=lambda i, s, loss: seconds.append(s),
         )
-    add(
-        "als on Dask, 2 workers x 1 thread",
-        model,
-        {"per_iteration": statistics.median(seconds[1:])},
-    )
+    add("als on Dask, 2 workers x 1 thread", model, _timing(seconds))
 
     for reg_param, note in (
         (args.regularization / mean_n, "regParam = lambda / mean n_u"),
