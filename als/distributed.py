@@ -30,7 +30,8 @@ One half-iteration (solving users; items are the same with the roles swapped)
     3. Each user block is solved on its owner with the ``cpu`` backend, warm-started from
        its own previous rows, with the item rows it references; the new rows stay there.
        The per-row arithmetic is that of a solve with the full ``Y`` (the same rows in the
-       same order), so the factors are those the broadcast design gave, bit for bit.
+       same order), so the factors are bit for bit those of the earlier design that sent
+       every worker the whole other side.
 
 Memory per worker is its interactions, its blocks' factors and the other side's rows its
 blocks reference; no worker and not the client ever holds a full factor matrix during the
