@@ -18,24 +18,36 @@ Partitioning
     so the whole matrix is never collected on one machine. A scipy CSR matrix is accepted for
     convenience: the client slices it and the blocks travel inside the build tasks.
 
+Routing (Spark MLlib's in-blocks and out-blocks)
+    When the blocks are built, each block's owner computes its out-blocks: for every block
+    ``c`` of the other side, the sorted rows of this block that ``c`` references (user ``u``
+    goes to item block ``c`` when ``u`` has an interaction with an item of ``c``). Before
+    solving, each block's columns are renumbered to the rows it references (its in-block),
+    in the order the pieces arrive. The client keeps only the ``blocks x blocks`` sizes.
+
 One half-iteration (solving users; items are the same with the roles swapped)
-    1. ``YtY = sum_b Y_b^T Y_b + lambda I``: one partial per item block on its owner, summed
+    1. ``YtY = sum_c Y_c^T Y_c + lambda I``: one partial per item block on its owner, summed
        by a pairwise tree of tasks (float64, in a fixed order).
-    2. The item factors of the previous half-iteration are one future, ``Y``: every worker
-       fetches it once (Dask spreads the copies) and all its solve tasks share it.
-    3. Each user block is solved on its owner with the ``cpu`` backend, warm-started from the
-       rows of the previous user factors; the new rows stay on the worker.
-    4. The new blocks are concatenated into the next full-factors future, which the other
-       half-iteration's solves fetch in turn.
+    2. Item block ``c`` sends user block ``b`` only the rows of its out-block for ``b``: each
+       factor row travels once to each block that references it, never the whole matrix.
+    3. Each user block is solved on its owner with the ``cpu`` backend, warm-started from
+       its own previous rows, with the item rows it references; the new rows stay there.
+       The per-row arithmetic is that of a solve with the full ``Y`` (the same rows in the
+       same order), so the factors are bit for bit those of the earlier design that sent
+       every worker the whole other side.
+
+Memory per worker is its interactions, its blocks' factors and the other side's rows its
+blocks reference; no worker and not the client ever holds a full factor matrix during the
+fit (the client gathers the factors into the model at the end).
 
 Fault tolerance
     Everything on a worker can be recomputed from its lineage, so a worker lost mid-fit costs
     recomputation, not the fit. The blocks of interactions come from tasks (reading a
     partition, or carrying the client's slice). The initial factors are drawn by tasks
-    that restart the client's random stream from the state recorded at their first row. The
-    full factors of each half-iteration are replicated on every worker that solved with
-    them, so a lost worker's blocks are re-solved from a surviving copy, and the Gram tree
-    and concatenation run again in the same order: the result is bit for bit the same.
+    that restart the client's random stream from the state recorded at their first row. A
+    lost worker's factor blocks are recomputed from their lineage (back through the
+    iterations they depend on), and the Gram tree runs again in the same order: the result
+    is bit for bit the same.
 
 Ids
     The user, item and weight columns must hold dense integer ids ``0..n-1``. Raw ids are
@@ -75,6 +87,7 @@ from backends.base import as_int32
 
 from .errors import InvalidTypeError, InvalidValueError
 from .fitting import (
+    ITEMS,
     SIDES,
     USERS,
     SolverSettings,
@@ -92,6 +105,8 @@ __all__ = [
     "partition_interactions",
     "fit_distributed",
     "fit_on_cluster",
+    "cluster_client",
+    "describe_cluster",
     "encode_ids",
     "initial_factor_states",
 ]
@@ -114,6 +129,14 @@ class BlockedInteractions:
         CSR weight blocks: users x all items, and items x all users.
     owners : list of str
         Worker address that holds (and solves) block ``b``, for both sides.
+    user_routes, item_routes : list of distributed.Future
+        The out-blocks, computed with the blocks, on the same workers: ``user_routes[b]`` is
+        a list whose element ``c`` holds the rows of user block ``b`` (local, sorted) that
+        item block ``c`` references; likewise ``item_routes``.
+    route_sizes : dict
+        ``route_sizes["users"][b, c]`` is ``len(user_routes[b][c])``: how many user rows
+        block ``b`` sends item block ``c`` when items are solved; likewise ``"items"``.
+    nnz : int
     """
 
     n_users: int
@@ -123,6 +146,9 @@ class BlockedInteractions:
     user_blocks: list
     item_blocks: list
     owners: list
+    user_routes: list = field(default_factory=list)
+    item_routes: list = field(default_factory=list)
+    route_sizes: dict = field(default_factory=dict)
     nnz: int = field(default=0)
 
     @property
@@ -196,9 +222,45 @@ def _csr_from_pieces(shape, *pieces):
     return scipy.sparse.csr_matrix((weights, (rows, columns)), shape=shape)
 
 
-def _confidence_block(block, alpha):
-    """Canonical float32 confidences of one block, exactly as ``fit`` prepares the matrix."""
-    return confidence(check_user_items(block, "a block"), alpha)
+def _solver_block(block, alpha):
+    """The confidences of one block with its columns renumbered to the rows it references.
+
+    The confidences are exactly those ``fit`` prepares (canonical float32, ``alpha``
+    applied); column ``j`` of the result is the ``j``-th smallest column the block
+    references, the order in which its in-block arrives (see :func:`_select`).
+    """
+    block = confidence(check_user_items(block, "a block"), alpha)
+    referenced, local = np.unique(block.indices, return_inverse=True)
+    return scipy.sparse.csr_matrix(
+        (block.data, local.astype(np.int32), block.indptr),
+        shape=(block.shape[0], len(referenced)),
+    )
+
+
+def _out_routes(block, other_bounds):
+    """Rows of ``block`` that each block of the other side references (its out-blocks).
+
+    Row ``r`` goes to other block ``c`` when it has an entry in a column of ``c``: then
+    ``c``'s transposed block has this row among its columns. Returns one sorted int64 array
+    of local rows per other block.
+    """
+    n_rows, n_blocks = block.shape[0], len(other_bounds) - 1
+    if n_rows == 0 or block.nnz == 0:
+        return [np.zeros(0, dtype=np.int64) for _ in range(n_blocks)]
+    rows = np.repeat(np.arange(n_rows, dtype=np.int64), np.diff(block.indptr))
+    target = np.searchsorted(other_bounds, block.indices, side="right") - 1
+    keys = np.unique(target.astype(np.int64) * n_rows + rows)
+    splits = np.searchsorted(keys // n_rows, np.arange(1, n_blocks))
+    return np.split(keys % n_rows, splits)
+
+
+def _route_sizes(routes):
+    return np.array([len(rows) for rows in routes], dtype=np.int64)
+
+
+def _select(factors, routes, target):
+    """The rows of one factor block that block ``target`` of the other side references."""
+    return np.ascontiguousarray(factors[routes[target]])
 
 
 def _random_block(state, rows, factors, dtype):
@@ -208,8 +270,8 @@ def _random_block(state, rows, factors, dtype):
     return initial_factors(generator, rows, factors, dtype)
 
 
-def _gram_partial(factors, start=0, stop=None):
-    rows = factors[start:stop].astype(np.float64)
+def _gram_partial(factors):
+    rows = factors.astype(np.float64)
     return rows.T @ rows
 
 
@@ -223,8 +285,21 @@ def _finish_gram(total, regularization, dtype):
     return gram + np.asarray(regularization, dtype=dtype) * np.eye(len(gram), dtype=dtype)
 
 
-def _concatenate(*blocks):
-    return np.concatenate(blocks) if len(blocks) > 1 else blocks[0]
+def _in_block(block, pieces, factors, dtype):
+    """The other side's rows one block references, in its column order, from their pieces."""
+    if not pieces:
+        return np.zeros((0, factors), dtype=dtype)
+    rows = np.concatenate(pieces) if len(pieces) > 1 else pieces[0]
+    if rows.shape[0] != block.shape[1]:
+        raise RuntimeError(
+            f"a block references {block.shape[1]} rows of the other side but was sent "
+            f"{rows.shape[0]}: the routes and the blocks disagree"
+        )
+    return rows
+
+
+def _copy_rows(rows):
+    return np.array(rows, order="C")
 
 
 def _thread_count(num_threads):
@@ -238,23 +313,35 @@ def _thread_count(num_threads):
         return 0
 
 
-def _solve_block(block, own, start, stop, other, gram, cg_steps, num_threads, where):
-    """New factors for rows ``start:stop`` of ``own`` given the other side's full factors."""
+def _solve_block(block, own, gram, cg_steps, num_threads, where, *pieces):
+    """New factors for one block's rows given the other side's rows it references."""
     backend = get_backend("cpu", _thread_count(num_threads))
-    # a copy: ``own`` is shared by every task on this worker and must stay as it was
-    rows = np.array(own[start:stop], order="C")
+    # a copy: ``own`` is the previous half-iteration's block and must stay as it was
+    rows = np.array(own, order="C")
+    other = _in_block(block, pieces, rows.shape[1], rows.dtype)
     iteration, side = where
     with backend.threads():
         solve_side(backend, block, rows, other, gram, cg_steps, iteration, side)
     return rows
 
 
-def _loss_parts(block, users, start, stop, items, num_threads):
-    """(``LossParts``, ``|X_b|^2``) of the user block ``start:stop``."""
+def _loss_parts(block, rows, gram64, n_columns, num_threads, *pieces):
+    """(``LossParts``, ``|X_b|^2``) of one user block, given the item rows it references.
+
+    The backend sees only the referenced item rows, so its Gramian term is corrected to the
+    whole item Gram matrix ``gram64`` (float64) and its missing cells to all ``n_columns``.
+    """
     backend = get_backend("cpu", _thread_count(num_threads))
-    rows = users[start:stop]
+    other = _in_block(block, pieces, rows.shape[1], rows.dtype)
     with backend.threads():
-        parts = backend.loss_parts(block, rows, items)
+        parts = backend.loss_parts(block, rows, other)
+    x, y = rows.astype(np.float64), other.astype(np.float64)
+    gramian_local = float(np.sum((x @ (y.T @ y)) * x))
+    gramian_all = float(np.sum((x @ gram64) * x))
+    parts = parts._replace(
+        unobserved=parts.unobserved - gramian_local + gramian_all,
+        missing=block.shape[0] * n_columns - block.nnz,
+    )
     return parts, backend.squared_norm(rows)
 
 
@@ -339,8 +426,11 @@ def _partition_matrix(client, matrix, blocks, owners):
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Sending large graph", category=UserWarning)
         sides = _submit_matrix_blocks(client, matrix, transposed, user_bounds, item_bounds, owners)
-    return BlockedInteractions(
-        n_users, n_items, user_bounds, item_bounds, sides[0], sides[1], owners, matrix.nnz
+    return _with_routes(
+        client,
+        BlockedInteractions(
+            n_users, n_items, user_bounds, item_bounds, sides[0], sides[1], owners, nnz=matrix.nnz
+        ),
     )
 
 
@@ -396,13 +486,45 @@ def _partition_frame(client, frame, columns, shape, blocks, owners):
             )
         sides.append(futures)
     nnz = sum(client.gather([client.submit(_nnz, block) for block in sides[0]]))
-    return BlockedInteractions(
-        n_users, n_items, user_bounds, item_bounds, sides[0], sides[1], owners, nnz
+    return _with_routes(
+        client,
+        BlockedInteractions(
+            n_users, n_items, user_bounds, item_bounds, sides[0], sides[1], owners, nnz=nnz
+        ),
     )
 
 
 def _nnz(block):
     return block.nnz
+
+
+def _with_routes(client, data):
+    """Compute every block's out-blocks on its owner, once; the client keeps their sizes."""
+    for side, blocks, other_bounds in (
+        (USERS, data.user_blocks, data.item_bounds),
+        (ITEMS, data.item_blocks, data.user_bounds),
+    ):
+        routes = [
+            client.submit(
+                _out_routes,
+                block,
+                other_bounds,
+                workers=[_owner(data.owners, b)],
+                allow_other_workers=True,
+            )
+            for b, block in enumerate(blocks)
+        ]
+        sizes = client.gather(
+            [
+                client.submit(
+                    _route_sizes, r, workers=[_owner(data.owners, b)], allow_other_workers=True
+                )
+                for b, r in enumerate(routes)
+            ]
+        )
+        setattr(data, f"{side.singular}_routes", routes)
+        data.route_sizes[side.name] = np.stack(sizes)
+    return data
 
 
 def encode_ids(frame, user_col="user", item_col="item"):
@@ -432,7 +554,14 @@ def encode_ids(frame, user_col="user", item_col="item"):
 
     meta = frame._meta.assign(**{user_col: np.int64(0), item_col: np.int64(0)})
     encoded = frame.map_partitions(encode, user_ids, item_ids, meta=meta)
-    return encoded, user_ids, item_ids
+    return encoded, _plain(user_ids), _plain(item_ids)
+
+
+def _plain(ids):
+    """String ids as a NumPy str array (pandas hands them over as objects)."""
+    if ids.dtype == object and all(isinstance(i, str) for i in ids):
+        return ids.astype(str)
+    return ids
 
 
 # -- initial factors ----------------------------------------------------------------------------
@@ -480,8 +609,9 @@ def fit_distributed(client, model, user_items, *, show_progress=True, callback=N
     The model's parameters mean what they mean in ``model.fit`` and are checked by the
     same code; the workers solve with the ``cpu`` backend whatever ``model.backend`` is,
     and the gathered factors are put on the model's backend. Factors the model already has
-    with the right shapes are the starting point, as in ``fit``; they are sent to every
-    worker once.
+    with the right shapes are the starting point, as in ``fit``; each block of them goes to
+    its owner inside its task. Each half-iteration a block receives only the other side's
+    rows it references (see Routing in the module docstring).
 
     Parameters
     ----------
@@ -528,150 +658,158 @@ def fit_distributed(client, model, user_items, *, show_progress=True, callback=N
     data = user_items
     owners = data.owners
     threads = model.num_threads
+    n_blocks = len(data.user_bounds) - 1
 
     def on_owner(function, *args, block):
         return client.submit(
             function, *args, workers=[_owner(owners, block)], allow_other_workers=True
         )
 
-    sides = {
-        side: (
-            [on_owner(_confidence_block, c, settings.alpha, block=b) for b, c in enumerate(raw)],
-            bounds,
-        )
-        for side, raw, bounds in zip(
-            SIDES,
-            (data.user_blocks, data.item_blocks),
-            (data.user_bounds, data.item_bounds),
-            strict=True,
-        )
+    bounds = {USERS: data.user_bounds, ITEMS: data.item_bounds}
+    routes = {USERS: data.user_routes, ITEMS: data.item_routes}
+    blocks = {
+        side: [on_owner(_solver_block, c, settings.alpha, block=b) for b, c in enumerate(raw)]
+        for side, raw in ((USERS, data.user_blocks), (ITEMS, data.item_blocks))
     }
     if owned:
-        # the confidence blocks replace the weights: the workers free them once those are
+        # the solver blocks replace the weights: the workers free them once those are
         # built, and the scheduler keeps their lineage in case a worker is lost
         data.user_blocks = data.item_blocks = None
-    full = _starting_factors(
-        client, model, settings, {side: sides[side][1] for side in sides}, owners
-    )
+    factors = _starting_factors(client, model, settings, bounds, owners)
     partials = {
-        side: [
-            on_owner(_gram_partial, full[side], int(bounds[b]), int(bounds[b + 1]), block=b)
-            for b in range(len(bounds) - 1)
-        ]
-        for side, (_, bounds) in sides.items()
+        side: [on_owner(_gram_partial, x, block=b) for b, x in enumerate(factors[side])]
+        for side in SIDES
     }
 
+    def in_block(side, b):
+        """Pieces of the other side's factors that block ``b`` of ``side`` references."""
+        other = side.other
+        sizes = data.route_sizes[other.name]
+        return [
+            on_owner(_select, factors[other][c], routes[other][c], b, block=c)
+            for c in range(n_blocks)
+            if sizes[c, b]
+        ]
+
     def half_iteration(iteration, side):
-        blocks_of_side, bounds = sides[side]
         gram = client.submit(
             _finish_gram,
             _tree_sum(client, partials[side.other], owners),
             settings.solve_regularization,
             settings.dtype,
         )
-        solved = [
+        factors[side] = [
             on_owner(
                 _solve_block,
-                block,
-                full[side],
-                int(bounds[b]),
-                int(bounds[b + 1]),
-                full[side.other],
+                blocks[side][b],
+                factors[side][b],
                 gram,
                 settings.cg_steps,
                 threads,
                 (iteration, side),
+                *in_block(side, b),
                 block=b,
             )
-            for b, block in enumerate(blocks_of_side)
+            for b in range(n_blocks)
         ]
-        partials[side] = [on_owner(_gram_partial, x, block=b) for b, x in enumerate(solved)]
-        full[side] = client.submit(_concatenate, *solved)
+        partials[side] = [on_owner(_gram_partial, x, block=b) for b, x in enumerate(factors[side])]
+
+    def loss():
+        """implicit's normalised training loss, from per-block parts summed on the client."""
+        gram64 = _tree_sum(client, partials[ITEMS], owners)
+        parts = client.gather(
+            [
+                on_owner(
+                    _loss_parts,
+                    blocks[USERS][b],
+                    factors[USERS][b],
+                    gram64,
+                    data.n_items,
+                    threads,
+                    *in_block(USERS, b),
+                    block=b,
+                )
+                for b in range(n_blocks)
+            ]
+        )
+        item_squares = client.gather(
+            [on_owner(_squares, y, block=c) for c, y in enumerate(factors[ITEMS])]
+        )
+        loss_parts, user_squares = zip(*parts, strict=True)
+        squared_norms = sum(user_squares) + sum(item_squares)
+        return normalised_loss(add_loss_parts(loss_parts), squared_norms, settings.regularization)
 
     from distributed import wait
 
-    loss = None
+    current_loss = None
     callback = callback or model.fit_callback
     start = time.perf_counter()
     with tqdm(total=settings.iterations, disable=not show_progress) as bar:
         for iteration in range(settings.iterations):
             for side in SIDES:
                 half_iteration(iteration, side)
-            wait([*full.values(), *(future for side in SIDES for future in partials[side])])
+            wait([future for side in SIDES for future in factors[side] + partials[side]])
             bar.update(1)
             if settings.calculate_training_loss:
-                loss = _loss(client, data, sides[USERS][0], full, threads, settings)
-                bar.set_postfix({"loss": f"{loss:.6f}"})
+                current_loss = loss()
+                bar.set_postfix({"loss": f"{current_loss:.6f}"})
             if callback:
-                callback(iteration, time.perf_counter() - start, loss)
+                callback(iteration, time.perf_counter() - start, current_loss)
             start = time.perf_counter()
     for side in SIDES:
-        setattr(model, side.factors_name, full[side].result())
+        setattr(model, side.factors_name, np.concatenate(client.gather(factors[side])))
     return model
 
 
 def _starting_factors(client, model, settings, bounds_by_side, owners):
-    """Futures of both sides' full starting factors: the model's own, or drawn by block.
+    """Futures of both sides' starting factor blocks: the model's own, or drawn by block.
 
     Follows ``AlternatingLeastSquares.fit``: a side with factors of the right shape keeps
-    them; a missing side is drawn from ``random_state``, user factors first.
+    them; a missing side is drawn from ``random_state``, user factors first. Block ``b`` is
+    made on its owner and never leaves it.
     """
     dtype, factors, rng = settings.dtype, settings.factors, None
-    full = {}
+    blocks = {}
     for side, bounds in bounds_by_side.items():
         current = getattr(model, side.factors_name)
         rows = int(bounds[-1])
+        where = [
+            {"workers": [_owner(owners, b)], "allow_other_workers": True}
+            for b in range(len(bounds) - 1)
+        ]
         if current is None:
             rng = rng or check_random_state(model.random_state)
-            drawn = [
+            blocks[side] = [
                 client.submit(
                     _random_block,
                     state,
                     int(bounds[b + 1] - bounds[b]),
                     factors,
                     dtype,
-                    workers=[_owner(owners, b)],
-                    allow_other_workers=True,
+                    **where[b],
                 )
                 for b, state in enumerate(initial_factor_states(rng, bounds, factors, dtype))
             ]
-            full[side] = client.submit(_concatenate, *drawn)
         elif current.shape == (rows, factors):
             array = np.ascontiguousarray(current, dtype=dtype)
-            # replicated at once, so a lost worker never loses the only copy
-            full[side] = client.scatter(array, broadcast=True)
+            # the rows travel inside their tasks: the scheduler keeps them for a lost worker
+            with warnings.catch_warnings():
+                warnings.filterwarnings(
+                    "ignore", message="Sending large graph", category=UserWarning
+                )
+                blocks[side] = [
+                    client.submit(
+                        _copy_rows, array[bounds[b] : bounds[b + 1]], pure=False, **where[b]
+                    )
+                    for b in range(len(bounds) - 1)
+                ]
         else:
             raise InvalidValueError(
                 f"the interactions need {side.factors_name} of shape {(rows, factors)} but "
                 f"the model already has {tuple(current.shape)}; fit a new model or set "
                 f"{side.factors_name} = None to start again"
             )
-    return full
-
-
-def _loss(client, data, user_blocks, full, threads, settings):
-    """implicit's normalised training loss, from per-block parts summed on the client."""
-    bounds = data.user_bounds
-    parts = client.gather(
-        [
-            client.submit(
-                _loss_parts,
-                block,
-                full[USERS],
-                int(bounds[b]),
-                int(bounds[b + 1]),
-                full[USERS.other],
-                threads,
-                workers=[_owner(data.owners, b)],
-                allow_other_workers=True,
-            )
-            for b, block in enumerate(user_blocks)
-        ]
-    )
-    item_squares = client.submit(_squares, full[USERS.other]).result()
-    loss_parts, user_squares = zip(*parts, strict=True)
-    squared_norms = sum(user_squares) + item_squares
-    return normalised_loss(add_loss_parts(loss_parts), squared_norms, settings.regularization)
+    return blocks
 
 
 def _squares(factors):
@@ -679,7 +817,15 @@ def _squares(factors):
 
 
 @contextlib.contextmanager
-def _client(workers=None, scheduler=None, memory_limit="auto"):
+def cluster_client(workers=None, scheduler=None, memory_limit="auto"):
+    """A ``Client`` of a new ``LocalCluster`` of ``workers`` processes, or of ``scheduler``.
+
+    Local workers run one Dask thread each (see Threads above); the cluster closes on exit.
+    """
+    if bool(workers) == bool(scheduler):
+        raise InvalidValueError("give either workers (a local cluster) or scheduler (an address)")
+    if workers:
+        check_positive_int(workers, "workers")
     from distributed import Client, LocalCluster
 
     if scheduler:
@@ -705,12 +851,13 @@ def fit_on_cluster(model, user_items, *, workers=None, scheduler=None, log=None,
     ``options`` go to :func:`fit_distributed`; ``log`` (e.g. ``print``) hears one line about
     the cluster. Returns the fitted ``model``.
     """
-    if bool(workers) == bool(scheduler):
-        raise InvalidValueError("give either workers (a local cluster) or scheduler (an address)")
-    if workers:
-        check_positive_int(workers, "workers")
-    with _client(workers, scheduler) as client:
+    with cluster_client(workers, scheduler) as client:
         if log:
-            where = scheduler or f"a local cluster of {workers} worker processes"
-            log(f"fitting on {where} ({len(_workers(client))} workers)")
+            log(describe_cluster(client, workers, scheduler))
         return fit_distributed(client, model, user_items, **options)
+
+
+def describe_cluster(client, workers=None, scheduler=None):
+    """One line about the cluster a ``Client`` of :func:`cluster_client` is on."""
+    where = scheduler or f"a local cluster of {workers} worker processes"
+    return f"fitting on {where} ({len(_workers(client))} workers)"

@@ -28,6 +28,7 @@ import sys
 import time
 
 import numpy as np
+import scipy.sparse
 
 from .answers import (
     OneLineParser,
@@ -144,6 +145,13 @@ def build_parser():
     )
     evaluation.add_argument(
         "--k", type=number(int, 1), default=10, help="cutoff of the ranking metrics"
+    )
+    evaluation.add_argument(
+        "--eval-users",
+        type=number(int, 1),
+        default=10_000,
+        help="with --workers/--scheduler and a CSV or Parquet table (read on the workers): "
+        "--evaluate scores this many sampled users, whose rows alone come to the client",
     )
 
     answers = parser.add_argument_group("answers")
@@ -411,6 +419,11 @@ def fit(model, train, args, say):
         )
     else:
         model.fit(train, show_progress=progress(args), callback=record)
+    return iteration_record(model, train.nnz, seconds, losses, say)
+
+
+def iteration_record(model, interactions, seconds, losses, say):
+    """Say how a fit went and return it for the JSON summary."""
     per_iteration = float(np.median(seconds)) if seconds else 0.0
     say(
         f"{model.iterations} iterations, {per_iteration:.3f} s per iteration (median), "
@@ -421,7 +434,7 @@ def fit(model, train, args, say):
     return {
         "factors": model.factors,
         "iterations": model.iterations,
-        "interactions": int(train.nnz),
+        "interactions": int(interactions),
         "seconds_per_iteration": per_iteration,
         "iteration_seconds": seconds,
         "loss": losses,
@@ -443,6 +456,11 @@ def main(argv):
     if args.data is None:
         apply_reference_workflow(args, say)
     started = time.perf_counter()
+    if args.workers or args.scheduler:
+        from .cluster_data import table_format
+
+        if table_format(args.data):
+            return train_on_workers(args, say, started)
     data = load_interactions(args)
     name = None
     if args.like:
@@ -488,9 +506,7 @@ def main(argv):
         summary["training"] = {"backend": model.backend_name, **record}
         summary.update(answer(model, data, user, name, args, say))
         if args.evaluate:
-            summary["evaluation"] = evaluate(
-                data, user if args.like else None, args, params, say
-            )
+            summary["evaluation"] = evaluate(data, user if args.like else None, args, params, say)
     if args.save:
         model.save(args.save, extra=data.to_arrays())
         say(f"saved the model and id maps to {args.save}")
@@ -561,6 +577,111 @@ def evaluate(data, new_user, args, params, say):
         + ", ".join(f"{name} {value:.4f}" for name, value in metrics.items())
     )
     return {"test_fraction": args.test_fraction, "k": args.k, **metrics, "training": record}
+
+
+def train_on_workers(args, say, started):
+    """``--workers``/``--scheduler`` with a CSV or Parquet table: the workers read it, map the
+    ids, build the blocks (and, with ``--evaluate``, hold out a hashed split); the client
+    holds the id maps and the rows of the users it answers for or scores (``--eval-users``).
+    """
+    from .cluster_data import read_table, sample_rows, sampled_users, split_frame
+    from .distributed import cluster_client, describe_cluster, encode_ids, partition_interactions
+    from .interactions import Interactions
+
+    if args.like or args.min_user_interactions > 1 or args.min_item_interactions > 1:
+        raise InvalidValueError(
+            "--like, --min-user-interactions and --min-item-interactions need the data on "
+            "the client: leave out --workers/--scheduler, or filter the table beforehand"
+        )
+    frame = read_table(
+        args.data,
+        args.user_col or "user",
+        args.item_col or "item",
+        args.weight_col,
+        sep=args.sep,
+        min_weight=args.min_weight,
+        skip_bad_lines=args.skip_bad_lines,
+    )
+    params = read_params(args.params) if args.params else {}
+    if params:
+        say(f"model settings from --params: {json.dumps(params)}")
+    with cluster_client(args.workers, args.scheduler) as client, compile_note(say):
+        say(describe_cluster(client, args.workers, args.scheduler))
+        encoded, user_ids, item_ids = encode_ids(frame)
+        shape = (len(user_ids), len(item_ids))
+        ids = Interactions(scipy.sparse.csr_matrix(shape, dtype=np.float32), user_ids, item_ids)
+        user = 0 if args.user is None else ids.user_index(args.user)
+        blocked = partition_interactions(client, encoded, shape=shape)
+        say(
+            f"{args.data} read on the workers: {shape[0]:,} users x {shape[1]:,} items, "
+            f"{blocked.nnz:,} interactions"
+        )
+        summary = {
+            "parameters": {k: v for k, v in vars(args).items() if k not in ("debug", "quiet")},
+            "seed": args.seed,
+            "data": {
+                "name": str(args.data),
+                "users": shape[0],
+                "items": shape[1],
+                "interactions": blocked.nnz,
+                "load_seconds": time.perf_counter() - started,
+            },
+        }
+        model = make_model(args, params)
+        say(f"training on all {blocked.nnz:,} interactions on the workers, seed {args.seed}")
+        record = cluster_fit(client, model, blocked, args, say)
+        summary["training"] = {"backend": model.backend_name, **record}
+        data = Interactions(
+            sample_rows(encoded, [user], shape), user_ids, item_ids, name=str(args.data)
+        )
+        if args.evaluate:
+            train, test = split_frame(encoded, args.test_fraction, args.seed, shape[1])
+            users = sampled_users(shape[0], args.eval_users, args.seed)
+            say("")
+            say(
+                f"evaluation: a second model trained on the workers, {args.test_fraction:.0%} "
+                f"held out by a hash of (user, item, seed), scored on {len(users):,} users"
+            )
+            scored = make_model(args, params)
+            blocks = partition_interactions(client, train, shape=shape)
+            evaluation = cluster_fit(client, scored, blocks, args, say)
+            train, test = sample_rows(train, users, shape), sample_rows(test, users, shape)
+    summary.update(answer(model, data, user, None, args, say))
+    if args.evaluate:
+        metrics = ranking_metrics_at_k(scored, train, test, K=args.k, show_progress=False)
+        say(
+            f"held-out at k={args.k}: "
+            + ", ".join(f"{name} {value:.4f}" for name, value in metrics.items())
+        )
+        summary["evaluation"] = {
+            "test_fraction": args.test_fraction,
+            "k": args.k,
+            "users": len(users),
+            **metrics,
+            "training": evaluation,
+        }
+    if args.save:
+        model.save(args.save, extra=data.to_arrays(include_matrix=False))
+        say(f"saved the model and id maps to {args.save}")
+        summary["saved"] = args.save
+    summary["seconds"] = time.perf_counter() - started
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    return 0
+
+
+def cluster_fit(client, model, blocked, args, say):
+    """Fit ``model`` on blocks already on the workers; the records ``fit`` returns."""
+    from .distributed import fit_distributed
+
+    seconds, losses = [], []
+
+    def record(iteration, elapsed, loss):
+        seconds.append(elapsed)
+        losses.append(loss)
+
+    fit_distributed(client, model, blocked, show_progress=progress(args), callback=record)
+    return iteration_record(model, blocked.nnz, seconds, losses, say)
 
 
 if __name__ == "__main__":

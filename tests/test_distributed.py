@@ -50,7 +50,14 @@ def _cluster():
 
 @pytest.fixture(scope="module")
 def client():
-    with _cluster() as cluster, distributed.Client(cluster) as client:
+    import dask
+
+    # no work stealing: every task runs on the worker it names, so the transfers are exact
+    with (
+        dask.config.set({"distributed.scheduler.work-stealing": False}),
+        _cluster() as cluster,
+        distributed.Client(cluster) as client,
+    ):
         yield client
 
 
@@ -132,6 +139,16 @@ def test_one_iteration_equals_single_machine_with_a_float64_gram(client, user_it
         assert difference <= tolerance * np.abs(theirs).max(), name
 
 
+def test_continuing_from_the_model_factors_is_the_same_fit(client, distributed_model, user_items):
+    model = AlternatingLeastSquares(**{**PARAMS, "iterations": 2})
+    fit_distributed(client, model, user_items, blocks=3, show_progress=False)
+    # two more iterations from the factors the model holds (each block sent to its owner)
+    fit_distributed(client, model, user_items, blocks=3, show_progress=False)
+    # the state of ALS is the two factor matrices: 2 + 2 iterations are the 4 of one fit
+    np.testing.assert_array_equal(model.user_factors, distributed_model.user_factors)
+    np.testing.assert_array_equal(model.item_factors, distributed_model.item_factors)
+
+
 def test_fitted_model_saves_and_loads(distributed_model, user_items, tmp_path):
     distributed_model.save(tmp_path / "model.npz")
     loaded = AlternatingLeastSquares.load(tmp_path / "model.npz", backend="cpu")
@@ -208,6 +225,58 @@ def _dask_frame(frame):
     import dask.dataframe as dd
 
     return dd.from_pandas(frame, npartitions=3)
+
+
+def _known_matrix():
+    """6 users x 6 items; with 2 blocks a side, users 0-2 | 3-5 and items 0-2 | 3-5."""
+    import scipy.sparse
+
+    likes = {0: [0, 1], 1: [1], 2: [0], 3: [2], 4: [4], 5: [2, 4]}
+    rows = [u for u, items in likes.items() for _ in items]
+    columns = [i for items in likes.values() for i in items]
+    return scipy.sparse.csr_matrix((np.ones(len(rows), np.float32), (rows, columns)), (6, 6))
+
+
+def test_routes_hold_only_the_referenced_rows(client):
+    blocked = partition_interactions(client, _known_matrix(), blocks=2)
+    user_routes = [[r.tolist() for r in routes] for routes in client.gather(blocked.user_routes)]
+    item_routes = [[r.tolist() for r in routes] for routes in client.gather(blocked.item_routes)]
+    # user block 0 (users 0-2) likes items 0, 1 of item block 0 and nothing of block 1;
+    # user block 1 (users 3-5) likes item 2 (local row 2 of block 0) and item 4 (row 1)
+    assert item_routes == [[[0, 1], [2]], [[], [1]]]
+    # item block 0 is liked by users 0, 1, 2 and 3, 5 (local rows 0 and 2 of user block 1);
+    # item block 1 (items 3-5) only by users 4, 5
+    assert user_routes == [[[0, 1, 2], []], [[0, 2], [1, 2]]]
+    np.testing.assert_array_equal(blocked.route_sizes["items"], [[2, 1], [0, 1]])
+    np.testing.assert_array_equal(blocked.route_sizes["users"], [[3, 0], [2, 2]])
+
+
+def test_workers_receive_only_the_referenced_rows(client):
+    factors, iterations = 8, 2
+
+    def clear(dask_worker):
+        dask_worker.transfer_incoming_log.clear()
+
+    def received(dask_worker):
+        return [dict(entry["keys"]) for entry in dask_worker.transfer_incoming_log]
+
+    blocked = partition_interactions(client, _known_matrix(), blocks=2)
+    client.run(clear)
+    params = {**PARAMS, "factors": factors, "iterations": iterations}
+    fit_distributed(client, AlternatingLeastSquares(**params), blocked, show_progress=False)
+    rows_received, kinds = 0, set()
+    for transfers in client.run(received).values():
+        for keys in transfers:
+            for key, nbytes in keys.items():
+                kind = key.rsplit("-", 1)[0]
+                kinds.add(kind)
+                if kind == "_select":
+                    rows_received += nbytes // (factors * 4)
+    # between the two workers per iteration: item 2 to user block 1 when solving users,
+    # users 3 and 5 to item block 0 when solving items; every other row is already local
+    assert rows_received == 3 * iterations
+    # factor blocks never move: only referenced rows and the Gram matrices travel
+    assert kinds <= {"_select", "_gram_partial", "_add", "_finish_gram"}, kinds
 
 
 def test_worker_killed_mid_fit_gives_the_same_result(distributed_model, user_items):
@@ -310,8 +379,72 @@ def test_cli_with_two_workers(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert "local cluster of 2 worker processes" in done.stderr
+    assert "read on the workers" in done.stderr
     summary = json.loads(done.stdout)
     assert len(summary["training"]["loss"]) == 3
     assert summary["training"]["loss"][-1] < summary["training"]["loss"][0]
     assert summary["training"]["interactions"] == matrix.nnz  # all of them
     assert len(summary["recommendations"]) == 20
+
+
+def test_cli_reads_a_parquet_folder_on_the_workers(tmp_path, capsys):
+    import dask.dataframe as dd
+    import scipy.sparse
+
+    from als.cluster_data import split_frame
+    from als.train import main
+
+    matrix = power_law_matrix(200, 120, 3000, seed=4)
+    frame = _frame(matrix)
+    # raw ids that are strings and not dense, in three Parquet files
+    raw = frame.assign(user="u" + (frame.user * 7).astype(str), item=frame.item * 3 + 11)
+    folder = tmp_path / "plays"
+    folder.mkdir()
+    for part, rows in enumerate(np.array_split(np.arange(len(raw)), 3)):
+        raw.iloc[rows].to_parquet(folder / f"part{part}.parquet")
+    options = ["--data", str(folder), "--user-col", "user", "--item-col", "item"]
+    options += ["--weight-col", "weight", "--factors", "8", "--iterations", "3"]
+    options += ["--threads", "1", "--quiet", "--json", "--backend", "cpu", "--seed", "3"]
+    options += ["--save", str(tmp_path / "model.npz"), "--evaluate"]
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0"
+    ) as cluster:
+        assert main([*options, "--scheduler", cluster.scheduler_address]) == 0
+    summary = json.loads(capsys.readouterr().out)
+
+    # dense ids in sorted raw-id order, as the workers number them
+    user_ids, item_ids = np.unique(raw.user), np.unique(raw.item)
+    dense = frame.assign(
+        user=np.searchsorted(user_ids, raw.user), item=np.searchsorted(item_ids, raw.item)
+    )
+    shape = (len(user_ids), len(item_ids))
+    assert summary["data"] == {**summary["data"], "users": 200, "items": shape[1]}
+    assert summary["training"]["interactions"] == len(dense)
+    assert len(summary["recommendations"]) == 20
+
+    # --evaluate: the held-out rows depend on (user, item, seed) only, not on the partitions
+    train, test = (
+        part.compute() for part in split_frame(dd.from_pandas(dense, 1), 0.2, 3, shape[1])
+    )
+    again = split_frame(dd.from_pandas(dense, 4), 0.2, 3, shape[1])[1].compute()
+    held_out = sorted(zip(test.user, test.item, strict=True))
+    assert sorted(zip(again.user, again.item, strict=True)) == held_out
+    assert 0.1 < len(test) / len(dense) < 0.3
+    assert summary["evaluation"]["training"]["interactions"] == len(train)
+    assert 0 <= summary["evaluation"]["precision"] <= 1
+
+    # the model answering is the fit on all of it, the same as on the client
+    matrix_all = scipy.sparse.csr_matrix(
+        (dense.weight.to_numpy(np.float32), (dense.user, dense.item)), shape=shape
+    )
+    params = {**PARAMS, "factors": 8, "iterations": 3, "random_state": 3}
+    params.update(regularization=0.01, alpha=1.0)
+    single = AlternatingLeastSquares(**params).fit(matrix_all, show_progress=False)
+    saved = np.load(tmp_path / "model.npz", allow_pickle=False)
+    np.testing.assert_array_equal(saved["extra/data_item_ids"], item_ids)
+    np.testing.assert_array_equal(saved["extra/data_user_ids"], user_ids)
+    loaded = AlternatingLeastSquares.load(tmp_path / "model.npz", backend="cpu")
+    # the Gram matrix is summed in another order: float32 rounding grown by 3 iterations
+    np.testing.assert_allclose(
+        loaded.item_factors, single.item_factors, atol=1e-2 * np.abs(single.item_factors).max()
+    )
