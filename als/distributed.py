@@ -352,10 +352,20 @@ def _bounds(n, blocks):
     return np.linspace(0, n, blocks + 1).round().astype(np.int64)
 
 
+#: seconds to wait for a worker when the cluster has none (starting, or restarting one)
+WORKER_WAIT_SECONDS = 60
+
+
 def _workers(client):
     workers = sorted(client.scheduler_info(n_workers=-1)["workers"])
     if not workers:
-        raise InvalidValueError("the Dask cluster has no workers")
+        try:
+            client.wait_for_workers(1, timeout=WORKER_WAIT_SECONDS)
+        except TimeoutError:
+            raise InvalidValueError(
+                f"the Dask cluster has no workers (waited {WORKER_WAIT_SECONDS} s for one)"
+            ) from None
+        workers = sorted(client.scheduler_info(n_workers=-1)["workers"])
     return workers
 
 

@@ -362,6 +362,18 @@ def test_bad_ids_are_reported(client):
         fit_distributed(client, AlternatingLeastSquares(**PARAMS), {"user": [0]})
 
 
+def test_a_cluster_without_workers_is_waited_for_then_named(user_items, monkeypatch):
+    import als.distributed
+
+    monkeypatch.setattr(als.distributed, "WORKER_WAIT_SECONDS", 0.5)
+    with (
+        distributed.LocalCluster(n_workers=0, processes=False, dashboard_address=":0") as cluster,
+        distributed.Client(cluster) as empty,
+    ):
+        with pytest.raises(ValueError, match="no workers .waited 0.5 s"):
+            fit_distributed(empty, AlternatingLeastSquares(**PARAMS), user_items)
+
+
 def test_cli_with_two_workers(tmp_path):
     matrix = power_law_matrix(300, 150, 4000, seed=9)
     path = tmp_path / "plays.csv"
