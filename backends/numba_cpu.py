@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from pathlib import Path
 
 import numba
 import numpy as np
@@ -145,12 +146,26 @@ class NumbaBackend(ArrayAlgebra):
         if cg_steps is None:
             kernels.exact_solve(indptr, indices, data, X, Y, YtY, zero, one, row_regularization)
         else:
+            # the machine's thread count, not this backend's: tasks, and so the results, do
+            # not depend on num_threads
+            threads = numba.config.NUMBA_NUM_THREADS
+            limits = task_limits(X.shape[0], X.shape[1], X.dtype.itemsize, threads)
+            bounds = kernels.task_bounds(indptr, *limits)
             kernels.cg_solve(
-                indptr, indices, data, X, Y, YtY, int(cg_steps), zero, one, row_regularization
+                indptr, indices, data, X, Y, YtY, int(cg_steps), bounds, zero, one,
+                row_regularization,
             )
 
+    def gram(self, Y, regularization):
+        # Y^T Y on every thread: single-threaded BLAS products of row blocks, summed; the
+        # number of blocks does not depend on the thread count, nor then does the result
+        chunks = max(1, min(GRAM_BLOCKS, Y.shape[0] // 256))
+        YtY = kernels.gram(np.ascontiguousarray(Y), chunks)
+        YtY[np.diag_indices_from(YtY)] += Y.dtype.type(regularization)
+        return YtY
+
     def loss_parts(self, Cui, X, Y):
-        YtY = Y.T @ Y
+        YtY = self.gram(Y, 0.0)
         indptr, indices, data = _kernel_operands(Cui, X, Y, YtY)
         observed, gramian, stored_squares, confidence = kernels.loss_parts(
             indptr, indices, data, X, Y, YtY, X.dtype.type(0), X.dtype.type(1)
@@ -190,6 +205,55 @@ class NumbaBackend(ArrayAlgebra):
                 scores[start:stop],
             )
         return ids, scores
+
+
+#: the most rows one CG task steps in lockstep
+ROWS_PER_TASK = 32
+
+#: row blocks of the Gram matrix's product (the most threads it can use)
+GRAM_BLOCKS = 16
+
+#: tasks per thread at least, so that dynamic scheduling can even out the threads' loads
+TASKS_PER_THREAD = 4
+
+#: a task's product with YtY has at least (factors / DENSE_FACTORS)^2 rows (see task_limits)
+DENSE_FACTORS = 64
+
+
+def cache_bytes():
+    """The size of one core's L2 cache in bytes (1 MiB when the system does not say)."""
+    path = Path("/sys/devices/system/cpu/cpu0/cache/index2/size")
+    try:
+        text = path.read_text().strip().upper()
+        scale = {"K": 1 << 10, "M": 1 << 20}.get(text[-1:], 1)
+        return int(text.rstrip("KM")) * scale
+    except (OSError, ValueError):
+        return 1 << 20
+
+
+def task_limits(n_rows, factors, itemsize, threads, cache=None):
+    """(min rows, max rows, max stored entries) of one CG task, from factors, cache, threads.
+
+    - The sparse part: a task's CG steps re-read the factor rows its entries gather, once
+      per step; they stay in one core's L2 cache (``cache`` bytes) beside YtY while the
+      task's entries x factors fit what YtY leaves of it (a quarter of the cache at least).
+    - The dense part: YtY times a task's search directions is one BLAS product, which
+      repacks YtY (factors^2 elements) on every call, while the cache limit gives a task
+      rows in proportion to 1 / factors: at large factor counts the repacking, not the
+      product, would take the time. A task takes at least (factors / 64)^2 rows even past
+      the cache limit: measured on ml-1m and synthetic 10M (benchmarks/results/
+      task-sizing-*.md), 64 rows at 512 factors halved the solve, and 16 rows at 256 kept
+      the sparse part's rate where 32 rows lost a third of it.
+    - At most ``ROWS_PER_TASK`` rows (more at large factor counts, to honour the minimum),
+      and no fewer than ``TASKS_PER_THREAD`` tasks per thread when the rows allow it.
+    """
+    cache = cache_bytes() if cache is None else cache
+    room = max(cache - factors * factors * itemsize, cache // 4)
+    max_entries = max(1, room // (factors * itemsize))
+    min_rows = max(1, (factors // DENSE_FACTORS) ** 2)
+    max_rows = max(ROWS_PER_TASK, min_rows)
+    spread = max(1, n_rows // max(1, TASKS_PER_THREAD * threads))
+    return min(min_rows, spread), min(max_rows, spread), max_entries
 
 
 def _kernel_operands(Cui, X, Y, YtY):

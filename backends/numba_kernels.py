@@ -20,7 +20,15 @@ from numba import njit, prange
 
 from .base import CG_TOLERANCE
 
-__all__ = ["cg_solve", "exact_solve", "loss_parts", "scores", "select_topk", "task_bounds"]
+__all__ = [
+    "cg_solve",
+    "exact_solve",
+    "gram",
+    "loss_parts",
+    "scores",
+    "select_topk",
+    "task_bounds",
+]
 
 _cache = True
 
@@ -53,11 +61,8 @@ def _kernel(**options):
     return decorate
 
 
-#: rows solved by one parallel task, in lockstep; scratch buffers are allocated once per task
+#: rows solved by one parallel task of the exact solve and the loss
 ROWS_PER_TASK = 32
-
-#: and at most this many elements of the factor rows their entries read (2 MiB in float32)
-TASK_ELEMENTS = 1 << 19
 
 # reassociation lets LLVM vectorise reductions; no-NaN/no-inf assumptions stay off so the
 # fit's finiteness guard keeps working
@@ -122,12 +127,15 @@ def _add_projections(indices, data, start, stop, Y, v, out, sign, with_b, zero, 
 
 
 @_kernel()
-def task_bounds(indptr, factors):
-    """Split the rows into tasks of at most ROWS_PER_TASK rows and TASK_ELEMENTS elements of
-    the factor rows their entries read (a row bigger than that is a task of its own).
+def task_bounds(indptr, min_rows, max_rows, max_entries):
+    """Split the rows into tasks of ``min_rows`` to ``max_rows`` rows: a task takes rows
+    while it holds fewer than ``min_rows``, or while its stored entries stay within
+    ``max_entries``.
 
     Rows of power-law data differ in cost by orders of magnitude; tasks sized by their
-    entries keep the threads evenly loaded and a task's working set near the cache.
+    entries keep the threads evenly loaded and the factor rows a task gathers in the cache
+    across its CG steps, and enough rows keep the dense product with YtY one efficient
+    matrix product (``backends.numba_cpu.task_limits`` chooses the limits).
     """
     n_rows = indptr.shape[0] - 1
     bounds = np.empty(n_rows + 1, np.int64)
@@ -137,10 +145,8 @@ def task_bounds(indptr, factors):
         bounds[count] = first
         count += 1
         last = first + 1
-        while (
-            last < n_rows
-            and last - first < ROWS_PER_TASK
-            and (indptr[last + 1] - indptr[first]) * factors <= TASK_ELEMENTS
+        while last < n_rows and last - first < max_rows and (
+            last - first < min_rows or indptr[last + 1] - indptr[first] <= max_entries
         ):
             last += 1
         first = last
@@ -149,11 +155,11 @@ def task_bounds(indptr, factors):
 
 
 @_kernel(parallel=True, fastmath=FASTMATH)
-def cg_solve(indptr, indices, data, X, Y, YtY, cg_steps, zero, one, row_regularization):
-    """CG steps for every row; ``row_regularization`` (empty for none) adds lambda_u I."""
+def cg_solve(indptr, indices, data, X, Y, YtY, cg_steps, bounds, zero, one, row_regularization):
+    """``cg_steps`` CG steps for every row of X, in the tasks ``bounds`` (see task_bounds);
+    ``row_regularization`` (empty for none) adds lambda_u I."""
     n_rows, factors = X.shape
     per_row = row_regularization.shape[0] > 0
-    bounds = task_bounds(indptr, factors)
     for task in prange(bounds.shape[0] - 1):
         first = bounds[task]
         rows = bounds[task + 1] - first
@@ -299,6 +305,18 @@ def loss_parts(indptr, indices, data, X, Y, YtY, zero, one):
         stored_squares += task_squares
         total_confidence += task_confidence
     return observed, gramian, stored_squares, total_confidence
+
+
+@_kernel(parallel=True)
+def gram(Y, chunks):
+    """Y^T Y as ``chunks`` single-threaded BLAS products of row blocks, one per thread, summed."""
+    n_rows, factors = Y.shape
+    partial = np.zeros((chunks, factors, factors), Y.dtype)
+    for chunk in prange(chunks):
+        first, last = chunk * n_rows // chunks, (chunk + 1) * n_rows // chunks
+        block = Y[first:last]
+        np.dot(block.T, block, partial[chunk])
+    return partial.sum(axis=0)
 
 
 @_kernel(parallel=True)

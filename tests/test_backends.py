@@ -195,3 +195,20 @@ def test_unavailable_cuda_says_why():
         get_backend("cuda")
     with pytest.raises(BackendUnavailable):
         AlternatingLeastSquares(use_gpu=True).fit(power_law_matrix(5, 5, 10))
+
+
+@pytest.mark.parametrize("factors", [8, 128, 512])
+def test_numba_cg_tasks_respect_their_limits(factors):
+    from backends import numba_kernels
+    from backends.numba_cpu import task_limits
+
+    indptr = np.cumsum([0, *np.random.default_rng(6).zipf(1.6, 3000).clip(0, 5000)])
+    min_rows, max_rows, max_entries = task_limits(3000, factors, 4, threads=2, cache=1 << 21)
+    assert 1 <= min_rows <= max_rows and max_entries >= 1
+    bounds = numba_kernels.task_bounds(indptr.astype(np.int64), min_rows, max_rows, max_entries)
+    assert bounds[0] == 0 and bounds[-1] == 3000 and np.all(np.diff(bounds) >= 1)
+    for first, last in zip(bounds[:-1], bounds[1:], strict=True):
+        rows, entries = last - first, indptr[last] - indptr[first]
+        assert rows <= max_rows
+        # past the entry limit only to reach the minimum rows
+        assert rows <= min_rows or entries <= max_entries
