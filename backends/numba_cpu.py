@@ -26,7 +26,7 @@ import scipy.sparse
 from threadpoolctl import ThreadpoolController
 
 from . import numba_kernels as kernels
-from .base import BLOCK_ELEMENTS, LossParts, as_int32, check_int32_ids, check_solve_operands
+from .base import LossParts, as_int32, check_int32_ids, check_solve_operands
 from .xp_generic import ArrayAlgebra
 
 __all__ = ["NumbaBackend"]
@@ -117,7 +117,7 @@ class NumbaBackend(ArrayAlgebra):
         # Numba's thread count and chunk size are per calling thread; BLAS's limit is shared
         previous = numba.get_num_threads()
         # BLAS stays single-threaded: its idle workers spin and would steal the cores from
-        # Numba's; large products are split among Numba's threads instead (see kernels.scores)
+        # Numba's; large products are split among Numba's threads instead (see kernels.fused_topk)
         with _single_threaded_blas(), _launches_take_turns_if_needed():
             numba.set_num_threads(self._thread_count())
             # hand out tasks dynamically: rows of power-law data differ widely in cost
@@ -184,27 +184,49 @@ class NumbaBackend(ArrayAlgebra):
             excl_indptr = np.zeros(n_queries + 1, dtype=np.int64)
             excl_indices = np.zeros(0, dtype=np.int32)
         else:
+            if not exclude.has_sorted_indices:
+                exclude = exclude.sorted_indices()
             excl_indptr = exclude.indptr.astype(np.int64)
             excl_indices = as_int32(exclude.indices, "exclude.indices", exclude.shape[1])
         ids = np.empty((n_queries, k), dtype=np.int32)
         scores = np.empty((n_queries, k), dtype=factors.dtype)
-        factors_t = np.ascontiguousarray(factors).T  # F-ordered view, no copy
+        factors = np.ascontiguousarray(factors)
+        queries = np.ascontiguousarray(queries, dtype=factors.dtype)
         norms = np.zeros(0, factors.dtype) if norms is None else norms.astype(factors.dtype)
-        rows_per_block = max(1, BLOCK_ELEMENTS // max(n_items, 1))
-        for start in range(0, n_queries, rows_per_block):
-            stop = min(start + rows_per_block, n_queries)
-            chunks = 4 * numba.get_num_threads()
-            block = kernels.scores(queries[start:stop], factors_t, norms, chunks)
-            offsets = excl_indptr[start : stop + 1]
-            kernels.select_topk(
-                block,
-                offsets - offsets[0],
-                excl_indices[offsets[0] : offsets[-1]],
-                excluded_for_all,
-                ids[start:stop],
-                scores[start:stop],
-            )
+        query_tile, item_tile = topk_tiles(n_queries, factors.shape[1], numba.get_num_threads())
+        kernels.fused_topk(
+            queries,
+            factors,
+            norms,
+            excl_indptr,
+            excl_indices,
+            excluded_for_all,
+            query_tile,
+            item_tile,
+            ids,
+            scores,
+        )
         return ids, scores
+
+
+#: scratch scores of one top-k task: queries x items of a tile (256 KiB in float32)
+TOPK_TILE_ELEMENTS = 1 << 16
+
+#: the most queries one top-k task scores together
+TOPK_QUERY_TILE = 64
+
+
+def topk_tiles(n_queries, factors, threads):
+    """(queries, items) of one tile of the fused top-k.
+
+    Queries are shared among the threads (four tasks per thread when there are enough, at
+    most ``TOPK_QUERY_TILE`` per task); the item tile makes the scratch scores
+    ``TOPK_TILE_ELEMENTS`` elements and the tile's factor rows no bigger than that, so both
+    stay in the L2 cache while the heaps read them.
+    """
+    query_tile = max(1, min(TOPK_QUERY_TILE, -(-n_queries // (4 * max(1, threads)))))
+    item_tile = max(16, min(TOPK_TILE_ELEMENTS // query_tile, TOPK_TILE_ELEMENTS // factors))
+    return query_tile, item_tile
 
 
 #: the most rows one CG task steps in lockstep

@@ -23,10 +23,9 @@ from .base import CG_TOLERANCE
 __all__ = [
     "cg_solve",
     "exact_solve",
+    "fused_topk",
     "gram",
     "loss_parts",
-    "scores",
-    "select_topk",
     "task_bounds",
 ]
 
@@ -319,31 +318,6 @@ def gram(Y, chunks):
     return partial.sum(axis=0)
 
 
-@_kernel(parallel=True)
-def scores(queries, factors_t, norms, chunks):
-    """queries @ factors_t (divided by ``norms`` unless it is empty), rows shared among the
-    threads, each one single-threaded BLAS call.
-
-    BLAS stays single-threaded inside ``threads()``: its own pool would spin on the cores
-    that ``select_topk`` needs next.
-    """
-    n_rows = queries.shape[0]
-    out = np.empty((n_rows, factors_t.shape[1]), queries.dtype)
-    chunks = max(1, min(n_rows, chunks))
-    for chunk in prange(chunks):
-        first, last = chunk * n_rows // chunks, (chunk + 1) * n_rows // chunks
-        part = np.empty((last - first, queries.shape[1]), queries.dtype)
-        part[:] = queries[first:last]
-        product = np.empty((last - first, factors_t.shape[1]), queries.dtype)
-        np.dot(part, factors_t, product)
-        if norms.shape[0]:
-            for row in range(product.shape[0]):
-                for column in range(product.shape[1]):
-                    product[row, column] /= norms[column]
-        out[first:last] = product
-    return out
-
-
 @njit(inline="always")
 def _worse(score_a, id_a, score_b, id_b):
     """True when (score_a, id_a) ranks below (score_b, id_b): lower score, or tie and higher id."""
@@ -368,54 +342,105 @@ def _sift_down(scores, ids, position, size):
         position = child
 
 
+@njit(inline="always")
+def _push(heap_scores, heap_ids, size, value, item):
+    """Offer (value, item) to a heap of the best so far (worst at the root); return its size."""
+    k = heap_scores.shape[0]
+    if size < k:
+        # sift the new entry up
+        position = size
+        heap_scores[position] = value
+        heap_ids[position] = item
+        while position > 0:
+            parent = (position - 1) // 2
+            if not _worse(
+                heap_scores[position], heap_ids[position], heap_scores[parent], heap_ids[parent]
+            ):
+                break
+            heap_scores[position], heap_scores[parent] = heap_scores[parent], heap_scores[position]
+            heap_ids[position], heap_ids[parent] = heap_ids[parent], heap_ids[position]
+            position = parent
+        return size + 1
+    if _worse(heap_scores[0], heap_ids[0], value, item):
+        heap_scores[0] = value
+        heap_ids[0] = item
+        _sift_down(heap_scores, heap_ids, 0, size)
+    return size
+
+
+@njit(inline="always")
+def _finish(heap_scores, heap_ids, size):
+    """Sort a heap of ``size`` entries best first; pad the rest with (-inf, -1)."""
+    filled = size
+    # pop the worst to the back until the heap is empty: the row ends up best first
+    while size > 1:
+        size -= 1
+        heap_scores[0], heap_scores[size] = heap_scores[size], heap_scores[0]
+        heap_ids[0], heap_ids[size] = heap_ids[size], heap_ids[0]
+        _sift_down(heap_scores, heap_ids, 0, size)
+    for position in range(filled, heap_scores.shape[0]):
+        heap_scores[position] = -np.inf
+        heap_ids[position] = -1
+
+
 @_kernel(parallel=True)
-def select_topk(scores, excl_indptr, excl_indices, excluded_for_all, out_ids, out_scores):
-    """Write each row's k best (score, id), best first, skipping excluded ids."""
-    n_rows, n_items = scores.shape
-    k = out_ids.shape[1]
-    for row in prange(n_rows):
-        values = scores[row]
-        for index in range(excl_indptr[row], excl_indptr[row + 1]):
-            values[excl_indices[index]] = -np.inf
-        heap_scores = out_scores[row]
-        heap_ids = out_ids[row]
-        size = 0
-        for item in range(n_items):
-            value = values[item]
-            if excluded_for_all[item] or value == -np.inf:
-                continue
-            if size < k:
-                # sift the new entry up
-                position = size
-                heap_scores[position] = value
-                heap_ids[position] = item
-                size += 1
-                while position > 0:
-                    parent = (position - 1) // 2
-                    if not _worse(
-                        heap_scores[position],
-                        heap_ids[position],
-                        heap_scores[parent],
-                        heap_ids[parent],
-                    ):
-                        break
-                    heap_scores[position], heap_scores[parent] = (
-                        heap_scores[parent],
-                        heap_scores[position],
-                    )
-                    heap_ids[position], heap_ids[parent] = heap_ids[parent], heap_ids[position]
-                    position = parent
-            elif _worse(heap_scores[0], heap_ids[0], value, item):
-                heap_scores[0] = value
-                heap_ids[0] = item
-                _sift_down(heap_scores, heap_ids, 0, size)
-        # pop the worst to the back until the heap is empty: the row ends up best first
-        filled = size
-        while size > 1:
-            size -= 1
-            heap_scores[0], heap_scores[size] = heap_scores[size], heap_scores[0]
-            heap_ids[0], heap_ids[size] = heap_ids[size], heap_ids[0]
-            _sift_down(heap_scores, heap_ids, 0, size)
-        for position in range(filled, k):
-            heap_scores[position] = -np.inf
-            heap_ids[position] = -1
+def fused_topk(
+    queries,
+    factors,
+    norms,
+    excl_indptr,
+    excl_indices,
+    excluded_for_all,
+    query_tile,
+    item_tile,
+    out_ids,
+    out_scores,
+):
+    """Each query's k best (score, id), best first: score and select tile by tile.
+
+    A task takes ``query_tile`` queries and walks the items ``item_tile`` at a time: one
+    single-threaded BLAS product scores the tile of items for its queries (divided by
+    ``norms`` unless it is empty) into a scratch block that stays in the cache, and every
+    query's running top-k heap takes what beats its worst. The full queries x items block
+    is never built. ``excl_indices`` are sorted within each query's row (canonical CSR).
+    """
+    n_queries, n_items = queries.shape[0], factors.shape[0]
+    n_tasks = (n_queries + query_tile - 1) // query_tile
+    for task in prange(n_tasks):
+        first = task * query_tile
+        last = min(first + query_tile, n_queries)
+        rows = last - first
+        part = np.empty((rows, queries.shape[1]), queries.dtype)
+        part[:] = queries[first:last]
+        block = np.empty((rows, item_tile), queries.dtype)
+        sizes = np.zeros(rows, np.int64)
+        # each query's next exclusion not yet passed
+        cursor = excl_indptr[first:last].copy()
+        for start in range(0, n_items, item_tile):
+            stop = min(start + item_tile, n_items)
+            width = stop - start
+            scored = block[:, :width]
+            if width == item_tile:
+                np.dot(part, factors[start:stop].T, block)
+            else:
+                scored[:] = np.dot(part, factors[start:stop].T)
+            for row in range(rows):
+                values = scored[row]
+                if norms.shape[0]:
+                    for column in range(width):
+                        values[column] /= norms[start + column]
+                end = excl_indptr[first + row + 1]
+                while cursor[row] < end and excl_indices[cursor[row]] < stop:
+                    values[excl_indices[cursor[row]] - start] = -np.inf
+                    cursor[row] += 1
+                heap_scores, heap_ids = out_scores[first + row], out_ids[first + row]
+                size = sizes[row]
+                for column in range(width):
+                    value = values[column]
+                    item = start + column
+                    if value == -np.inf or excluded_for_all[item]:
+                        continue
+                    size = _push(heap_scores, heap_ids, size, value, item)
+                sizes[row] = size
+        for row in range(rows):
+            _finish(out_scores[first + row], out_ids[first + row], sizes[row])

@@ -212,3 +212,34 @@ def test_numba_cg_tasks_respect_their_limits(factors):
         assert rows <= max_rows
         # past the entry limit only to reach the minimum rows
         assert rows <= min_rows or entries <= max_entries
+
+
+@pytest.mark.parametrize("query_tile, item_tile", [(1, 16), (3, 7), (64, 1000)])
+def test_numba_fused_topk_is_the_same_for_any_tiles(query_tile, item_tile):
+    # tiles smaller than the catalogue: exclusions and heaps carry across item tiles
+    from backends import numba_kernels
+
+    rng = np.random.default_rng(7)
+    queries = rng.standard_normal((20, 6)).astype(np.float32)
+    factors = rng.standard_normal((300, 6)).astype(np.float32)
+    exclude = scipy.sparse.random(20, 300, density=0.1, format="csr", random_state=8)
+    excluded_for_all = np.zeros(300, np.bool_)
+    excluded_for_all[[0, 150, 299]] = True
+    norms = np.linalg.norm(factors, axis=1).astype(np.float32)
+    expected = get_backend("numpy").topk(queries, factors, 12, exclude, [0, 150, 299], norms)
+    ids, scores = np.empty((20, 12), np.int32), np.empty((20, 12), np.float32)
+    numba_kernels.fused_topk(
+        queries,
+        factors,
+        norms,
+        exclude.indptr.astype(np.int64),
+        exclude.indices.astype(np.int32),
+        excluded_for_all,
+        query_tile,
+        item_tile,
+        ids,
+        scores,
+    )
+    # random scores have no ties: ids must match; scores to float32 rounding of the product
+    np.testing.assert_array_equal(ids, expected[0])
+    np.testing.assert_allclose(scores, expected[1], rtol=1e-5)
