@@ -662,6 +662,8 @@ def fit_distributed(client, model, user_items, *, show_progress=True, callback=N
             "fit_distributed supports implicit's model only: leave confidence, alpha0, nu "
             "and init_stddev at their defaults, or fit on one machine"
         )
+    if settings.block_size is not None:
+        raise InvalidValueError("solver='ials++' is not supported by the Dask fit: use 'cg'")
     owned = not isinstance(user_items, BlockedInteractions)
     if owned:
         user_items = partition_interactions(client, user_items, **options)

@@ -41,6 +41,7 @@ __all__ = [
     "ITEMS",
     "ModelFitError",
     "SIDES",
+    "SOLVERS",
     "USERS",
     "Side",
     "SolverSettings",
@@ -88,6 +89,11 @@ ITEMS = Side("items", "item", "item_users")
 SIDES = (USERS, ITEMS)
 
 
+#: the ``solver`` choices: implicit's conjugate gradient (or exact, ``use_cg=False``), and
+#: iALS++ subspace block coordinate descent (Rendle et al. 2021), one sweep per half-iteration
+SOLVERS = ("cg", "ials++")
+
+
 @dataclasses.dataclass(frozen=True)
 class SolverSettings:
     """The checked parameters of one fit, and what the opt-in model options mean.
@@ -131,6 +137,9 @@ class SolverSettings:
     init_stddev : float or None
         None draws implicit's ``U[0, 1) * 0.01`` initial factors, a number normal ones with
         standard deviation ``init_stddev / sqrt(factors)``.
+    block_size : int or None
+        ``solver="ials++"``: dimensions per block of the iALS++ subspace solve (at most
+        ``factors``); None for the default conjugate-gradient (or exact) solver.
     """
 
     factors: int
@@ -145,6 +154,7 @@ class SolverSettings:
     alpha0: float = 1.0
     nu: float = 0.0
     init_stddev: float | None = None
+    block_size: int | None = None
 
     @classmethod
     def from_model(cls, model, backend=None):
@@ -168,6 +178,9 @@ class SolverSettings:
         if model.cg_steps is not None:
             check_positive_int(model.cg_steps, "cg_steps")
         dtype = check_dtype(model.dtype)
+        block_size = None
+        if check_choice(getattr(model, "solver", "cg"), SOLVERS, "solver") == "ials++":
+            block_size = min(check_positive_int(model.block_size, "block_size"), factors)
         if backend is not None and dtype not in backend.dtypes:
             names = ", ".join(d.name for d in backend.dtypes)
             raise InvalidTypeError(
@@ -194,6 +207,7 @@ class SolverSettings:
             alpha0=check_finite_real(getattr(model, "alpha0", 1.0), "alpha0", exclusive_minimum=0),
             nu=check_finite_real(getattr(model, "nu", 0.0), "nu"),
             init_stddev=init_stddev,
+            block_size=block_size,
         )
 
     @property
@@ -235,7 +249,7 @@ class SolverSettings:
     def solve_regularization(self):
         """lambda as the solver uses it: implicit's CG takes it as a C float, so in CG mode
         it is rounded to float32, float64 factors included."""
-        if self.cg_steps is None:
+        if self.cg_steps is None or self.block_size is not None:
             return self.regularization
         return float(np.float32(self.regularization))
 
@@ -283,16 +297,30 @@ def confidence(matrix, alpha, function="implicit", epsilon=1.0):
 
 
 def solve_side(
-    backend, matrix, own, other, gram, cg_steps, iteration, side, row_regularization=None
+    backend,
+    matrix,
+    own,
+    other,
+    gram,
+    cg_steps,
+    iteration,
+    side,
+    row_regularization=None,
+    block_size=None,
 ):
     """Solve ``own`` (the factors of ``side``) in place given ``other`` and its Gram matrix.
 
     ``matrix`` holds one row of confidences per row of ``own``; ``row_regularization`` is
-    the device vector of ``SolverSettings.row_regularization`` or None. Raises
-    ``ModelFitError`` naming the iteration and the side when the new factors are not all
-    finite: the guard that keeps NaN factors from ever being served.
+    the device vector of ``SolverSettings.row_regularization`` or None. With a
+    ``block_size``, one iALS++ sweep (``backend.solve_subspace``) replaces the CG or exact
+    solve. Raises ``ModelFitError`` naming the iteration and the side when the new factors
+    are not all finite: the guard that keeps NaN factors from ever being served.
     """
-    if row_regularization is None:
+    if block_size is not None:
+        backend.solve_subspace(
+            matrix, own, other, gram, block_size, row_regularization=row_regularization
+        )
+    elif row_regularization is None:
         backend.solve(matrix, own, other, gram, cg_steps)
     else:
         backend.solve(matrix, own, other, gram, cg_steps, row_regularization)

@@ -67,6 +67,8 @@ _SAVED_PARAMS = (
     "alpha0",
     "nu",
     "init_stddev",
+    "solver",
+    "block_size",
 )
 
 
@@ -136,6 +138,13 @@ class AlternatingLeastSquares:
     reported training loss is this, normalised by ``sum_stored c + alpha0 * unobserved
     cells`` (implicit's normalisation when the options are at their defaults). The defaults
     give implicit's model and factors. ``fit_distributed`` supports the defaults only.
+    solver : {"cg", "ials++"}
+        ``"cg"`` (default): implicit's solver, conjugate gradient or exact (``use_cg``).
+        ``"ials++"``: one sweep of iALS++ subspace block coordinate descent per
+        half-iteration (Rendle et al. 2021), cheaper per iteration at large ``factors``;
+        on the CPU backends (and the GPU's array code), not in the Dask fit.
+    block_size : int
+        Dimensions per iALS++ block (at most ``factors``); ignored by ``"cg"``.
 
     Attributes
     ----------
@@ -173,6 +182,8 @@ class AlternatingLeastSquares:
         alpha0=1.0,
         nu=0.0,
         init_stddev=None,
+        solver="cg",
+        block_size=64,
     ):
         self.factors = factors
         self.regularization = regularization
@@ -192,6 +203,8 @@ class AlternatingLeastSquares:
         self.alpha0 = alpha0
         self.nu = nu
         self.init_stddev = init_stddev
+        self.solver = solver
+        self.block_size = block_size
         #: implicit's older way of passing ``callback`` to fit
         self.fit_callback = None
         self._backend = None
@@ -455,6 +468,7 @@ class AlternatingLeastSquares:
                 iteration,
                 side,
                 row_regularization,
+                block_size=settings.block_size,
             )
         except ModelFitError:
             # never leave NaN factors behind to be served as recommendations

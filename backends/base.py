@@ -114,6 +114,24 @@ class Backend(Protocol):
         ``YtY`` (per-row lambda; ``gram(Y, 0)`` then carries none).
         """
 
+    def solve_subspace(
+        self,
+        Cui: Any,
+        X: Any,
+        Y: Any,
+        YtY: Any,
+        block_size: int,
+        sweeps: int = 1,
+        row_regularization: Any = None,
+    ) -> None:
+        """Update every row of ``X`` in place by iALS++ (Rendle et al. 2021).
+
+        ``sweeps`` sweeps of block coordinate descent over the factor dimensions, ``block_size``
+        at a time: each block is solved exactly with the others fixed, reading the sparse
+        data once. ``block_size >= factors`` is one exact solve per sweep. Rows of ``Cui``
+        with no entries become zero. ``row_regularization`` is as in ``solve``.
+        """
+
     def loss_parts(self, Cui: Any, X: Any, Y: Any) -> LossParts:
         """Return the unregularised loss of the rows of ``X``, as its parts (float64 sums)."""
 

@@ -135,14 +135,7 @@ class NumbaBackend(ArrayAlgebra):
     def solve(self, Cui, X, Y, YtY, cg_steps, row_regularization=None):
         indptr, indices, data = _kernel_operands(Cui, X, Y, YtY)
         zero, one = X.dtype.type(0), X.dtype.type(1)
-        # an empty vector tells the kernels there is no per-row lambda
-        if row_regularization is None:
-            row_regularization = np.zeros(0, X.dtype)
-        elif row_regularization.shape != (X.shape[0],):
-            raise ValueError(
-                f"row_regularization has shape {row_regularization.shape}, expected ({X.shape[0]},)"
-            )
-        row_regularization = np.ascontiguousarray(row_regularization, dtype=X.dtype)
+        row_regularization = _row_lambdas(row_regularization, X)
         if cg_steps is None:
             kernels.exact_solve(indptr, indices, data, X, Y, YtY, zero, one, row_regularization)
         else:
@@ -155,6 +148,16 @@ class NumbaBackend(ArrayAlgebra):
                 indptr, indices, data, X, Y, YtY, int(cg_steps), bounds, zero, one,
                 row_regularization,
             )
+
+    def solve_subspace(self, Cui, X, Y, YtY, block_size, sweeps=1, row_regularization=None):
+        indptr, indices, data = _kernel_operands(Cui, X, Y, YtY)
+        block_size = max(1, min(int(block_size), X.shape[1]))
+        zero, one = X.dtype.type(0), X.dtype.type(1)
+        row_regularization = _row_lambdas(row_regularization, X)
+        kernels.subspace_solve(
+            indptr, indices, data, X, Y, YtY, block_size, int(sweeps), zero, one,
+            row_regularization,
+        )
 
     def gram(self, Y, regularization):
         # Y^T Y on every thread: single-threaded BLAS products of row blocks, summed; the
@@ -276,6 +279,17 @@ def task_limits(n_rows, factors, itemsize, threads, cache=None):
     max_rows = max(ROWS_PER_TASK, min_rows)
     spread = max(1, n_rows // max(1, TASKS_PER_THREAD * threads))
     return min(min_rows, spread), min(max_rows, spread), max_entries
+
+
+def _row_lambdas(row_regularization, X):
+    """The per-row lambdas as the kernels take them: an empty vector for none."""
+    if row_regularization is None:
+        return np.zeros(0, X.dtype)
+    if row_regularization.shape != (X.shape[0],):
+        raise ValueError(
+            f"row_regularization has shape {row_regularization.shape}, expected ({X.shape[0]},)"
+        )
+    return np.ascontiguousarray(row_regularization, dtype=X.dtype)
 
 
 def _kernel_operands(Cui, X, Y, YtY):

@@ -26,6 +26,7 @@ __all__ = [
     "fused_topk",
     "gram",
     "loss_parts",
+    "subspace_solve",
     "task_bounds",
 ]
 
@@ -249,6 +250,69 @@ def exact_solve(indptr, indices, data, X, Y, YtY, zero, one, row_regularization)
                         A[a, j] += scaled * Y[i, j]
             _cholesky_solve(A, b, zero)
             x[:] = b
+
+
+@_kernel(parallel=True, fastmath=FASTMATH)
+def subspace_solve(
+    indptr, indices, data, X, Y, YtY, block_size, sweeps, zero, one, row_regularization
+):
+    """iALS++ sweeps for every row of X: ``backends.xp_generic``'s ``_solve_subspace``, a row
+    at a time, the predictions of the row's stored entries kept in a scratch vector;
+    ``row_regularization`` (empty for none) adds lambda_u I."""
+    n_rows, factors = X.shape
+    per_row = row_regularization.shape[0] > 0
+    n_tasks = (n_rows + ROWS_PER_TASK - 1) // ROWS_PER_TASK
+    for task in prange(n_tasks):
+        first = task * ROWS_PER_TASK
+        last = min(first + ROWS_PER_TASK, n_rows)
+        longest = 0
+        for u in range(first, last):
+            longest = max(longest, indptr[u + 1] - indptr[u])
+        predictions = np.empty(longest, X.dtype)
+        A = np.empty((block_size, block_size), X.dtype)
+        r = np.empty(block_size, X.dtype)
+        for u in range(first, last):
+            x = X[u]
+            start, stop = indptr[u], indptr[u + 1]
+            if start == stop:
+                x[:] = zero
+                continue
+            for index in range(start, stop):
+                predictions[index - start] = _dot(Y[indices[index]], x, zero)
+            for _ in range(sweeps):
+                for low in range(0, factors, block_size):
+                    high = min(low + block_size, factors)
+                    size = high - low
+                    block_A, block_r = A[:size, :size], r[:size]
+                    # r_B = -(YtY x)_B + ..., A_BB = YtY_BB + ...
+                    for a in range(size):
+                        block_r[a] = -_dot(YtY[low + a], x, zero)
+                        for j in range(size):
+                            block_A[a, j] = YtY[low + a, low + j]
+                        if per_row:
+                            block_r[a] -= row_regularization[u] * x[low + a]
+                            block_A[a, a] += row_regularization[u]
+                    for index in range(start, stop):
+                        y = Y[indices[index]]
+                        confidence = data[index]
+                        weight = abs(confidence) - one
+                        target = -weight * predictions[index - start]
+                        if confidence > zero:
+                            target += confidence
+                        for a in range(size):
+                            block_r[a] += target * y[low + a]
+                            scaled = weight * y[low + a]
+                            for j in range(size):
+                                block_A[a, j] += scaled * y[low + j]
+                    _cholesky_solve(block_A, block_r, zero)
+                    for a in range(size):
+                        x[low + a] += block_r[a]
+                    for index in range(start, stop):
+                        y = Y[indices[index]]
+                        change = zero
+                        for a in range(size):
+                            change += y[low + a] * block_r[a]
+                        predictions[index - start] += change
 
 
 @njit(inline="always", fastmath=FASTMATH)

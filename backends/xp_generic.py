@@ -111,6 +111,16 @@ class ArrayModuleBackend(ArrayAlgebra):
             else:
                 X[start:stop] = self._solve_cg(block, X[start:stop], Y, YtY, cg_steps, own)
 
+    def solve_subspace(self, Cui, X, Y, YtY, block_size, sweeps=1, row_regularization=None):
+        factors = X.shape[1]
+        # each block's subproblem holds one block_size^2 outer product per stored entry
+        per_entry = min(block_size, factors) ** 2
+        for start, stop in self._row_blocks(Cui.indptr, per_entry):
+            own = None if row_regularization is None else row_regularization[start:stop]
+            X[start:stop] = self._solve_subspace(
+                Cui[start:stop], X[start:stop], Y, YtY, block_size, sweeps, own
+            )
+
     def loss_parts(self, Cui, X, Y):
         xp = self.xp
         X64, Y64 = X.astype(xp.float64), Y.astype(xp.float64)
@@ -214,6 +224,45 @@ class ArrayModuleBackend(ArrayAlgebra):
         x = xp.linalg.solve(A, b[:, :, None])[:, :, 0]
         x[xp.diff(Cui.indptr) == 0] = 0
         return x.astype(Y.dtype)
+
+    def _solve_subspace(self, Cui, X, Y, YtY, block_size, sweeps, row_regularization=None):
+        """Return ``sweeps`` iALS++ sweeps for the rows of ``Cui``, starting from ``X``.
+
+        Block coordinate descent (Rendle et al. 2021): for each block B of ``block_size``
+        dimensions in turn, x_B += A_BB^-1 r_B with r = b - A x, the exact minimiser of the
+        row's loss over x_B with the other dimensions fixed. The predictions s_i = y_i . x
+        of the stored entries are kept up to date, so one block reads the sparse data once:
+
+            r_B  = sum_i (c_i p_i - (c_i - 1) s_i) y_iB - (YtY x)_B
+            A_BB = YtY_BB + sum_i (c_i - 1) y_iB y_iB^T
+
+        ``row_regularization`` (one value per row, or None) adds lambda_u I to each row's
+        system: -lambda_u x_B to r_B and lambda_u I to A_BB.
+        """
+        xp = self.xp
+        n_rows, factors = X.shape
+        confidence, liked, rows = self._entries(Cui)
+        Yi = Y[Cui.indices]
+        x = X.copy()
+        predictions = xp.sum(Yi * x[rows], axis=1)
+        for _ in range(sweeps):
+            for low in range(0, factors, block_size):
+                high = min(low + block_size, factors)
+                size = high - low
+                YiB = Yi[:, low:high]
+                weights = (confidence * liked - (confidence - 1) * predictions).astype(X.dtype)
+                r = self._csr_like(Cui, weights) @ Y[:, low:high] - x @ YtY[:, low:high]
+                outer = (YiB[:, :, None] * YiB[:, None, :]).reshape(len(YiB), size * size)
+                sums = self._csr_like(Cui, (confidence - 1).astype(Y.dtype), columns=len(YiB))
+                A = YtY[None, low:high, low:high] + (sums @ outer).reshape(n_rows, size, size)
+                if row_regularization is not None:
+                    r -= row_regularization[:, None] * x[:, low:high]
+                    A = A + row_regularization[:, None, None] * xp.eye(size, dtype=Y.dtype)
+                step = xp.linalg.solve(A, r[:, :, None])[:, :, 0].astype(X.dtype)
+                x[:, low:high] += step
+                predictions = predictions + xp.sum(YiB * step[rows], axis=1)
+        x[xp.diff(Cui.indptr) == 0] = 0
+        return x
 
     def _entries(self, Cui):
         """Return per-entry confidence ``|c|``, preference ``c > 0`` and row index."""

@@ -243,3 +243,99 @@ def test_numba_fused_topk_is_the_same_for_any_tiles(query_tile, item_tile):
     # random scores have no ties: ids must match; scores to float32 rounding of the product
     np.testing.assert_array_equal(ids, expected[0])
     np.testing.assert_allclose(scores, expected[1], rtol=1e-5)
+
+
+@pytest.mark.parametrize("block_size", [3, 12])
+def test_subspace_solve_agrees_with_reference(backend_name, block_size):
+    reference, backend = get_backend("numpy"), get_backend(backend_name)
+    Cui = power_law_matrix(300, 120, 4000, seed=9, negative_fraction=0.1)
+    rng = np.random.default_rng(10)
+    X = (rng.random((300, 12)) * 0.1).astype(np.float64)
+    Y = rng.random((120, 12))
+    results = []
+    for each in (reference, backend):
+        C, Xd, Yd = device_inputs(each, Cui, X.copy(), Y)
+        each.solve_subspace(C, Xd, Yd, each.gram(Yd, 0.05), block_size, sweeps=2)
+        results.append(each.to_host(Xd))
+    # float64, same arithmetic in another order: agreement to rounding
+    np.testing.assert_allclose(results[1], results[0], rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("block_size", [4, 12])
+def test_subspace_solve_takes_per_row_regularization(backend_name, block_size):
+    # one full-width block (12) is one exact solve: it must equal the reference's exact
+    # solve with the same per-row lambdas; narrow blocks must agree with the reference's
+    # subspace solve
+    reference, backend = get_backend("numpy"), get_backend(backend_name)
+    Cui = power_law_matrix(200, 90, 2500, seed=21, negative_fraction=0.1)
+    rng = np.random.default_rng(22)
+    X = (rng.random((200, 12)) * 0.1).astype(np.float64)
+    Y = rng.random((90, 12))
+    lambdas = rng.random(200) * 2.0
+    C, Xd, Yd = device_inputs(reference, Cui, X.copy(), Y)
+    if block_size == 12:
+        reference.solve(C, Xd, Yd, reference.gram(Yd, 0.0), None, reference.to_device(lambdas))
+    else:
+        reference.solve_subspace(
+            C, Xd, Yd, reference.gram(Yd, 0.0), block_size, 2, reference.to_device(lambdas)
+        )
+    expected = reference.to_host(Xd)
+    C, Xd, Yd = device_inputs(backend, Cui, X.copy(), Y)
+    backend.solve_subspace(
+        C, Xd, Yd, backend.gram(Yd, 0.0), block_size, 2, backend.to_device(lambdas)
+    )
+    # float64, the same systems solved in another order: agreement to rounding
+    np.testing.assert_allclose(backend.to_host(Xd), expected, rtol=1e-8, atol=1e-11)
+    # and the per-row lambdas matter: without them the result differs
+    C, Xd, Yd = device_inputs(backend, Cui, X.copy(), Y)
+    backend.solve_subspace(C, Xd, Yd, backend.gram(Yd, 0.0), block_size, 2)
+    assert not np.allclose(backend.to_host(Xd), expected, rtol=1e-3)
+
+
+@pytest.mark.parametrize("block_size, sweeps", [(6, 1), (2, 200)])
+def test_subspace_solve_reaches_the_exact_solution(backend_name, small_matrix, block_size, sweeps):
+    # one full-width block is one exact solve; narrow blocks converge to it (block
+    # Gauss-Seidel on a positive definite system) given enough sweeps
+    backend = get_backend(backend_name)
+    rng = np.random.default_rng(11)
+    Y = rng.random((small_matrix.shape[1], 6))
+    X = rng.random((small_matrix.shape[0], 6))
+    Cui, X_device, Y_device = device_inputs(backend, small_matrix, X, Y)
+    backend.solve_subspace(Cui, X_device, Y_device, backend.gram(Y_device, 0.1), block_size, sweeps)
+    np.testing.assert_allclose(
+        backend.to_host(X_device), dense_solution(small_matrix, Y, 0.1), rtol=1e-6, atol=1e-9
+    )
+
+
+def test_ials_plus_plus_loss_decreases_to_the_exact_solvers(backend_name):
+    Cui = power_law_matrix(200, 80, 3000, seed=12)
+    exact = AlternatingLeastSquares(
+        factors=8, iterations=40, use_cg=False, random_state=0, backend=backend_name,
+        dtype=np.float64,
+    ).fit(Cui, show_progress=False)
+    backend = exact.backend_
+    C = backend.to_device(Cui)
+    exact_loss = training_loss(backend, C, exact.user_factors, exact.item_factors, 0.01)
+    losses = []
+    AlternatingLeastSquares(
+        factors=8, iterations=40, solver="ials++", block_size=3, random_state=0,
+        backend=backend_name, dtype=np.float64, calculate_training_loss=True,
+    ).fit(Cui, show_progress=False, callback=lambda it, seconds, loss: losses.append(loss))
+    # each block step minimises the loss over its block exactly: never an increase (up to
+    # rounding), and the same minimum the exact solver's alternation reaches
+    assert all(b <= a * (1 + 1e-12) for a, b in zip(losses, losses[1:]))
+    assert losses[-1] == pytest.approx(exact_loss, rel=1e-3)
+
+
+def test_ials_plus_plus_parameters_are_checked_and_saved(tmp_path):
+    Cui = power_law_matrix(30, 20, 200, seed=13)
+    with pytest.raises(ValueError, match="solver must be one of cg, ials\\+\\+, got 'als'"):
+        AlternatingLeastSquares(solver="als").fit(Cui, show_progress=False)
+    with pytest.raises(ValueError, match="block_size"):
+        AlternatingLeastSquares(solver="ials++", block_size=0).fit(Cui, show_progress=False)
+    model = AlternatingLeastSquares(
+        factors=4, iterations=2, solver="ials++", block_size=2, random_state=0, backend="cpu"
+    ).fit(Cui, show_progress=False)
+    model.save(tmp_path / "model")
+    loaded = AlternatingLeastSquares.load(tmp_path / "model.npz")
+    assert (loaded.solver, loaded.block_size) == ("ials++", 2)
