@@ -69,7 +69,7 @@ ROWS_PER_TASK = 32
 FASTMATH = {"reassoc", "contract"}
 
 
-@njit(inline="always", fastmath=FASTMATH)
+@njit(fastmath=FASTMATH)
 def _dot(a, b, zero):
     total = zero
     for j in range(a.shape[0]):
@@ -77,14 +77,14 @@ def _dot(a, b, zero):
     return total
 
 
-@njit(inline="always", fastmath=FASTMATH)
+@njit(fastmath=FASTMATH)
 def _symv(A, v, out, zero):
     """out = A v for a symmetric A (row-major access)."""
     for a in range(A.shape[0]):
         out[a] = _dot(A[a], v, zero)
 
 
-@njit(inline="always", fastmath=FASTMATH)
+@njit(fastmath=FASTMATH)
 def _entry_weight(confidence, projection, sign, with_b, zero, one):
     """sign (c - 1) (y . v), plus c when the entry is liked and ``with_b`` (the b of r = b - Ax)."""
     weight = sign * (abs(confidence) - one) * projection
@@ -93,7 +93,7 @@ def _entry_weight(confidence, projection, sign, with_b, zero, one):
     return weight
 
 
-@njit(inline="always", fastmath=FASTMATH)
+@njit(fastmath=FASTMATH)
 def _add_projections(indices, data, start, stop, Y, v, out, sign, with_b, zero, one):
     """out += sum_i w_i y_i over the entries start..stop of a row, w_i from _entry_weight.
 
@@ -154,67 +154,81 @@ def task_bounds(indptr, min_rows, max_rows, max_entries):
     return bounds[: count + 1]
 
 
-@_kernel(parallel=True, fastmath=FASTMATH)
+@_kernel(parallel=True)
 def cg_solve(indptr, indices, data, X, Y, YtY, cg_steps, bounds, zero, one, row_regularization):
     """``cg_steps`` CG steps for every row of X, in the tasks ``bounds`` (see task_bounds);
-    ``row_regularization`` (empty for none) adds lambda_u I."""
-    n_rows, factors = X.shape
-    per_row = row_regularization.shape[0] > 0
+    ``row_regularization`` (empty for none) adds lambda_u I.
+
+    The parallel loop only hands out tasks: its body is a function of its own, which keeps
+    Numba's parallel transform (the slow part of compiling) small.
+    """
     for task in prange(bounds.shape[0] - 1):
-        first = bounds[task]
-        rows = bounds[task + 1] - first
-        # the rows of a task step in lockstep so that YtY times their search directions is
-        # one matrix product; each row still follows its own CG iteration exactly
-        x_block = np.empty((rows, factors), X.dtype)
-        x_block[:] = X[first : first + rows]
-        R = np.empty((rows, factors), X.dtype)
-        P = np.empty((rows, factors), X.dtype)
-        AP = np.empty((rows, factors), X.dtype)
-        rsold = np.empty(rows, X.dtype)
-        active = np.zeros(rows, np.bool_)
-        # r = b - A x, with A x = YtY x + sum_i (c_ui - 1) (y_i . x) y_i   (YtY is symmetric)
-        np.dot(x_block, YtY, R)
+        first, last = bounds[task], bounds[task + 1]
+        _cg_task(
+            indptr, indices, data, X, Y, YtY, cg_steps, first, last, zero, one, row_regularization
+        )
+
+
+@njit(fastmath=FASTMATH)
+def _cg_task(
+    indptr, indices, data, X, Y, YtY, cg_steps, first, last, zero, one, row_regularization
+):
+    """The CG steps of rows first..last, in lockstep."""
+    factors = X.shape[1]
+    per_row = row_regularization.shape[0] > 0
+    rows = last - first
+    # the rows of a task step in lockstep so that YtY times their search directions is
+    # one matrix product; each row still follows its own CG iteration exactly
+    x_block = np.empty((rows, factors), X.dtype)
+    x_block[:] = X[first : first + rows]
+    R = np.empty((rows, factors), X.dtype)
+    P = np.empty((rows, factors), X.dtype)
+    AP = np.empty((rows, factors), X.dtype)
+    rsold = np.empty(rows, X.dtype)
+    active = np.zeros(rows, np.bool_)
+    # r = b - A x, with A x = YtY x + sum_i (c_ui - 1) (y_i . x) y_i   (YtY is symmetric)
+    np.dot(x_block, YtY, R)
+    for b in range(rows):
+        x, r = x_block[b], R[b]
+        start, stop = indptr[first + b], indptr[first + b + 1]
+        if start == stop:
+            x[:] = zero
+            continue
+        if per_row:
+            for j in range(factors):
+                r[j] += row_regularization[first + b] * x[j]
+        for j in range(factors):
+            r[j] = -r[j]
+        _add_projections(indices, data, start, stop, Y, x, r, -one, True, zero, one)
+        P[b] = r
+        rsold[b] = _dot(r, r, zero)
+        active[b] = rsold[b] >= CG_TOLERANCE
+    for _ in range(cg_steps):
+        if not active.any():
+            break
+        np.dot(P, YtY, AP)
         for b in range(rows):
-            x, r = x_block[b], R[b]
-            start, stop = indptr[first + b], indptr[first + b + 1]
-            if start == stop:
-                x[:] = zero
+            if not active[b]:
                 continue
+            x, r, p, Ap = x_block[b], R[b], P[b], AP[b]
+            start, stop = indptr[first + b], indptr[first + b + 1]
             if per_row:
                 for j in range(factors):
-                    r[j] += row_regularization[first + b] * x[j]
+                    Ap[j] += row_regularization[first + b] * p[j]
+            _add_projections(indices, data, start, stop, Y, p, Ap, one, False, zero, one)
+            alpha = rsold[b] / _dot(p, Ap, zero)
             for j in range(factors):
-                r[j] = -r[j]
-            _add_projections(indices, data, start, stop, Y, x, r, -one, True, zero, one)
-            P[b] = r
-            rsold[b] = _dot(r, r, zero)
-            active[b] = rsold[b] >= CG_TOLERANCE
-        for _ in range(cg_steps):
-            if not active.any():
-                break
-            np.dot(P, YtY, AP)
-            for b in range(rows):
-                if not active[b]:
-                    continue
-                x, r, p, Ap = x_block[b], R[b], P[b], AP[b]
-                start, stop = indptr[first + b], indptr[first + b + 1]
-                if per_row:
-                    for j in range(factors):
-                        Ap[j] += row_regularization[first + b] * p[j]
-                _add_projections(indices, data, start, stop, Y, p, Ap, one, False, zero, one)
-                alpha = rsold[b] / _dot(p, Ap, zero)
-                for j in range(factors):
-                    x[j] += alpha * p[j]
-                    r[j] -= alpha * Ap[j]
-                rsnew = _dot(r, r, zero)
-                if rsnew < CG_TOLERANCE:
-                    active[b] = False
-                    continue
-                beta = rsnew / rsold[b]
-                for j in range(factors):
-                    p[j] = r[j] + beta * p[j]
-                rsold[b] = rsnew
-        X[first : first + rows] = x_block
+                x[j] += alpha * p[j]
+                r[j] -= alpha * Ap[j]
+            rsnew = _dot(r, r, zero)
+            if rsnew < CG_TOLERANCE:
+                active[b] = False
+                continue
+            beta = rsnew / rsold[b]
+            for j in range(factors):
+                p[j] = r[j] + beta * p[j]
+            rsold[b] = rsnew
+    X[first : first + rows] = x_block
 
 
 @_kernel(parallel=True, fastmath=FASTMATH)
@@ -315,7 +329,7 @@ def subspace_solve(
                         predictions[index - start] += change
 
 
-@njit(inline="always", fastmath=FASTMATH)
+@njit(fastmath=FASTMATH)
 def _cholesky_solve(A, b, zero):
     """Solve A x = b in place (x overwrites b) for a symmetric positive definite A."""
     n = A.shape[0]
@@ -382,13 +396,13 @@ def gram(Y, chunks):
     return partial.sum(axis=0)
 
 
-@njit(inline="always")
+@njit
 def _worse(score_a, id_a, score_b, id_b):
     """True when (score_a, id_a) ranks below (score_b, id_b): lower score, or tie and higher id."""
     return score_a < score_b or (score_a == score_b and id_a > id_b)
 
 
-@njit(inline="always")
+@njit
 def _sift_down(scores, ids, position, size):
     """Restore the heap property (worst entry at the root) below ``position``."""
     while True:
@@ -406,7 +420,7 @@ def _sift_down(scores, ids, position, size):
         position = child
 
 
-@njit(inline="always")
+@njit
 def _push(heap_scores, heap_ids, size, value, item):
     """Offer (value, item) to a heap of the best so far (worst at the root); return its size."""
     k = heap_scores.shape[0]
@@ -432,7 +446,7 @@ def _push(heap_scores, heap_ids, size, value, item):
     return size
 
 
-@njit(inline="always")
+@njit
 def _finish(heap_scores, heap_ids, size):
     """Sort a heap of ``size`` entries best first; pad the rest with (-inf, -1)."""
     filled = size
@@ -468,43 +482,74 @@ def fused_topk(
     query's running top-k heap takes what beats its worst. The full queries x items block
     is never built. ``excl_indices`` are sorted within each query's row (canonical CSR).
     """
-    n_queries, n_items = queries.shape[0], factors.shape[0]
+    n_queries = queries.shape[0]
     n_tasks = (n_queries + query_tile - 1) // query_tile
     for task in prange(n_tasks):
         first = task * query_tile
-        last = min(first + query_tile, n_queries)
-        rows = last - first
-        part = np.empty((rows, queries.shape[1]), queries.dtype)
-        part[:] = queries[first:last]
-        block = np.empty((rows, item_tile), queries.dtype)
-        sizes = np.zeros(rows, np.int64)
-        # each query's next exclusion not yet passed
-        cursor = excl_indptr[first:last].copy()
-        for start in range(0, n_items, item_tile):
-            stop = min(start + item_tile, n_items)
-            width = stop - start
-            scored = block[:, :width]
-            if width == item_tile:
-                np.dot(part, factors[start:stop].T, block)
-            else:
-                scored[:] = np.dot(part, factors[start:stop].T)
-            for row in range(rows):
-                values = scored[row]
-                if norms.shape[0]:
-                    for column in range(width):
-                        values[column] /= norms[start + column]
-                end = excl_indptr[first + row + 1]
-                while cursor[row] < end and excl_indices[cursor[row]] < stop:
-                    values[excl_indices[cursor[row]] - start] = -np.inf
-                    cursor[row] += 1
-                heap_scores, heap_ids = out_scores[first + row], out_ids[first + row]
-                size = sizes[row]
-                for column in range(width):
-                    value = values[column]
-                    item = start + column
-                    if value == -np.inf or excluded_for_all[item]:
-                        continue
-                    size = _push(heap_scores, heap_ids, size, value, item)
-                sizes[row] = size
+        _topk_task(
+            queries,
+            factors,
+            norms,
+            excl_indptr,
+            excl_indices,
+            excluded_for_all,
+            first,
+            min(first + query_tile, n_queries),
+            item_tile,
+            out_ids,
+            out_scores,
+        )
+
+
+@njit
+def _topk_task(
+    queries,
+    factors,
+    norms,
+    excl_indptr,
+    excl_indices,
+    excluded_for_all,
+    first,
+    last,
+    item_tile,
+    out_ids,
+    out_scores,
+):
+    """The top-k of queries first..last (see fused_topk)."""
+    n_items = factors.shape[0]
+    rows = last - first
+    part = np.empty((rows, queries.shape[1]), queries.dtype)
+    part[:] = queries[first:last]
+    block = np.empty((rows, item_tile), queries.dtype)
+    sizes = np.zeros(rows, np.int64)
+    # each query's next exclusion not yet passed
+    cursor = excl_indptr[first:last].copy()
+    for start in range(0, n_items, item_tile):
+        stop = min(start + item_tile, n_items)
+        width = stop - start
+        if width < item_tile:
+            # the last, narrower tile: a block of its own width, so that one kind of BLAS
+            # call (into a contiguous block) is compiled
+            block = np.empty((rows, width), queries.dtype)
+        scored = block
+        np.dot(part, factors[start:stop].T, block)
         for row in range(rows):
-            _finish(out_scores[first + row], out_ids[first + row], sizes[row])
+            values = scored[row]
+            if norms.shape[0]:
+                for column in range(width):
+                    values[column] /= norms[start + column]
+            end = excl_indptr[first + row + 1]
+            while cursor[row] < end and excl_indices[cursor[row]] < stop:
+                values[excl_indices[cursor[row]] - start] = -np.inf
+                cursor[row] += 1
+            heap_scores, heap_ids = out_scores[first + row], out_ids[first + row]
+            size = sizes[row]
+            for column in range(width):
+                value = values[column]
+                item = start + column
+                if value == -np.inf or excluded_for_all[item]:
+                    continue
+                size = _push(heap_scores, heap_ids, size, value, item)
+            sizes[row] = size
+    for row in range(rows):
+        _finish(out_scores[first + row], out_ids[first + row], sizes[row])
