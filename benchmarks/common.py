@@ -49,6 +49,8 @@ SYNTHETIC = {
     "synthetic-1m": (10_000, 4_000, 1_000_000),
     "synthetic-10m": (100_000, 20_000, 10_000_000),
     "synthetic-50m": (500_000, 50_000, 50_000_000),
+    # a wide catalogue for the query benchmarks (issue 14's 30,000 items)
+    "synthetic-30k-items": (20_000, 30_000, 1_000_000),
 }
 
 #: real data sets, by the name ``als.data.load`` knows them
@@ -407,7 +409,26 @@ def versions():
     for name in ("numpy", "scipy", "numba", "implicit", "cupy"):
         with contextlib.suppress(Exception):
             found[name] = __import__(name).__version__
+    found["blas"] = blas_info()
     return found
+
+
+def blas_info():
+    """Every BLAS loaded (NumPy's, SciPy's) with its kernel, as threadpoolctl reports them,
+    and ``OPENBLAS_CORETYPE`` (None when unset), which picks OpenBLAS's kernel."""
+    import numpy.linalg  # noqa: F401
+    import scipy.linalg.cython_blas  # noqa: F401
+    from threadpoolctl import threadpool_info
+
+    keys = ("internal_api", "version", "architecture", "filepath")
+    return {
+        "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
+        "libraries": [
+            {key: info.get(key) for key in keys}
+            for info in threadpool_info()
+            if info.get("user_api") == "blas"
+        ],
+    }
 
 
 def utc_now():

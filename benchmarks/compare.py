@@ -65,6 +65,12 @@ GRIDS = {
         "iterations": 5,
     },
     "full": {"datasets": dataset_names(), "factors": [32, 64, 128, 256], "iterations": 5},
+    # issue 14's grid: factor counts up to 512 (synthetic 10M on request: --datasets)
+    "wide": {
+        "datasets": ["ml-1m", "lastfm-2k", "synthetic-1m"],
+        "factors": [32, 64, 128, 256, 512],
+        "iterations": 3,
+    },
 }
 QUERIES = 1000
 N = 10
@@ -201,6 +207,7 @@ def parse_args(argv):
     parser.add_argument("--no-compile-probe", action="store_true", help="skip Numba cold start")
     parser.add_argument("--no-chart", action="store_true")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--tag", default="", help="added to the result files' names")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -301,7 +308,7 @@ def main(argv=None):
     text = markdown(report)
     print()
     print(text)
-    stem = args.out / f"{machine_slug()}-{date[:10]}"
+    stem = args.out / f"{machine_slug()}-{date[:10]}{'-' + args.tag if args.tag else ''}"
     args.out.mkdir(parents=True, exist_ok=True)
     stem.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
     if not args.no_chart and draw_chart(report, stem.with_suffix(".png")):
@@ -312,12 +319,14 @@ def main(argv=None):
 
 
 def combine_repeats(measured):
-    """One row from repeated measurements: the first run's fields, the median s/iter."""
+    """One row from repeated measurements: the first run's fields, the median s/iter and
+    query times."""
     row = dict(measured[0])
-    times = [m["s_per_iter"] for m in measured if "s_per_iter" in m]
-    if times:
-        row["s_per_iter"] = float(statistics.median(times))
-        row["s_per_iter_runs"] = times
+    for key in ("s_per_iter", "recommend_s", "similar_items_s"):
+        times = [m[key] for m in measured if key in m]
+        if times:
+            row[key] = float(statistics.median(times))
+            row[f"{key}_runs"] = times
     return row
 
 
@@ -328,6 +337,7 @@ def add_derived(rows, cg_steps):
         for row in rows
         if "s_per_iter" in row and row["engine"].startswith("implicit-")
     }
+    by_key = {(row["dataset"], row["factors"], row["engine"]): row for row in rows}
     for row in rows:
         if "s_per_iter" not in row:
             continue
@@ -338,6 +348,10 @@ def add_derived(rows, cg_steps):
             base = reference.get((row["dataset"], row["factors"], other))
             if base:
                 row[f"ratio_to_{other.replace('-', '_')}"] = row["s_per_iter"] / base
+        implicit = by_key.get((row["dataset"], row["factors"], "implicit-cpu"), {})
+        for key in ("recommend_s", "similar_items_s"):
+            if implicit.get(key) and row.get(key):
+                row[f"{key[:-2]}_ratio_to_implicit_cpu"] = row[key] / implicit[key]
 
 
 # -- reporting --------------------------------------------------------------------------------
@@ -394,7 +408,8 @@ def detail_table(report):
     gpu = any(r["engine"] in ("als-cuda", "implicit-gpu") for r in rows)
     header = ["data set", "factors", "engine", "s/iter", "÷ implicit-cpu"]
     header += ["÷ implicit-gpu"] if gpu else []
-    header += ["GFLOP/s", "warm-up fit s", "recommend 1k s", "similar 1k s", "peak RSS MiB"]
+    header += ["GFLOP/s", "warm-up fit s", "recommend 1k s", "÷ implicit-cpu", "similar 1k s"]
+    header += ["÷ implicit-cpu", "peak RSS MiB"]
     header += ["GPU pool MiB"] if gpu else []
     body = []
     for r in rows:
@@ -408,7 +423,9 @@ def detail_table(report):
             _fmt(r["gflops"], ".1f"),
             _fmt(r["warmup_fit_s"], ".2f"),
             _fmt(r["recommend_s"], ".4f"),
+            _fmt(r.get("recommend_ratio_to_implicit_cpu"), ".2f"),
             _fmt(r["similar_items_s"], ".4f"),
+            _fmt(r.get("similar_items_ratio_to_implicit_cpu"), ".2f"),
             _fmt(r["peak_rss_mib"], ",.0f"),
         ]
         cells += [_fmt(r.get("gpu_pool_mib"), ",.0f")] if gpu else []
@@ -416,6 +433,17 @@ def detail_table(report):
             cells[2] += " (" + "; ".join(r["problems"]) + ")"
         body.append(cells)
     return _table(header, body)
+
+
+def blas_line(blas):
+    """``OPENBLAS_CORETYPE`` and each loaded BLAS's kernel, in words."""
+    if not blas:
+        return "not recorded"
+    libraries = "; ".join(
+        f"{lib['internal_api']} {lib['version']} kernel {lib['architecture']}"
+        for lib in blas["libraries"]
+    )
+    return f"OPENBLAS_CORETYPE={blas['OPENBLAS_CORETYPE'] or 'unset'}; {libraries}"
 
 
 def markdown(report):
@@ -428,7 +456,9 @@ def markdown(report):
         f"- date: {report['date']}; machine: {machine['node']}, {machine['processor']}, "
         f"{machine['cpu_count']} cores"
         + (f", {machine['memory_gib']} GiB" if "memory_gib" in machine else ""),
-        f"- versions: {', '.join(f'{k} {v}' for k, v in report['versions'].items())}",
+        "- versions: "
+        + ", ".join(f"{k} {v}" for k, v in report["versions"].items() if k != "blas"),
+        f"- BLAS: {blas_line(report['versions'].get('blas'))}",
         f"- parameters (every engine): regularization {params['regularization']}, alpha "
         f"{params['alpha']}, cg_steps {params['cg_steps']}, seed {params['seed']}, threads "
         f"{params['threads'] or 'all'}; implicit under threadpool_limits(1, 'blas'); median "
