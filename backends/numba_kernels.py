@@ -298,10 +298,11 @@ def subspace_solve(
                     high = min(low + block_size, factors)
                     size = high - low
                     block_A, block_r = A[:size, :size], r[:size]
-                    # r_B = -(YtY x)_B + ..., A_BB = YtY_BB + ...
+                    # r_B = -(YtY x)_B + ..., A_BB = YtY_BB + ... (its lower triangle: all
+                    # that _cholesky_solve reads)
                     for a in range(size):
                         block_r[a] = -_dot(YtY[low + a], x, zero)
-                        for j in range(size):
+                        for j in range(a + 1):
                             block_A[a, j] = YtY[low + a, low + j]
                         if per_row:
                             block_r[a] -= row_regularization[u] * x[low + a]
@@ -316,7 +317,7 @@ def subspace_solve(
                         for a in range(size):
                             block_r[a] += target * y[low + a]
                             scaled = weight * y[low + a]
-                            for j in range(size):
+                            for j in range(a + 1):
                                 block_A[a, j] += scaled * y[low + j]
                     _cholesky_solve(block_A, block_r, zero)
                     for a in range(size):
@@ -331,7 +332,8 @@ def subspace_solve(
 
 @njit(fastmath=FASTMATH)
 def _cholesky_solve(A, b, zero):
-    """Solve A x = b in place (x overwrites b) for a symmetric positive definite A."""
+    """Solve A x = b in place (x overwrites b) for a symmetric positive definite A, of which
+    only the lower triangle (diagonal included) is read."""
     n = A.shape[0]
     # A = L L^T, L stored in the lower triangle of A
     for j in range(n):
