@@ -183,7 +183,7 @@ class AlternatingLeastSquares:
         nu=0.0,
         init_stddev=None,
         solver="cg",
-        block_size=64,
+        block_size=32,
     ):
         self.factors = factors
         self.regularization = regularization

@@ -266,68 +266,69 @@ def exact_solve(indptr, indices, data, X, Y, YtY, zero, one, row_regularization)
             x[:] = b
 
 
-@_kernel(parallel=True, fastmath=FASTMATH)
+@_kernel(parallel=True)
 def subspace_solve(
     indptr, indices, data, X, Y, YtY, block_size, sweeps, zero, one, row_regularization
 ):
     """iALS++ sweeps for every row of X: ``backends.xp_generic``'s ``_solve_subspace``, a row
-    at a time, the predictions of the row's stored entries kept in a scratch vector;
-    ``row_regularization`` (empty for none) adds lambda_u I."""
-    n_rows, factors = X.shape
+    at a time (``_subspace_row``); ``row_regularization`` (empty for none) adds lambda_u I."""
+    n_rows = X.shape[0]
     per_row = row_regularization.shape[0] > 0
     n_tasks = (n_rows + ROWS_PER_TASK - 1) // ROWS_PER_TASK
     for task in prange(n_tasks):
-        first = task * ROWS_PER_TASK
-        last = min(first + ROWS_PER_TASK, n_rows)
-        longest = 0
-        for u in range(first, last):
-            longest = max(longest, indptr[u + 1] - indptr[u])
-        predictions = np.empty(longest, X.dtype)
-        A = np.empty((block_size, block_size), X.dtype)
-        r = np.empty(block_size, X.dtype)
-        for u in range(first, last):
-            x = X[u]
-            start, stop = indptr[u], indptr[u + 1]
-            if start == stop:
-                x[:] = zero
-                continue
-            for index in range(start, stop):
-                predictions[index - start] = _dot(Y[indices[index]], x, zero)
-            for _ in range(sweeps):
-                for low in range(0, factors, block_size):
-                    high = min(low + block_size, factors)
-                    size = high - low
-                    block_A, block_r = A[:size, :size], r[:size]
-                    # r_B = -(YtY x)_B + ..., A_BB = YtY_BB + ... (its lower triangle: all
-                    # that _cholesky_solve reads)
-                    for a in range(size):
-                        block_r[a] = -_dot(YtY[low + a], x, zero)
-                        for j in range(a + 1):
-                            block_A[a, j] = YtY[low + a, low + j]
-                        if per_row:
-                            block_r[a] -= row_regularization[u] * x[low + a]
-                            block_A[a, a] += row_regularization[u]
-                    for index in range(start, stop):
-                        y = Y[indices[index]]
-                        confidence = data[index]
-                        weight = abs(confidence) - one
-                        target = -weight * predictions[index - start]
-                        if confidence > zero:
-                            target += confidence
-                        for a in range(size):
-                            block_r[a] += target * y[low + a]
-                            scaled = weight * y[low + a]
-                            for j in range(a + 1):
-                                block_A[a, j] += scaled * y[low + j]
-                    _cholesky_solve(block_A, block_r, zero)
-                    for a in range(size):
-                        x[low + a] += block_r[a]
-                    for index in range(start, stop):
-                        y = Y[indices[index]]
-                        change = zero
-                        for a in range(size):
-                            change += y[low + a] * block_r[a]
-                        predictions[index - start] += change
+        for u in range(task * ROWS_PER_TASK, min((task + 1) * ROWS_PER_TASK, n_rows)):
+            lambda_u = row_regularization[u] if per_row else zero
+            _subspace_row(
+                indptr, indices, data, X, Y, YtY, u, block_size, sweeps, zero, one, lambda_u
+            )
+
+
+@njit(fastmath=FASTMATH)
+def _subspace_row(indptr, indices, data, X, Y, YtY, u, block_size, sweeps, zero, one, lambda_u):
+    """iALS++ sweeps for row u, whose system has ``lambda_u I`` added. Per block the row's
+    entries' factor columns of the block are gathered into G once, so the block's system is
+    two small single-threaded BLAS products:
+    A_BB = YtY_BB + G^T diag(c - 1) G + lambda_u I and r_B = G^T t - (YtY x)_B - lambda_u x_B."""
+    factors = X.shape[1]
+    x = X[u]
+    start, stop = indptr[u], indptr[u + 1]
+    n = stop - start
+    if n == 0:
+        x[:] = zero
+        return
+    predictions = np.empty(n, X.dtype)
+    weights = np.empty(n, X.dtype)
+    liked = np.empty(n, X.dtype)
+    for e in range(n):
+        confidence = data[start + e]
+        predictions[e] = _dot(Y[indices[start + e]], x, zero)
+        weights[e] = abs(confidence) - one
+        liked[e] = confidence if confidence > zero else zero
+    targets = np.empty(n, X.dtype)
+    for _ in range(sweeps):
+        for low in range(0, factors, block_size):
+            high = min(low + block_size, factors)
+            size = high - low
+            G = np.empty((n, size), X.dtype)
+            weighted = np.empty((n, size), X.dtype)
+            for e in range(n):
+                y = Y[indices[start + e]]
+                for a in range(size):
+                    G[e, a] = y[low + a]
+                    weighted[e, a] = weights[e] * y[low + a]
+                targets[e] = liked[e] - weights[e] * predictions[e]
+            A = np.dot(weighted.T, G)
+            A += YtY[low:high, low:high]
+            r = np.dot(G.T, targets)
+            r -= np.dot(YtY[low:high], x)
+            if lambda_u != zero:
+                for a in range(size):
+                    A[a, a] += lambda_u
+                    r[a] -= lambda_u * x[low + a]
+            _cholesky_solve(A, r, zero)
+            for a in range(size):
+                x[low + a] += r[a]
+            predictions += np.dot(G, r)
 
 
 @njit(fastmath=FASTMATH)

@@ -88,7 +88,7 @@ def main(argv=None):
     parser.add_argument("--dataset", default="ml-1m")
     parser.add_argument("--factors", nargs="+", type=int, default=[128, 256])
     parser.add_argument("--iterations", type=int, default=15)
-    parser.add_argument("--block-size", type=int, default=64)
+    parser.add_argument("--block-size", type=int, default=32)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--tag", default="")
     args = parser.parse_args(argv)
