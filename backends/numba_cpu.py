@@ -159,16 +159,8 @@ class NumbaBackend(ArrayAlgebra):
             row_regularization,
         )
 
-    def gram(self, Y, regularization):
-        # Y^T Y on every thread: single-threaded BLAS products of row blocks, summed; the
-        # number of blocks does not depend on the thread count, nor then does the result
-        chunks = max(1, min(GRAM_BLOCKS, Y.shape[0] // 256))
-        YtY = kernels.gram(np.ascontiguousarray(Y), chunks)
-        YtY[np.diag_indices_from(YtY)] += Y.dtype.type(regularization)
-        return YtY
-
     def loss_parts(self, Cui, X, Y):
-        YtY = self.gram(Y, 0.0)
+        YtY = Y.T @ Y
         indptr, indices, data = _kernel_operands(Cui, X, Y, YtY)
         observed, gramian, stored_squares, confidence = kernels.loss_parts(
             indptr, indices, data, X, Y, YtY, X.dtype.type(0), X.dtype.type(1)
@@ -234,9 +226,6 @@ def topk_tiles(n_queries, factors, threads):
 
 #: the most rows one CG task steps in lockstep
 ROWS_PER_TASK = 32
-
-#: row blocks of the Gram matrix's product (the most threads it can use)
-GRAM_BLOCKS = 16
 
 #: tasks per thread at least, so that dynamic scheduling can even out the threads' loads
 TASKS_PER_THREAD = 4

@@ -24,7 +24,6 @@ __all__ = [
     "cg_solve",
     "exact_solve",
     "fused_topk",
-    "gram",
     "loss_parts",
     "subspace_solve",
     "task_bounds",
@@ -69,7 +68,7 @@ ROWS_PER_TASK = 32
 FASTMATH = {"reassoc", "contract"}
 
 
-@njit(fastmath=FASTMATH)
+@njit(inline="always", fastmath=FASTMATH)
 def _dot(a, b, zero):
     total = zero
     for j in range(a.shape[0]):
@@ -77,14 +76,14 @@ def _dot(a, b, zero):
     return total
 
 
-@njit(fastmath=FASTMATH)
+@njit(inline="always", fastmath=FASTMATH)
 def _symv(A, v, out, zero):
     """out = A v for a symmetric A (row-major access)."""
     for a in range(A.shape[0]):
         out[a] = _dot(A[a], v, zero)
 
 
-@njit(fastmath=FASTMATH)
+@njit(inline="always", fastmath=FASTMATH)
 def _entry_weight(confidence, projection, sign, with_b, zero, one):
     """sign (c - 1) (y . v), plus c when the entry is liked and ``with_b`` (the b of r = b - Ax)."""
     weight = sign * (abs(confidence) - one) * projection
@@ -93,7 +92,7 @@ def _entry_weight(confidence, projection, sign, with_b, zero, one):
     return weight
 
 
-@njit(fastmath=FASTMATH)
+@njit(inline="always", fastmath=FASTMATH)
 def _add_projections(indices, data, start, stop, Y, v, out, sign, with_b, zero, one):
     """out += sum_i w_i y_i over the entries start..stop of a row, w_i from _entry_weight.
 
@@ -331,7 +330,7 @@ def _subspace_row(indptr, indices, data, X, Y, YtY, u, block_size, sweeps, zero,
             predictions += np.dot(G, r)
 
 
-@njit(fastmath=FASTMATH)
+@njit(inline="always", fastmath=FASTMATH)
 def _cholesky_solve(A, b, zero):
     """Solve A x = b in place (x overwrites b) for a symmetric positive definite A, of which
     only the lower triangle (diagonal included) is read."""
@@ -387,25 +386,13 @@ def loss_parts(indptr, indices, data, X, Y, YtY, zero, one):
     return observed, gramian, stored_squares, total_confidence
 
 
-@_kernel(parallel=True)
-def gram(Y, chunks):
-    """Y^T Y as ``chunks`` single-threaded BLAS products of row blocks, one per thread, summed."""
-    n_rows, factors = Y.shape
-    partial = np.zeros((chunks, factors, factors), Y.dtype)
-    for chunk in prange(chunks):
-        first, last = chunk * n_rows // chunks, (chunk + 1) * n_rows // chunks
-        block = Y[first:last]
-        np.dot(block.T, block, partial[chunk])
-    return partial.sum(axis=0)
-
-
-@njit
+@njit(inline="always")
 def _worse(score_a, id_a, score_b, id_b):
     """True when (score_a, id_a) ranks below (score_b, id_b): lower score, or tie and higher id."""
     return score_a < score_b or (score_a == score_b and id_a > id_b)
 
 
-@njit
+@njit(inline="always")
 def _sift_down(scores, ids, position, size):
     """Restore the heap property (worst entry at the root) below ``position``."""
     while True:
@@ -423,7 +410,7 @@ def _sift_down(scores, ids, position, size):
         position = child
 
 
-@njit
+@njit(inline="always")
 def _push(heap_scores, heap_ids, size, value, item):
     """Offer (value, item) to a heap of the best so far (worst at the root); return its size."""
     k = heap_scores.shape[0]
@@ -449,7 +436,7 @@ def _push(heap_scores, heap_ids, size, value, item):
     return size
 
 
-@njit
+@njit(inline="always")
 def _finish(heap_scores, heap_ids, size):
     """Sort a heap of ``size`` entries best first; pad the rest with (-inf, -1)."""
     filled = size
@@ -524,6 +511,7 @@ def _topk_task(
     part = np.empty((rows, queries.shape[1]), queries.dtype)
     part[:] = queries[first:last]
     block = np.empty((rows, item_tile), queries.dtype)
+    tile = np.empty((item_tile, factors.shape[1]), factors.dtype)
     sizes = np.zeros(rows, np.int64)
     # each query's next exclusion not yet passed
     cursor = excl_indptr[first:last].copy()
@@ -531,11 +519,15 @@ def _topk_task(
         stop = min(start + item_tile, n_items)
         width = stop - start
         if width < item_tile:
-            # the last, narrower tile: a block of its own width, so that one kind of BLAS
-            # call (into a contiguous block) is compiled
+            # the last, narrower tile: arrays of its own width, so that one kind of BLAS
+            # call (contiguous operands) is compiled
             block = np.empty((rows, width), queries.dtype)
+            tile = np.empty((width, factors.shape[1]), factors.dtype)
+        # a contiguous copy of the tile's factor rows: the transpose of a slice is not known
+        # to be contiguous, and Numba's np.dot is several times slower on such operands
+        tile[:] = factors[start:stop]
         scored = block
-        np.dot(part, factors[start:stop].T, block)
+        np.dot(part, tile.T, block)
         for row in range(rows):
             values = scored[row]
             if norms.shape[0]:
