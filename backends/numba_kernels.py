@@ -539,12 +539,18 @@ def _topk_task(
                 cursor[row] += 1
             heap_scores, heap_ids = out_scores[first + row], out_ids[first + row]
             size = sizes[row]
+            k = heap_scores.shape[0]
+            # the bar a score must clear once the heap is full (its worst, at the root)
+            bar = heap_scores[0] if size == k else -np.inf
             for column in range(width):
                 value = values[column]
-                item = start + column
-                if value == -np.inf or excluded_for_all[item]:
+                # most scores fall below the bar: one comparison, no call (ties at the bar
+                # fall through to _push, which settles them by id)
+                if value < bar or value == -np.inf or excluded_for_all[start + column]:
                     continue
-                size = _push(heap_scores, heap_ids, size, value, item)
+                size = _push(heap_scores, heap_ids, size, value, start + column)
+                if size == k:
+                    bar = heap_scores[0]
             sizes[row] = size
     for row in range(rows):
         _finish(out_scores[first + row], out_ids[first + row], sizes[row])
