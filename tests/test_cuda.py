@@ -317,13 +317,17 @@ def test_gram_loss_and_norms_match_reference(cuda, reference, dtype):
     assert not cuda.all_finite(cuda.to_device(X))
 
 
-def integer_topk_case(n_items, n_queries, seed=5):
-    """Small integer factors: exact scores, many ties; exclusions leave rows of 0 and 2."""
+def integer_topk_case(n_items, n_queries, seed=5, excluded_per_row=2000):
+    """Small integer factors: exact scores, many ties; exclusions leave rows of 0 and 2.
+
+    About ``excluded_per_row`` random exclusions per query (at most a tenth of the items).
+    """
     rng = np.random.default_rng(seed)
     factors = rng.integers(-3, 4, size=(n_items, 5))
     queries = rng.integers(-3, 4, size=(n_queries, 5))
+    density = min(0.1, excluded_per_row / n_items)
     exclude = scipy.sparse.random(
-        n_queries, n_items, density=min(0.1, 2000 / n_items), format="lil", random_state=seed
+        n_queries, n_items, density=density, format="lil", random_state=seed
     )
     exclude[3, :] = 1.0  # nothing left: a row of padding
     exclude[4, 2:] = 1.0  # two candidates left
@@ -353,6 +357,7 @@ def compare_topk(
         None if exclude_all is None else cuda.to_device(exclude_all),
         None if norms is None else cuda.to_device(norms),
     )
+    assert isinstance(got[0], np.ndarray) and isinstance(got[1], np.ndarray)
     np.testing.assert_array_equal(got[0], expected[0])
     np.testing.assert_array_equal(got[1], expected[1])
     return got

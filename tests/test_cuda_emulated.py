@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import scipy.sparse
 
 import backends.cupy_cuda as cupy_cuda
 from tests import fake_cupy
+from tests.test_cuda import compare_topk as compare_with_reference
+from tests.test_cuda import integer_topk_case
 from tests.test_cuda_plan import awkward_matrix, operands, per_row_lambdas, relative
 
 TOLERANCE = {np.float64: 1e-10, np.float32: 2e-4, np.float16: 2e-3}
@@ -151,36 +152,17 @@ def test_a_fit_with_the_model_options_matches_reference_on_the_stand_in(fake, us
 
 
 def integer_case(n_items, n_queries, seed=5):
-    rng = np.random.default_rng(seed)
-    factors = rng.integers(-3, 4, size=(n_items, 5))
-    queries = rng.integers(-3, 4, size=(n_queries, 5))
-    exclude = scipy.sparse.random(
-        n_queries, n_items, density=min(0.1, 500 / n_items), format="lil", random_state=seed
-    )
-    exclude[3, :] = 1.0
-    exclude[4, 2:] = 1.0
-    return factors, queries, exclude.tocsr().astype(np.float32)
+    """test_cuda's integer top-k case with fewer exclusions, as the stand-in runs on the CPU."""
+    return integer_topk_case(n_items, n_queries, seed, excluded_per_row=500)
 
 
 def compare_topk(cuda, factors, queries, k, dtype, exclude=None, exclude_all=None, norms=None):
+    """test_cuda's comparison with the NumPy reference, on the CuPy stand-in."""
     from backends.numpy_ref import NumpyBackend
 
-    host = np.float64 if dtype == np.float64 else np.float32
-    expected = NumpyBackend().topk(
-        queries.astype(host), factors.astype(host), k, exclude, exclude_all, norms
+    return compare_with_reference(
+        cuda, NumpyBackend(), factors, queries, k, exclude, exclude_all, norms, dtype
     )
-    got = cuda.topk(
-        cuda.to_device(queries.astype(dtype)),
-        cuda.to_device(factors.astype(dtype)),
-        k,
-        None if exclude is None else cuda.to_device(exclude),
-        None if exclude_all is None else cuda.to_device(exclude_all),
-        None if norms is None else cuda.to_device(norms),
-    )
-    assert isinstance(got[0], np.ndarray) and isinstance(got[1], np.ndarray)
-    np.testing.assert_array_equal(got[0], expected[0])
-    np.testing.assert_array_equal(got[1], expected[1])
-    return got
 
 
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
