@@ -313,9 +313,18 @@ def test_save_writes_through_a_symlink(small_model, tmp_path):
     assert not list(tmp_path.glob(".als-*")) and not list(target.parent.glob(".als-*"))
 
 
+# A save that stops for good once the large factor array is in its temporary file, so the
+# kill always lands mid-save (a save racing the kill could finish first on a fast machine).
 KILLED_SAVER = """
-import sys, numpy as np
+import sys, time, numpy as np, numpy.lib.format as npy_format
 from als import AlternatingLeastSquares
+write_array = npy_format.write_array
+def write_then_stop(fp, array, *args, **kwargs):
+    write_array(fp, array, *args, **kwargs)
+    if array.nbytes > 1_000_000:
+        print("written", flush=True)
+        time.sleep(600)
+npy_format.write_array = write_then_stop
 model = AlternatingLeastSquares(factors=64, backend="numpy")
 model.user_factors = np.ones((400_000, 64), np.float32)
 model.item_factors = np.ones((10, 64), np.float32)
@@ -332,6 +341,7 @@ def test_the_next_save_removes_temporaries_of_killed_saves(small_model, tmp_path
             [sys.executable, "-c", KILLED_SAVER, str(path)], env=env, stdout=subprocess.PIPE
         )
         assert child.stdout.readline().strip() == b"saving"
+        assert child.stdout.readline().strip() == b"written"
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not any(
             p.stat().st_size for p in tmp_path.glob(".als-*.npz.tmp")
