@@ -311,6 +311,7 @@ class AlternatingLeastSquares:
     def _clear_caches(self):
         self._gram_cache = {}
         self._norm_cache = {}
+        self._unit_cache = {}
 
     def _dtype(self):
         return check_dtype(self.dtype)
@@ -336,6 +337,23 @@ class AlternatingLeastSquares:
         if side.name not in self._norm_cache:
             self._norm_cache[side.name] = self.backend_.norms(self._factors(side))
         return self._norm_cache[side.name]
+
+    def _unit_factors(self, side):
+        """``side``'s factors divided by their norms, cached: cosine similarity is then a
+        plain top-k of dot products, with no division per score (implicit divides each score
+        by the candidate's norm and then by the query's)."""
+        if side.name not in self._unit_cache:
+            self._unit_cache[side.name] = self._unit(self._factors(side), self._norms(side))
+        return self._unit_cache[side.name]
+
+    def _unit(self, factors, norms):
+        """``factors / norms``, row by row; refused when a norm overflowed the dtype."""
+        if not self.backend_.all_finite(norms):
+            raise ModelFitError(
+                "a norm is NaN or infinite: the factors are too large for "
+                f"{factors.dtype.name} (refit with more regularization, or use float64)"
+            )
+        return factors / norms[:, None]
 
     @property
     def YtY(self):
@@ -663,9 +681,10 @@ class AlternatingLeastSquares:
         ids, scores = self._rank(queries, ITEMS, N, exclude, filter_items, items, "items")
         return (ids[0][ids[0] >= 0], scores[0][ids[0] >= 0]) if scalar else (ids, scores)
 
-    def _rank(self, queries, side, N, exclude, filter_ids, subset, subset_name, norms=None):
-        """Top ``N`` of ``side``'s factors for ``queries``, restricted and filtered."""
-        factors = self._factors(side)
+    def _rank(self, queries, side, N, exclude, filter_ids, subset, subset_name, factors=None):
+        """Top ``N`` of ``side``'s ``factors`` (by default its factors) for ``queries``,
+        restricted and filtered."""
+        factors = self._factors(side) if factors is None else factors
         total = len(factors)
         filter_name = f"filter_{side.name}"
         if subset is not None and filter_ids is not None:
@@ -684,7 +703,6 @@ class AlternatingLeastSquares:
             subset = np.unique(check_ids(subset, subset_name, total, allow_scalar=False))
             device_subset = self.backend_.to_device(subset)
             factors = factors[device_subset]
-            norms = None if norms is None else norms[device_subset]
             if exclude is not None:
                 exclude = liked_last = _restrict_columns(exclude, subset)
         candidates = len(factors)
@@ -695,7 +713,7 @@ class AlternatingLeastSquares:
         if exclude is not None:
             exclude = self.backend_.to_device(exclude)
         with self.backend_.threads():
-            ids, scores = self.backend_.topk(queries, factors, k, exclude, exclude_all, norms)
+            ids, scores = self.backend_.topk(queries, factors, k, exclude, exclude_all)
         _check_scores(scores, ids)
         if liked_last is not None:
             ids, scores = _liked_last(ids, scores, liked_last)
@@ -738,21 +756,16 @@ class AlternatingLeastSquares:
     def _similar(self, queryid, N, recalculate, matrix, filter_ids, subset, side):
         self._require_fit()
         N = check_positive_int(N, "N")
-        factors = self._factors(side)
         scalar = is_scalar(queryid)
         if recalculate:
             queries = self._recalculate(queryid, matrix, side)
-            query_norms = self.backend_.norms(queries)
+            queries = self._unit(queries, self.backend_.norms(queries))
+            unit = self._unit_factors(side)
         else:
-            ids = np.atleast_1d(check_ids(queryid, f"{side.singular}id", len(factors)))
-            device_ids = self.backend_.to_device(ids)
-            queries = factors[device_ids]
-            query_norms = self._norms(side)[device_ids]
-        ids, scores = self._rank(
-            queries, side, N, None, filter_ids, subset, side.name, norms=self._norms(side)
-        )
-        scores = scores / self.backend_.to_host(query_norms)[:, None]
-        _check_scores(scores, ids)
+            ids = check_ids(queryid, f"{side.singular}id", len(self._factors(side)))
+            unit = self._unit_factors(side)
+            queries = unit[self.backend_.to_device(np.atleast_1d(ids))]
+        ids, scores = self._rank(queries, side, N, None, filter_ids, subset, side.name, unit)
         return (ids[0][ids[0] >= 0], scores[0][ids[0] >= 0]) if scalar else (ids, scores)
 
     def explain(self, userid, user_items, itemid, user_weights=None, N=10):

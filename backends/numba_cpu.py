@@ -188,7 +188,9 @@ class NumbaBackend(ArrayAlgebra):
         factors = np.ascontiguousarray(factors)
         queries = np.ascontiguousarray(queries, dtype=factors.dtype)
         norms = np.zeros(0, factors.dtype) if norms is None else norms.astype(factors.dtype)
-        query_tile, item_tile = topk_tiles(n_queries, factors.shape[1], numba.get_num_threads())
+        query_tile, item_tile = topk_tiles(
+            n_queries, factors.shape[1], factors.itemsize, numba.get_num_threads()
+        )
         kernels.fused_topk(
             queries,
             factors,
@@ -204,24 +206,31 @@ class NumbaBackend(ArrayAlgebra):
         return ids, scores
 
 
-#: scratch scores of one top-k task: queries x items of a tile (256 KiB in float32)
-TOPK_TILE_ELEMENTS = 1 << 16
-
 #: the most queries one top-k task scores together
-TOPK_QUERY_TILE = 64
+TOPK_QUERY_TILE = 512
 
 
-def topk_tiles(n_queries, factors, threads):
-    """(queries, items) of one tile of the fused top-k.
+def topk_tiles(n_queries, factors, itemsize, threads, cache=None):
+    """(queries, items) of one tile of the fused top-k, from the cache size and thread count.
 
-    Queries are shared among the threads (four tasks per thread when there are enough, at
-    most ``TOPK_QUERY_TILE`` per task); the item tile makes the scratch scores
-    ``TOPK_TILE_ELEMENTS`` elements and the tile's factor rows no bigger than that, so both
-    stay in the L2 cache while the heaps read them.
+    Each BLAS call repacks its operands, so the product of a tile runs faster the more
+    queries share it: measured on a 2 MiB L2 at 32-512 factors (benchmarks/results/
+    queries-vm-2026-12-01.md), tiles of 500 queries scored up to twice as fast as tiles of
+    64. The queries are therefore shared evenly among the threads in as few tasks as
+    ``TOPK_QUERY_TILE`` (the most queries of one task) allows. The item tile keeps the scratch scores in half of one
+    core's L2 cache (``cache`` bytes) and the tile's factor rows in a quarter, so the
+    selection reads the scores from the cache right after BLAS wrote them; it is a multiple
+    of the selection's segment when it can be.
     """
-    query_tile = max(1, min(TOPK_QUERY_TILE, -(-n_queries // (4 * max(1, threads)))))
-    item_tile = max(16, min(TOPK_TILE_ELEMENTS // query_tile, TOPK_TILE_ELEMENTS // factors))
-    return query_tile, item_tile
+    cache = cache_bytes() if cache is None else cache
+    threads = max(1, threads)
+    # as few tasks as the cap allows, a multiple of the thread count, of equal size
+    tasks = threads * -(-(-(-n_queries // TOPK_QUERY_TILE)) // threads)
+    query_tile = max(1, -(-n_queries // tasks))
+    item_tile = min(cache // 2 // (query_tile * itemsize), cache // 4 // (factors * itemsize))
+    if item_tile >= kernels.SELECT_SEGMENT:
+        item_tile -= item_tile % kernels.SELECT_SEGMENT
+    return query_tile, max(16, item_tile)
 
 
 #: the most rows one CG task steps in lockstep

@@ -451,6 +451,47 @@ def _finish(heap_scores, heap_ids, size):
         heap_ids[position] = -1
 
 
+#: scores the selection tests against the bar together before it looks at any one of them
+SELECT_SEGMENT = 64
+
+
+@njit(inline="always")
+def _select(values, start, excluded_for_all, lowest, heap_scores, heap_ids, size):
+    """Offer a row of scores (of items ``start``..) to a running top-k heap; return its size.
+
+    Once the heap is full, most scores fall below its worst (the bar): each segment of
+    ``SELECT_SEGMENT`` scores is first counted against the bar in a branch-free loop, and
+    only a segment with a score at or above it (or a NaN, which the model's finiteness check
+    must see) is walked one score at a time. ``lowest`` is -inf in the scores' dtype: a
+    float64 bar would halve the vector width. The loops index with unsigned integers: with
+    signed ones Numba checks each index for wraparound, and LLVM then gathers the scores one
+    lane at a time instead of loading a vector.
+    """
+    k = heap_scores.shape[0]
+    width = np.uint64(values.shape[0])
+    segment = np.uint64(SELECT_SEGMENT)
+    # the bar a score must clear once the heap is full (its worst, at the root)
+    bar = heap_scores[0] if size == k else lowest
+    for low in range(np.uint64(0), width, segment):
+        high = min(low + segment, width)
+        if size == k:
+            contenders = 0
+            for column in range(low, high):
+                contenders += not values[column] < bar
+            if contenders == 0:
+                continue
+        for column in range(low, high):
+            value = values[column]
+            item = start + np.int64(column)
+            # ties at the bar fall through to _push, which settles them by id
+            if value < bar or value == lowest or excluded_for_all[item]:
+                continue
+            size = _push(heap_scores, heap_ids, size, value, item)
+            if size == k:
+                bar = heap_scores[0]
+    return size
+
+
 @_kernel(parallel=True)
 def fused_topk(
     queries,
@@ -513,6 +554,7 @@ def _topk_task(
     block = np.empty((rows, item_tile), queries.dtype)
     tile = np.empty((item_tile, factors.shape[1]), factors.dtype)
     sizes = np.zeros(rows, np.int64)
+    lowest = np.full(1, -np.inf, queries.dtype)[0]
     # each query's next exclusion not yet passed
     cursor = excl_indptr[first:last].copy()
     for start in range(0, n_items, item_tile):
@@ -537,20 +579,9 @@ def _topk_task(
             while cursor[row] < end and excl_indices[cursor[row]] < stop:
                 values[excl_indices[cursor[row]] - start] = -np.inf
                 cursor[row] += 1
-            heap_scores, heap_ids = out_scores[first + row], out_ids[first + row]
-            size = sizes[row]
-            k = heap_scores.shape[0]
-            # the bar a score must clear once the heap is full (its worst, at the root)
-            bar = heap_scores[0] if size == k else -np.inf
-            for column in range(width):
-                value = values[column]
-                # most scores fall below the bar: one comparison, no call (ties at the bar
-                # fall through to _push, which settles them by id)
-                if value < bar or value == -np.inf or excluded_for_all[start + column]:
-                    continue
-                size = _push(heap_scores, heap_ids, size, value, start + column)
-                if size == k:
-                    bar = heap_scores[0]
-            sizes[row] = size
+            sizes[row] = _select(
+                values, start, excluded_for_all, lowest, out_scores[first + row],
+                out_ids[first + row], sizes[row],
+            )
     for row in range(rows):
         _finish(out_scores[first + row], out_ids[first + row], sizes[row])

@@ -182,9 +182,10 @@ def test_topk_in_many_small_blocks_equals_one_block(name, monkeypatch):
     exclude = scipy.sparse.random(97, 300, density=0.1, format="csr", random_state=1)
     whole = backend.topk(queries, factors, 7, exclude, np.array([3, 4]))
     monkeypatch.setattr(backends.xp_generic, "BLOCK_ELEMENTS", 1000)  # 3 queries per block
-    # the Numba top-k: tiles of 3 queries x 16 items
+    # the Numba top-k: tiles of 3 queries x 16 items (float64 scores of 3 x 16 in 384 bytes)
     monkeypatch.setattr(backends.numba_cpu, "TOPK_QUERY_TILE", 3)
-    monkeypatch.setattr(backends.numba_cpu, "TOPK_TILE_ELEMENTS", 64)
+    monkeypatch.setattr(backends.numba_cpu, "cache_bytes", lambda: 768)
+    assert backends.numba_cpu.topk_tiles(97, 5, 8, threads=2) == (3, 16)
     blocked = backend.topk(queries, factors, 7, exclude, np.array([3, 4]))
     np.testing.assert_array_equal(blocked[0], whole[0])
     # BLAS may order a product's sums differently for other block shapes: 1 ulp
