@@ -216,17 +216,17 @@ def topk_tiles(n_queries, factors, itemsize, threads, cache=None):
     Each BLAS call repacks its operands, so the product of a tile runs faster the more
     queries share it: measured on a 2 MiB L2 at 32-512 factors (benchmarks/results/
     queries-vm-2026-12-01.md), tiles of 500 queries scored up to twice as fast as tiles of
-    64. The queries are therefore shared evenly among the threads in as few tasks as
-    ``TOPK_QUERY_TILE`` (the most queries of one task) allows. The item tile keeps the scratch scores in half of one
-    core's L2 cache (``cache`` bytes) and the tile's factor rows in a quarter, so the
-    selection reads the scores from the cache right after BLAS wrote them; it is a multiple
-    of the selection's segment when it can be.
+    64. The queries are therefore shared evenly among the threads, in as few tasks as
+    ``TOPK_QUERY_TILE`` (the most queries of one task) allows. The item tile keeps the
+    scratch scores in half of one core's L2 cache (``cache`` bytes) and the tile's factor
+    rows in a quarter, so the selection reads the scores from the cache right after BLAS
+    wrote them; it is a multiple of the selection's segment when it can be.
     """
     cache = cache_bytes() if cache is None else cache
     threads = max(1, threads)
-    # as few tasks as the cap allows, a multiple of the thread count, of equal size
-    tasks = threads * -(-(-(-n_queries // TOPK_QUERY_TILE)) // threads)
-    query_tile = max(1, -(-n_queries // tasks))
+    # as few tasks as the cap allows, the same number for every thread, of equal size
+    tasks_per_thread = max(1, -(-n_queries // (TOPK_QUERY_TILE * threads)))
+    query_tile = max(1, -(-n_queries // (tasks_per_thread * threads)))
     item_tile = min(cache // 2 // (query_tile * itemsize), cache // 4 // (factors * itemsize))
     if item_tile >= kernels.SELECT_SEGMENT:
         item_tile -= item_tile % kernels.SELECT_SEGMENT

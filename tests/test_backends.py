@@ -214,7 +214,7 @@ def test_numba_cg_tasks_respect_their_limits(factors):
         assert rows <= min_rows or entries <= max_entries
 
 
-@pytest.mark.parametrize("query_tile, item_tile", [(1, 16), (3, 7), (64, 1000)])
+@pytest.mark.parametrize("query_tile, item_tile", [(1, 16), (3, 7), (64, 1000), (8, 150)])
 def test_numba_fused_topk_is_the_same_for_any_tiles(query_tile, item_tile):
     # tiles smaller than the catalogue: exclusions and heaps carry across item tiles
     from backends import numba_kernels
@@ -243,6 +243,64 @@ def test_numba_fused_topk_is_the_same_for_any_tiles(query_tile, item_tile):
     # random scores have no ties: ids must match; scores to float32 rounding of the product
     np.testing.assert_array_equal(ids, expected[0])
     np.testing.assert_allclose(scores, expected[1], rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("item_tile", [64, 200, 1000])
+def test_numba_fused_topk_with_ties_across_segments(dtype, item_tile):
+    # integer scores: many ties at the bar, in and across the selection's segments (64
+    # scores) and item tiles; the top-k must hold the k best scores whichever tied ids win
+    from backends import numba_kernels
+
+    rng = np.random.default_rng(9)
+    queries = rng.integers(-2, 3, (30, 4)).astype(dtype)
+    factors = rng.integers(-2, 3, (900, 4)).astype(dtype)
+    exclude = scipy.sparse.random(30, 900, density=0.2, format="csr", random_state=3)
+    exclude.sort_indices()
+    excluded_for_all = np.zeros(900, np.bool_)
+    excluded_for_all[rng.choice(900, 40, replace=False)] = True
+    k = 25
+    ids, scores = np.empty((30, k), np.int32), np.empty((30, k), dtype)
+    numba_kernels.fused_topk(
+        queries,
+        factors,
+        np.zeros(0, dtype),
+        exclude.indptr.astype(np.int64),
+        exclude.indices.astype(np.int32),
+        excluded_for_all,
+        7,
+        item_tile,
+        ids,
+        scores,
+    )
+    allowed = ~exclude.toarray().astype(bool) & ~excluded_for_all
+    exact = queries @ factors.T
+    for row in range(30):
+        candidates = np.flatnonzero(allowed[row])
+        # integer products are exact in any order: scores equal the k best exactly
+        expected = np.sort(exact[row, candidates])[::-1][:k]
+        np.testing.assert_array_equal(scores[row], expected)
+        assert len(set(ids[row])) == k and allowed[row, ids[row]].all()
+        np.testing.assert_array_equal(exact[row, ids[row]], scores[row])
+
+
+def test_numba_topk_tiles_share_queries_evenly_and_fit_the_cache():
+    from backends.numba_cpu import TOPK_QUERY_TILE, topk_tiles
+
+    cache = 1 << 21
+    for n_queries in (1, 7, 1000, 1100, 5000, 100_000):
+        for factors in (8, 128, 512):
+            for itemsize in (4, 8):
+                for threads in (1, 2, 3, 16):
+                    query_tile, item_tile = topk_tiles(
+                        n_queries, factors, itemsize, threads, cache
+                    )
+                    assert 1 <= query_tile <= TOPK_QUERY_TILE
+                    # every thread gets a task when there are queries enough
+                    assert -(-n_queries // query_tile) >= min(threads, n_queries)
+                    # the scratch scores in half the cache, the factor rows in a quarter
+                    assert query_tile * item_tile * itemsize <= cache // 2
+                    assert item_tile * factors * itemsize <= cache // 4 or item_tile == 16
 
 
 @pytest.mark.parametrize("block_size", [3, 12])

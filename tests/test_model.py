@@ -305,3 +305,71 @@ def test_repr_names_the_backend_in_use_once_resolved(small_matrix):
     model = AlternatingLeastSquares(factors=3, iterations=1, backend="numpy", random_state=0)
     model.fit(small_matrix, show_progress=False)
     assert repr(model).endswith("backend='numpy')")
+
+
+# -- similar_* rank cached unit-norm factors ------------------------------------------------
+
+
+def _cosine_top(factors, queries, N):
+    """The reference answer: float64 cosine similarities, best first."""
+    factors, queries = factors.astype(np.float64), queries.astype(np.float64)
+    norms = np.linalg.norm(factors, axis=1)
+    norms[norms == 0] = 1e-10
+    query_norms = np.linalg.norm(queries, axis=1)
+    query_norms[query_norms == 0] = 1e-10
+    scores = queries @ factors.T / norms / query_norms[:, None]
+    return -np.sort(-scores, axis=1)[:, :N]
+
+
+def _assert_similar_match(model, N=6):
+    items = np.arange(0, model.item_factors.shape[0], 7)
+    _, scores = model.similar_items(items, N=N)
+    expected = _cosine_top(model.item_factors, model.item_factors[items], N)
+    # cosines of float32 factors, summed in another order than the float64 reference
+    np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-6)
+    users = np.arange(0, model.user_factors.shape[0], 11)
+    _, scores = model.similar_users(users, N=N)
+    expected = _cosine_top(model.user_factors, model.user_factors[users], N)
+    np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_similar_follows_every_change_of_the_factors(fitted, small_matrix):
+    _assert_similar_match(fitted)  # fills the caches
+    rng = np.random.default_rng(3)
+    fitted.item_factors = rng.standard_normal(fitted.item_factors.shape).astype(np.float32)
+    fitted.user_factors = rng.standard_normal(fitted.user_factors.shape).astype(np.float32)
+    _assert_similar_match(fitted)
+    fitted.partial_fit_items([0, 5], small_matrix.T.tocsr()[[3, 4]])
+    fitted.partial_fit_users([1, 2], small_matrix[[5, 6]])
+    _assert_similar_match(fitted)
+    fitted.fit(small_matrix, show_progress=False)
+    _assert_similar_match(fitted)
+
+
+def test_similar_items_recalculated_is_the_cosine_of_the_new_factors(fitted, small_matrix):
+    item_users = small_matrix.T.tocsr()
+    _, scores = fitted.similar_items(
+        [3, 4], N=5, recalculate_item=True, item_users=item_users[[3, 4]]
+    )
+    queries = np.stack([fitted.recalculate_item(i, item_users[i]) for i in (3, 4)])
+    expected = _cosine_top(fitted.item_factors, queries, 5)
+    # float32 factors, recomputed in another order: cosines to 1e-5
+    np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_similar_items_with_more_neighbours_than_items_and_all_filtered(backend_name, dtype):
+    rng = np.random.default_rng(4)
+    model = AlternatingLeastSquares(factors=5, backend=backend_name, dtype=dtype)
+    model.user_factors = rng.standard_normal((6, 5))
+    model.item_factors = rng.standard_normal((9, 5))
+    ids, scores = model.similar_items(np.arange(9), N=20)
+    assert ids.shape == (9, 9) and scores.dtype == dtype
+    # float32: rounding of the unit vectors and their products; float64: to its rounding
+    rtol = 1e-5 if dtype == np.float32 else 1e-12
+    expected = _cosine_top(model.item_factors, model.item_factors, 9)
+    np.testing.assert_allclose(scores, expected, rtol=rtol, atol=rtol)
+    ids, scores = model.similar_items(np.arange(3), N=4, filter_items=np.arange(9))
+    assert (ids == -1).all() and np.isneginf(scores).all()
+    ids, scores = model.similar_items(2, N=4, filter_items=np.arange(9))
+    assert ids.size == 0 and scores.size == 0
