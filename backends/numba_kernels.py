@@ -463,9 +463,9 @@ def _select(values, start, excluded_for_all, lowest, heap_scores, heap_ids, size
     ``SELECT_SEGMENT`` scores is first counted against the bar in a branch-free loop, and
     only a segment with a score the one-at-a-time walk would not skip (at or above the bar,
     or NaN) is walked. ``lowest`` is -inf in the scores' dtype: a float64 bar would halve
-    the vector width. The loops index with unsigned integers: with
-    signed ones Numba checks each index for wraparound, and LLVM then gathers the scores one
-    lane at a time instead of loading a vector.
+    the vector width. The loops index with unsigned integers: with signed ones Numba checks
+    each index for wraparound, and LLVM then gathers the scores one lane at a time instead
+    of loading a vector.
     """
     k = heap_scores.shape[0]
     width = np.uint64(values.shape[0])
