@@ -98,6 +98,7 @@ from .fitting import (
     solve_side,
 )
 from .model import AlternatingLeastSquares
+from .partitioning import block_of, locality_assignment
 from .validation import check_positive_int, check_random_state, check_user_items
 
 __all__ = [
@@ -114,6 +115,9 @@ __all__ = [
 #: random draws per chunk when the client advances the stream to a block's first row
 RANDOM_CHUNK_ELEMENTS = 1 << 22
 
+#: how users are grouped into blocks (see Partitioning)
+LAYOUTS = ("locality", "ranges")
+
 
 @dataclass
 class BlockedInteractions:
@@ -124,9 +128,18 @@ class BlockedInteractions:
     n_users, n_items : int
         Shape of the users x items matrix.
     user_bounds, item_bounds : numpy.ndarray
-        Block ``b`` of users holds rows ``user_bounds[b]:user_bounds[b + 1]``; likewise items.
+        Item block ``c`` holds items ``item_bounds[c]:item_bounds[c + 1]``. User block
+        ``b`` holds ``user_bounds[b + 1] - user_bounds[b]`` users: those of ``user_ids[b]``
+        (with ``layout="ranges"``, users ``user_bounds[b]:user_bounds[b + 1]``).
     user_blocks, item_blocks : list of distributed.Future
         CSR weight blocks: users x all items, and items x all users.
+    user_ids : list of distributed.Future
+        The sorted ids of the users of each user block, on its owner.
+    item_columns : list of distributed.Future
+        For item block ``c``, the user ids its interactions reference, in the order their
+        factor rows arrive (by user block, then by position in it), on its owner.
+    layout : str
+        ``"locality"`` or ``"ranges"`` (see Partitioning in the module docstring).
     owners : list of str
         Worker address that holds (and solves) block ``b``, for both sides.
     user_routes, item_routes : list of distributed.Future
@@ -150,6 +163,9 @@ class BlockedInteractions:
     item_routes: list = field(default_factory=list)
     route_sizes: dict = field(default_factory=dict)
     nnz: int = field(default=0)
+    user_ids: list = field(default_factory=list)
+    item_columns: list = field(default_factory=list)
+    layout: str = "ranges"
 
     @property
     def shape(self):
@@ -222,18 +238,26 @@ def _csr_from_pieces(shape, *pieces):
     return scipy.sparse.csr_matrix((weights, (rows, columns)), shape=shape)
 
 
-def _solver_block(block, alpha):
+def _solver_block(block, alpha, columns=None):
     """The confidences of one block with its columns renumbered to the rows it references.
 
     The confidences are exactly those ``fit`` prepares (canonical float32, ``alpha``
-    applied); column ``j`` of the result is the ``j``-th smallest column the block
-    references, the order in which its in-block arrives (see :func:`_select`).
+    applied), stored in the same order. Column ``j`` of the result is ``columns[j]``, the
+    order in which its in-block arrives (see :func:`_select`); by default the ``j``-th
+    smallest column the block references (the order when the other side is in ranges).
     """
     block = confidence(check_user_items(block, "a block"), alpha)
-    referenced, local = np.unique(block.indices, return_inverse=True)
+    if columns is None:
+        columns, local = np.unique(block.indices, return_inverse=True)
+    else:
+        order = np.argsort(columns, kind="stable")
+        found = np.minimum(np.searchsorted(columns[order], block.indices), len(columns) - 1)
+        local = order[found] if len(columns) else found
+        if len(block.indices) and not np.array_equal(columns[local], block.indices):
+            raise RuntimeError("a block references rows its routes do not bring")
     return scipy.sparse.csr_matrix(
         (block.data, local.astype(np.int32), block.indptr),
-        shape=(block.shape[0], len(referenced)),
+        shape=(block.shape[0], len(columns)),
     )
 
 
@@ -244,14 +268,74 @@ def _out_routes(block, other_bounds):
     ``c``'s transposed block has this row among its columns. Returns one sorted int64 array
     of local rows per other block.
     """
-    n_rows, n_blocks = block.shape[0], len(other_bounds) - 1
+    return _routes_to(block, block_of(block.indices, other_bounds), len(other_bounds) - 1)
+
+
+def _routes_to(block, target, n_blocks):
+    """Sorted rows of ``block`` with an entry whose column lives in block ``target[entry]``."""
+    n_rows = block.shape[0]
     if n_rows == 0 or block.nnz == 0:
         return [np.zeros(0, dtype=np.int64) for _ in range(n_blocks)]
     rows = np.repeat(np.arange(n_rows, dtype=np.int64), np.diff(block.indptr))
-    target = np.searchsorted(other_bounds, block.indices, side="right") - 1
-    keys = np.unique(target.astype(np.int64) * n_rows + rows)
+    keys = np.unique(np.asarray(target, dtype=np.int64) * n_rows + rows)
     splits = np.searchsorted(keys // n_rows, np.arange(1, n_blocks))
     return np.split(keys % n_rows, splits)
+
+
+def _route_ids(ids, routes, target):
+    """The user ids user block sends item block ``target`` (the rows of its route there)."""
+    return ids[routes[target]]
+
+
+def _in_order(*route_ids):
+    """An item block's user columns in the order their rows arrive: by user block."""
+    if not route_ids:
+        return np.zeros(0, dtype=np.int64)
+    return np.concatenate(route_ids).astype(np.int64)
+
+
+def _item_routes(block, *route_ids):
+    """Out-blocks of an item block, from the user ids every user block sends it.
+
+    Item row ``r`` goes to user block ``b`` when one of its users is among ``route_ids[b]``
+    (every user the block references is in exactly one of them).
+    """
+    columns = _in_order(*route_ids)
+    owner = np.repeat(np.arange(len(route_ids)), [len(ids) for ids in route_ids])
+    order = np.argsort(columns, kind="stable")
+    found = np.minimum(np.searchsorted(columns[order], block.indices), max(len(columns) - 1, 0))
+    target = owner[order[found]] if len(columns) else np.zeros(0, dtype=np.int64)
+    return _routes_to(block, target, len(route_ids))
+
+
+def _assign(block, item_bounds, n_blocks):
+    return locality_assignment(block, item_bounds, n_blocks)
+
+
+def _rows_to(block, assignment, target, first_id):
+    """The rows of a range of users that go to user block ``target``, and their ids."""
+    rows = np.flatnonzero(assignment == target)
+    return block[rows], rows + first_id
+
+
+def _stack_rows(*pieces):
+    """One user block from the rows every range sends it, with their (sorted) ids."""
+    return (
+        scipy.sparse.vstack([piece[0] for piece in pieces], format="csr"),
+        np.concatenate([piece[1] for piece in pieces]),
+    )
+
+
+def _part(pair, index):
+    return pair[index]
+
+
+def _id_range(start, stop):
+    return np.arange(start, stop, dtype=np.int64)
+
+
+def _length(array):
+    return len(array)
 
 
 def _route_sizes(routes):
@@ -263,11 +347,24 @@ def _select(factors, routes, target):
     return np.ascontiguousarray(factors[routes[target]])
 
 
-def _random_block(state, rows, factors, dtype):
-    """Rows of initial factors, drawn from a copy of the client's stream at ``state``."""
-    generator = np.random.Generator(getattr(np.random, state["bit_generator"])())
-    generator.bit_generator.state = state
-    return initial_factors(generator, rows, factors, dtype)
+def _random_rows(states, chunk_rows, n_rows, ids, factors, dtype):
+    """Rows ``ids`` (sorted) of the initial factors, drawn chunk by chunk from the stream.
+
+    ``states[k]`` is the client's stream at row ``k * chunk_rows``: each chunk holding one
+    of ``ids`` is drawn whole from a copy of it, so the rows are those of one draw of all
+    ``n_rows`` rows.
+    """
+    result = np.empty((len(ids), factors), dtype=dtype)
+    chunk_of = ids // chunk_rows
+    for k in np.unique(chunk_of):
+        state = states[k]
+        generator = np.random.Generator(getattr(np.random, state["bit_generator"])())
+        generator.bit_generator.state = state
+        start = int(k) * chunk_rows
+        rows = initial_factors(generator, min(chunk_rows, n_rows - start), factors, dtype)
+        chosen = chunk_of == k
+        result[chosen] = rows[ids[chosen] - start]
+    return result
 
 
 def _gram_partial(factors):
@@ -378,6 +475,7 @@ def partition_interactions(
     user_col="user",
     item_col="item",
     weight_col="weight",
+    layout="locality",
 ):
     """Put the interactions on the workers in user blocks and item blocks.
 
@@ -393,6 +491,10 @@ def partition_interactions(
         Blocks per side (default: one per worker).
     user_col, item_col, weight_col : str
         Columns of a DataFrame; ``weight_col=None`` weighs every row 1.
+    layout : {"locality", "ranges"}
+        ``"locality"``: each user joins one of the item blocks it references
+        (:func:`als.partitioning.locality_assignment`, on the workers), so fewer user
+        rows travel; ``"ranges"``: users in contiguous ranges of ids.
 
     Returns
     -------
@@ -404,10 +506,13 @@ def partition_interactions(
         For input that is neither, or ids that are not dense integers in range (raised
         when the blocks are built).
     """
+    if layout not in LAYOUTS:
+        raise InvalidValueError(f"layout must be one of {', '.join(LAYOUTS)}, not {layout!r}")
     owners = _workers(client)
     blocks = check_positive_int(blocks if blocks is not None else len(owners), "blocks")
     if scipy.sparse.issparse(user_items) or isinstance(user_items, np.ndarray):
-        return _partition_matrix(client, check_user_items(user_items), blocks, owners)
+        data = _partition_matrix(client, check_user_items(user_items), blocks, owners)
+        return _arranged(client, data, layout)
     if isinstance(user_items, (str, os.PathLike, list, tuple)):
         import dask.dataframe as dd
 
@@ -418,9 +523,10 @@ def partition_interactions(
             "user_items must be a scipy.sparse matrix, a dask DataFrame or Parquet path(s), "
             f"not {type(user_items).__name__}"
         )
-    return _partition_frame(
+    data = _partition_frame(
         client, user_items, (user_col, item_col, weight_col), shape, blocks, owners
     )
+    return _arranged(client, data, layout)
 
 
 def _owner(owners, block):
@@ -436,11 +542,8 @@ def _partition_matrix(client, matrix, blocks, owners):
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Sending large graph", category=UserWarning)
         sides = _submit_matrix_blocks(client, matrix, transposed, user_bounds, item_bounds, owners)
-    return _with_routes(
-        client,
-        BlockedInteractions(
-            n_users, n_items, user_bounds, item_bounds, sides[0], sides[1], owners, nnz=matrix.nnz
-        ),
+    return BlockedInteractions(
+        n_users, n_items, user_bounds, item_bounds, sides[0], sides[1], owners, nnz=matrix.nnz
     )
 
 
@@ -496,11 +599,8 @@ def _partition_frame(client, frame, columns, shape, blocks, owners):
             )
         sides.append(futures)
     nnz = sum(client.gather([client.submit(_nnz, block) for block in sides[0]]))
-    return _with_routes(
-        client,
-        BlockedInteractions(
-            n_users, n_items, user_bounds, item_bounds, sides[0], sides[1], owners, nnz=nnz
-        ),
+    return BlockedInteractions(
+        n_users, n_items, user_bounds, item_bounds, sides[0], sides[1], owners, nnz=nnz
     )
 
 
@@ -508,31 +608,76 @@ def _nnz(block):
     return block.nnz
 
 
-def _with_routes(client, data):
-    """Compute every block's out-blocks on its owner, once; the client keeps their sizes."""
-    for side, blocks, other_bounds in (
-        (USERS, data.user_blocks, data.item_bounds),
-        (ITEMS, data.item_blocks, data.user_bounds),
-    ):
-        routes = [
-            client.submit(
-                _out_routes,
-                block,
-                other_bounds,
-                workers=[_owner(data.owners, b)],
-                allow_other_workers=True,
-            )
-            for b, block in enumerate(blocks)
+def _arranged(client, data, layout):
+    """Regroup the users (``layout="locality"``), then compute the routes, on the workers.
+
+    ``data`` holds users in contiguous ranges. With ``"locality"`` each range's owner
+    assigns its users to blocks (:func:`als.partitioning.locality_assignment`: its share
+    of every block's capacity) and sends each block its rows; block ``b`` stacks them in
+    the order of the ranges, so its ids stay sorted. The client learns the block sizes.
+    """
+    n_blocks = len(data.user_bounds) - 1
+    data.layout = layout
+
+    def on_owner(function, *args, block):
+        where = [_owner(data.owners, block)]
+        return client.submit(function, *args, workers=where, allow_other_workers=True)
+
+    ranges = data.user_bounds
+    if layout == "ranges" or n_blocks == 1:
+        data.user_ids = [
+            on_owner(_id_range, int(ranges[b]), int(ranges[b + 1]), block=b)
+            for b in range(n_blocks)
         ]
-        sizes = client.gather(
-            [
-                client.submit(
-                    _route_sizes, r, workers=[_owner(data.owners, b)], allow_other_workers=True
-                )
-                for b, r in enumerate(routes)
+    else:
+        assignments = [
+            on_owner(_assign, block, data.item_bounds, n_blocks, block=s)
+            for s, block in enumerate(data.user_blocks)
+        ]
+        stacked = []
+        for b in range(n_blocks):
+            pieces = [
+                on_owner(_rows_to, data.user_blocks[s], assignment, b, int(ranges[s]), block=s)
+                for s, assignment in enumerate(assignments)
             ]
+            stacked.append(on_owner(_stack_rows, *pieces, block=b))
+        data.user_blocks = [on_owner(_part, pair, 0, block=b) for b, pair in enumerate(stacked)]
+        data.user_ids = [on_owner(_part, pair, 1, block=b) for b, pair in enumerate(stacked)]
+        sizes = client.gather(
+            [on_owner(_length, ids, block=b) for b, ids in enumerate(data.user_ids)]
         )
-        setattr(data, f"{side.singular}_routes", routes)
+        data.user_bounds = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    return _with_routes(client, data, on_owner)
+
+
+def _with_routes(client, data, on_owner):
+    """Compute every block's out-blocks on its owner, once; the client keeps their sizes.
+
+    User blocks find the item block of each column by its range. Each then sends every
+    item block the ids of the users it routes there, from which the item block learns
+    its columns' order and its own out-blocks.
+    """
+    n_blocks = len(data.user_bounds) - 1
+    data.user_routes = [
+        on_owner(_out_routes, block, data.item_bounds, block=b)
+        for b, block in enumerate(data.user_blocks)
+    ]
+    route_ids = [
+        [
+            on_owner(_route_ids, data.user_ids[b], data.user_routes[b], c, block=b)
+            for b in range(n_blocks)
+        ]
+        for c in range(n_blocks)
+    ]
+    data.item_columns = [on_owner(_in_order, *ids, block=c) for c, ids in enumerate(route_ids)]
+    data.item_routes = [
+        on_owner(_item_routes, block, *route_ids[c], block=c)
+        for c, block in enumerate(data.item_blocks)
+    ]
+    for side, routes in ((USERS, data.user_routes), (ITEMS, data.item_routes)):
+        sizes = client.gather(
+            [on_owner(_route_sizes, r, block=b) for b, r in enumerate(routes)]
+        )
         data.route_sizes[side.name] = np.stack(sizes)
     return data
 
@@ -677,17 +822,30 @@ def fit_distributed(client, model, user_items, *, show_progress=True, callback=N
             function, *args, workers=[_owner(owners, block)], allow_other_workers=True
         )
 
-    bounds = {USERS: data.user_bounds, ITEMS: data.item_bounds}
     routes = {USERS: data.user_routes, ITEMS: data.item_routes}
+    ids = {
+        USERS: data.user_ids,
+        ITEMS: [
+            on_owner(_id_range, int(data.item_bounds[c]), int(data.item_bounds[c + 1]), block=c)
+            for c in range(n_blocks)
+        ],
+    }
     blocks = {
-        side: [on_owner(_solver_block, c, settings.alpha, block=b) for b, c in enumerate(raw)]
-        for side, raw in ((USERS, data.user_blocks), (ITEMS, data.item_blocks))
+        USERS: [
+            on_owner(_solver_block, x, settings.alpha, block=b)
+            for b, x in enumerate(data.user_blocks)
+        ],
+        ITEMS: [
+            on_owner(_solver_block, y, settings.alpha, columns, block=c)
+            for c, (y, columns) in enumerate(zip(data.item_blocks, data.item_columns, strict=True))
+        ],
     }
     if owned:
         # the solver blocks replace the weights: the workers free them once those are
         # built, and the scheduler keeps their lineage in case a worker is lost
         data.user_blocks = data.item_blocks = None
-    factors = _starting_factors(client, model, settings, bounds, owners)
+    sizes = {USERS: data.n_users, ITEMS: data.n_items}
+    factors = _starting_factors(client, model, settings, ids, sizes, owners)
     partials = {
         side: [on_owner(_gram_partial, x, block=b) for b, x in enumerate(factors[side])]
         for side in SIDES
@@ -769,38 +927,40 @@ def fit_distributed(client, model, user_items, *, show_progress=True, callback=N
                 callback(iteration, time.perf_counter() - start, current_loss)
             start = time.perf_counter()
     for side in SIDES:
-        setattr(model, side.factors_name, np.concatenate(client.gather(factors[side])))
+        gathered = np.empty((sizes[side], settings.factors), dtype=settings.dtype)
+        for rows, block in zip(client.gather(ids[side]), client.gather(factors[side]), strict=True):
+            gathered[rows] = block
+        setattr(model, side.factors_name, gathered)
     return model
 
 
-def _starting_factors(client, model, settings, bounds_by_side, owners):
+def _starting_factors(client, model, settings, ids_by_side, sizes, owners):
     """Futures of both sides' starting factor blocks: the model's own, or drawn by block.
 
     Follows ``AlternatingLeastSquares.fit``: a side with factors of the right shape keeps
-    them; a missing side is drawn from ``random_state``, user factors first. Block ``b`` is
-    made on its owner and never leaves it.
+    them; a missing side is drawn from ``random_state``, user factors first. Block ``b``
+    (the rows ``ids_by_side[side][b]``, a future on its owner) is made on its owner and
+    never leaves it.
     """
     dtype, factors, rng = settings.dtype, settings.factors, None
+    chunk_rows = max(1, RANDOM_CHUNK_ELEMENTS // factors)
     blocks = {}
-    for side, bounds in bounds_by_side.items():
+    for side, ids in ids_by_side.items():
         current = getattr(model, side.factors_name)
-        rows = int(bounds[-1])
+        rows = sizes[side]
         where = [
             {"workers": [_owner(owners, b)], "allow_other_workers": True}
-            for b in range(len(bounds) - 1)
+            for b in range(len(ids))
         ]
         if current is None:
             rng = rng or check_random_state(model.random_state)
+            chunks = np.append(np.arange(0, rows, chunk_rows), rows)
+            states = initial_factor_states(rng, chunks, factors, dtype)
             blocks[side] = [
                 client.submit(
-                    _random_block,
-                    state,
-                    int(bounds[b + 1] - bounds[b]),
-                    factors,
-                    dtype,
-                    **where[b],
+                    _random_rows, states, chunk_rows, rows, block_ids, factors, dtype, **where[b]
                 )
-                for b, state in enumerate(initial_factor_states(rng, bounds, factors, dtype))
+                for b, block_ids in enumerate(ids)
             ]
         elif current.shape == (rows, factors):
             array = np.ascontiguousarray(current, dtype=dtype)
@@ -810,10 +970,8 @@ def _starting_factors(client, model, settings, bounds_by_side, owners):
                     "ignore", message="Sending large graph", category=UserWarning
                 )
                 blocks[side] = [
-                    client.submit(
-                        _copy_rows, array[bounds[b] : bounds[b + 1]], pure=False, **where[b]
-                    )
-                    for b in range(len(bounds) - 1)
+                    client.submit(_copy_rows, array[block_ids], pure=False, **where[b])
+                    for b, block_ids in enumerate(client.gather(ids))
                 ]
         else:
             raise InvalidValueError(

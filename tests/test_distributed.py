@@ -238,7 +238,7 @@ def _known_matrix():
 
 
 def test_routes_hold_only_the_referenced_rows(client):
-    blocked = partition_interactions(client, _known_matrix(), blocks=2)
+    blocked = partition_interactions(client, _known_matrix(), blocks=2, layout="ranges")
     user_routes = [[r.tolist() for r in routes] for routes in client.gather(blocked.user_routes)]
     item_routes = [[r.tolist() for r in routes] for routes in client.gather(blocked.item_routes)]
     # user block 0 (users 0-2) likes items 0, 1 of item block 0 and nothing of block 1;
@@ -260,7 +260,7 @@ def test_workers_receive_only_the_referenced_rows(client):
     def received(dask_worker):
         return [dict(entry["keys"]) for entry in dask_worker.transfer_incoming_log]
 
-    blocked = partition_interactions(client, _known_matrix(), blocks=2)
+    blocked = partition_interactions(client, _known_matrix(), blocks=2, layout="ranges")
     client.run(clear)
     params = {**PARAMS, "factors": factors, "iterations": iterations}
     fit_distributed(client, AlternatingLeastSquares(**params), blocked, show_progress=False)
