@@ -98,7 +98,7 @@ from .fitting import (
     solve_side,
 )
 from .model import AlternatingLeastSquares
-from .partitioning import block_of, locality_assignment
+from .partitioning import block_bounds, block_of, locality_assignment
 from .validation import check_positive_int, check_random_state, check_user_items
 
 __all__ = [
@@ -445,10 +445,6 @@ def _loss_parts(block, rows, gram64, n_columns, num_threads, *pieces):
 # -- partitioning -------------------------------------------------------------------------------
 
 
-def _bounds(n, blocks):
-    return np.linspace(0, n, blocks + 1).round().astype(np.int64)
-
-
 #: seconds to wait for a worker when the cluster has none (starting, or restarting one)
 WORKER_WAIT_SECONDS = 60
 
@@ -535,7 +531,7 @@ def _owner(owners, block):
 
 def _partition_matrix(client, matrix, blocks, owners):
     n_users, n_items = matrix.shape
-    user_bounds, item_bounds = _bounds(n_users, blocks), _bounds(n_items, blocks)
+    user_bounds, item_bounds = block_bounds(n_users, blocks), block_bounds(n_items, blocks)
     transposed = matrix.T.tocsr()
     # the blocks travel inside their tasks on purpose: the scheduler keeps them, so a lost
     # worker's blocks are rebuilt (so Dask's "Sending large graph" warning is expected)
@@ -577,7 +573,7 @@ def _partition_frame(client, frame, columns, shape, blocks, owners):
         largest = dask.compute(frame[user_col].max(), frame[item_col].max())
         shape = (int(largest[0]) + 1, int(largest[1]) + 1)
     n_users, n_items = (check_positive_int(n, "shape") for n in shape)
-    user_bounds, item_bounds = _bounds(n_users, blocks), _bounds(n_items, blocks)
+    user_bounds, item_bounds = block_bounds(n_users, blocks), block_bounds(n_items, blocks)
     splits = client.compute(
         [
             dask.delayed(_split_partition)(part, columns, user_bounds, item_bounds, shape)

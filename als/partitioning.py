@@ -11,10 +11,11 @@ users have a handful of interactions. Items stay in contiguous ranges.
 
 :func:`locality_assignment` does this for the rows of one block of users (each worker
 assigns the users it read), under capacities that keep every target block within
-``1 + slack`` of its share of the interactions and of the rows: the most constrained users
-(fewest item blocks, then fewest interactions) choose first, among their item blocks in an
-order drawn from a hash of (user, block) so that no block is everyone's first choice; a
-user whose blocks are all full goes where room is left. Users referenced by every item
+``1 + slack`` of its share of the work (interactions plus ``ROW_COST`` per row, what sets
+the time of its solve): the most constrained users (fewest item blocks, then fewest
+interactions) choose first, among their item blocks in an order drawn from a hash of
+(user, block) so that no block is everyone's first choice; a user whose blocks are all
+full goes where room is left. Users referenced by every item
 block (the heavy ones, which travel to all other workers anyway) fill the rest.
 
 :func:`received_rows` counts, from the matrix and an assignment, the rows every worker
@@ -25,10 +26,28 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["DEFAULT_SLACK", "block_of", "locality_assignment", "received_rows"]
+__all__ = [
+    "DEFAULT_SLACK",
+    "ROW_COST",
+    "block_bounds",
+    "block_of",
+    "locality_assignment",
+    "received_rows",
+    "user_blocks",
+]
 
-#: the largest excess of a block's interactions (and rows) over its share, as a fraction
+#: the largest excess of a block's work over its share, as a fraction
 DEFAULT_SLACK = 0.05
+
+#: the work of solving one row, in interactions: per CG step a row's product with the Gram
+#: matrix takes ``2 f^2`` flops and an interaction ``4 f``, so a row weighs ``f / 2``
+#: interactions (32 at 64 factors)
+ROW_COST = 32
+
+
+def block_bounds(n, n_blocks):
+    """Bounds of ``n_blocks`` contiguous ranges of ``n`` ids, as even as rounding allows."""
+    return np.linspace(0, n, n_blocks + 1).round().astype(np.int64)
 
 
 def block_of(ids, bounds):
@@ -46,7 +65,9 @@ def _fill(sizes, room):
     return np.minimum(np.searchsorted(edges, middle * scale), len(room) - 1)
 
 
-def locality_assignment(block, column_bounds, n_blocks, slack=DEFAULT_SLACK):
+def locality_assignment(
+    block, column_bounds, n_blocks, slack=DEFAULT_SLACK, row_cost=ROW_COST
+):
     """A target block for every row of ``block``, beside the columns it references.
 
     Parameters
@@ -59,22 +80,24 @@ def locality_assignment(block, column_bounds, n_blocks, slack=DEFAULT_SLACK):
         Blocks of rows to assign to (as many as column blocks).
     slack : float
         Each target block receives at most ``(1 + slack)`` times its share of the rows'
-        interactions and of the rows, plus one row of the largest degree (so a small
-        block is never left without room).
+        work, ``interactions + row_cost * rows`` (a row larger than that share goes alone
+        into an empty block).
+    row_cost : float
+        The work of a row in interactions (see ``ROW_COST``).
 
     Returns
     -------
     numpy.ndarray of int64
-        ``result[r]`` is the block of row ``r``. Rows without interactions spread over the
-        blocks by the rows' room left.
+        ``result[r]`` is the block of row ``r``.
     """
     n_rows = block.shape[0]
     result = np.full(n_rows, -1, dtype=np.int64)
     if n_rows == 0:
         return result
     degree = np.diff(block.indptr).astype(np.int64)
-    nnz_room = np.full(n_blocks, (1 + slack) * block.nnz / n_blocks + degree.max())
-    row_room = np.full(n_blocks, (1 + slack) * n_rows / n_blocks + 1)
+    work = degree + float(row_cost)
+    share = float(work.sum()) / n_blocks
+    room = np.full(n_blocks, (1 + slack) * share)
     rows = np.repeat(np.arange(n_rows, dtype=np.int64), degree)
     pairs = np.unique(rows * n_blocks + block_of(block.indices, column_bounds))
     row, target = pairs // n_blocks, pairs % n_blocks
@@ -95,24 +118,55 @@ def locality_assignment(block, column_bounds, n_blocks, slack=DEFAULT_SLACK):
         taken = np.zeros(len(asking), dtype=bool)
         for b in np.unique(asked):
             index = np.flatnonzero(asked == b)
-            fits = (np.cumsum(degree[asking[index]]) <= nnz_room[b]) & (
-                np.arange(1, len(index) + 1) <= row_room[b]
-            )
+            fits = np.cumsum(work[asking[index]]) <= room[b]
             count = len(index) if fits.all() else int(np.argmin(fits))
+            if count == 0 and room[b] >= (1 + slack) * share:
+                count = 1  # a row larger than a block's share: alone in an empty block
             taken[index[:count]] = True
-            nnz_room[b] -= degree[asking[index[:count]]].sum()
-            row_room[b] -= count
+            room[b] -= work[asking[index[:count]]].sum()
         result[asking[taken]] = asked[taken]
         keep = (result[row] < 0) & ~first
         row, target = row[keep], target[keep]
-    left = order[(result[order] < 0) & (degree[order] > 0)]
+    # rows whose blocks are all full, and rows without interactions: to the least loaded
+    # blocks, raising them to one level
+    left = order[result[order] < 0]
     if len(left):
-        result[left] = _fill(degree[left], nnz_room)
-        row_room -= np.bincount(result[left], minlength=n_blocks)
-    empty = np.flatnonzero(result < 0)
-    if len(empty):
-        result[empty] = _fill(np.ones(len(empty)), row_room)
+        result[left] = _fill(work[left], _level_room((1 + slack) * share - room, work[left].sum()))
     return result
+
+
+def _level_room(load, extra):
+    """Room per block that lifts the least loaded to one level, ``extra`` in all."""
+    low = np.sort(load)
+    # raising the k lowest to low[k - 1] costs sum(low[k - 1] - low[:k])
+    cost = low * np.arange(1, len(low) + 1) - np.cumsum(low)
+    k = int(np.searchsorted(cost, extra, side="right"))
+    level = (extra + low[:k].sum()) / k
+    return np.maximum(level - load, 0.0)
+
+
+def user_blocks(
+    user_items, n_blocks, layout="locality", slack=DEFAULT_SLACK, row_cost=ROW_COST
+):
+    """The block of every user, as :func:`als.distributed.partition_interactions` makes them.
+
+    With ``"ranges"`` user blocks are contiguous ranges of ids; with ``"locality"`` each
+    range of users (as the workers read them) is assigned by :func:`locality_assignment`
+    against item blocks in ranges. Counting with this needs no cluster.
+    """
+    n_users, n_items = user_items.shape
+    ranges = block_bounds(n_users, n_blocks)
+    if layout == "ranges" or n_blocks == 1:
+        return block_of(np.arange(n_users), ranges)
+    item_bounds = block_bounds(n_items, n_blocks)
+    return np.concatenate(
+        [
+            locality_assignment(
+                user_items[ranges[s] : ranges[s + 1]], item_bounds, n_blocks, slack, row_cost
+            )
+            for s in range(n_blocks)
+        ]
+    )
 
 
 def received_rows(user_items, user_block, item_block, n_workers):

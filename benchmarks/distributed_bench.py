@@ -60,6 +60,7 @@ import numpy as np
 
 from als import AlternatingLeastSquares
 from als.distributed import fit_distributed, partition_interactions
+from als.partitioning import ROW_COST, block_bounds, block_of, received_rows, user_blocks
 from benchmarks.common import machine_info, machine_slug, power_law_matrix, utc_now, versions
 
 MIB = 2**20
@@ -363,6 +364,109 @@ def traffic_markdown(result):
     return "\n".join(lines)
 
 
+# -- routed rows, counted ------------------------------------------------------------------------
+
+
+def count_routes(user_items, workers, layout):
+    """Rows each worker receives per iteration and the blocks' balance, for one layout.
+
+    Counted from the matrix with :mod:`als.partitioning` (the same assignment the workers
+    make), one block per worker and side; no cluster runs.
+    """
+    n_users, n_items = user_items.shape
+    started = time.perf_counter()
+    users = user_blocks(user_items, workers, layout)
+    seconds = time.perf_counter() - started
+    items = block_of(np.arange(n_items), block_bounds(n_items, workers))
+    rows = received_rows(user_items, users, items, workers)
+    degree = np.diff(user_items.indptr)
+    item_degree = np.bincount(user_items.indices, minlength=n_items)
+    per_worker = rows["users"] + rows["items"]
+    share = user_items.nnz / workers
+
+    def imbalance(weights, blocks, total):
+        return float(np.bincount(blocks, weights=weights, minlength=workers).max() / total)
+
+    return {
+        "workers": workers,
+        "layout": layout,
+        "assignment_seconds": seconds,
+        "received_rows_max": int(per_worker.max()),
+        "received_rows_mean": float(per_worker.mean()),
+        "received_user_rows_mean": float(rows["users"].mean()),
+        "received_item_rows_mean": float(rows["items"].mean()),
+        "user_block_nnz_imbalance": imbalance(degree, users, share),
+        "user_block_rows_imbalance": imbalance(None, users, n_users / workers),
+        "user_block_work_imbalance": imbalance(
+            degree + ROW_COST, users, (user_items.nnz + ROW_COST * n_users) / workers
+        ),
+        "item_block_nnz_imbalance": imbalance(item_degree, items, share),
+        "users_never_sent": n_users - len(np.unique(_sent_users(user_items, users, items))),
+    }
+
+
+def _sent_users(user_items, users, items):
+    rows = np.repeat(np.arange(user_items.shape[0]), np.diff(user_items.indptr))
+    remote = users[rows] != items[user_items.indices]
+    return rows[remote]
+
+
+def routes(args):
+    user_items = power_law_matrix(args.users, args.items, args.nnz)
+    n_users, n_items = user_items.shape
+    print(f"matrix {n_users:,} x {n_items:,}, {user_items.nnz:,} nnz, {args.factors} factors")
+    result = header(args, "routed rows counted")
+    result.update(
+        matrix={"users": n_users, "items": n_items, "nnz": int(user_items.nnz)},
+        factors=args.factors,
+        rows=[],
+    )
+    for workers in args.workers:
+        for layout in ("ranges", "locality"):
+            row = count_routes(user_items, workers, layout)
+            row["received_mib_mean"] = row["received_rows_mean"] * args.factors * 4 / MIB
+            row["received_mib_max"] = row["received_rows_max"] * args.factors * 4 / MIB
+            result["rows"].append(row)
+            print(json.dumps(row))
+            save(args, result, "routes", routes_markdown)
+    return result
+
+
+def routes_markdown(result):
+    matrix, machine = result["matrix"], result["machine"]
+    lines = [
+        "# Distributed fit: factor rows each worker receives per iteration, counted",
+        "",
+        f"`{result['command']}` on {machine['node']}, {result['date']}.",
+        "",
+        f"Power-law matrix {matrix['users']:,} users x {matrix['items']:,} items, "
+        f"{matrix['nnz']:,} interactions (`power_law_matrix`, seed 0), one block per worker "
+        "and side, items in contiguous ranges of ids. Counted exactly from the matrix by "
+        "`als.partitioning.received_rows` (no fit): the user rows and item rows a worker "
+        "receives per iteration from other workers, for users in ranges of ids (`ranges`) "
+        "and for the locality-aware assignment (`locality`, each user joins one of the item "
+        f"blocks it references). MiB at {result['factors']} factors (`rows * f * 4`). "
+        "Imbalance: the largest block's work (interactions + "
+        f"{ROW_COST} per row, what its solve takes), interactions and rows over the mean.",
+        "",
+        "| workers | layout | received rows / worker (mean) | of them users | max worker "
+        "| MiB / worker / it. (mean) | users never sent | user blocks: work, nnz, rows "
+        "imbalance | item blocks: nnz imbalance |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in result["rows"]:
+        lines.append(
+            f"| {row['workers']} | {row['layout']} | {row['received_rows_mean']:,.0f} "
+            f"| {row['received_user_rows_mean']:,.0f} | {row['received_rows_max']:,} "
+            f"| {row['received_mib_mean']:.1f} | {row['users_never_sent']:,} "
+            f"| {row['user_block_work_imbalance']:.3f}, {row['user_block_nnz_imbalance']:.3f}, "
+            f"{row['user_block_rows_imbalance']:.3f} "
+            f"| {row['item_block_nnz_imbalance']:.3f} |"
+        )
+    lines += footer(result)
+    return "\n".join(lines)
+
+
 # -- against Spark -------------------------------------------------------------------------------
 
 
@@ -598,6 +702,13 @@ def main(argv=None):
         default=Path("/tmp/spark-venv/bin/python"),
         help="a Python with pyspark (a venv of its own: pyspark is no dependency of als)",
     )
+    count = commands.add_parser("routes", help="rows received per worker, counted")
+    count.add_argument("--users", type=int, default=2_000_000)
+    count.add_argument("--items", type=int, default=200_000)
+    count.add_argument("--nnz", type=int, default=20_000_000)
+    count.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32, 64])
+    count.add_argument("--factors", type=int, default=64)
+    count.add_argument("--out", type=Path, help="folder for JSON + markdown")
     guess = commands.add_parser("estimate", help="the formulas for a matrix size")
     guess.add_argument("--users", type=int, default=100_000_000)
     guess.add_argument("--items", type=int, default=10_000_000)
@@ -610,7 +721,8 @@ def main(argv=None):
         command.add_argument("--out", type=Path, help="folder for JSON + markdown")
     args = parser.parse_args(argv)
     args.argv = argv
-    return {"traffic": traffic, "spark": spark_compare, "estimate": estimate}[args.command](args)
+    commands = {"traffic": traffic, "routes": routes, "spark": spark_compare, "estimate": estimate}
+    return commands[args.command](args)
 
 
 if __name__ == "__main__":

@@ -279,6 +279,75 @@ def test_workers_receive_only_the_referenced_rows(client):
     assert kinds <= {"_select", "_gram_partial", "_add", "_finish_gram"}, kinds
 
 
+def _off_owner_rows(blocked, n_workers):
+    """Rows the routes send between workers per iteration (both halves), from their sizes."""
+    n_blocks = len(blocked.item_bounds) - 1
+    worker = np.arange(n_blocks) % n_workers
+    remote = worker[:, None] != worker[None, :]
+    return sum(int(blocked.route_sizes[side][remote].sum()) for side in ("users", "items"))
+
+
+def test_locality_blocks_are_those_counted_without_a_cluster(client):
+    from als.partitioning import block_bounds, block_of, received_rows, user_blocks
+
+    matrix = power_law_matrix(900, 120, 9000, seed=2)
+    items = block_of(np.arange(120), block_bounds(120, 3))
+    sent = {}
+    for layout in ("ranges", "locality"):
+        blocked = partition_interactions(client, matrix, blocks=3, layout=layout)
+        ids = client.gather(blocked.user_ids)
+        assigned = np.empty(900, dtype=np.int64)
+        for b, rows in enumerate(ids):
+            assert np.all(np.diff(rows) > 0)  # sorted, each user once
+            assigned[rows] = b
+        # the workers assign the users as als.partitioning does on one machine
+        np.testing.assert_array_equal(assigned, user_blocks(matrix, 3, layout))
+        counted = received_rows(matrix, assigned, items, 2)
+        sent[layout] = _off_owner_rows(blocked, 2)
+        assert sent[layout] == counted["users"].sum() + counted["items"].sum()
+        np.testing.assert_array_equal(np.diff(blocked.user_bounds), [len(r) for r in ids])
+    assert sent["locality"] < sent["ranges"]
+
+
+def test_workers_receive_only_the_routed_rows_with_locality(client):
+    factors, iterations = 8, 2
+
+    def clear(dask_worker):
+        dask_worker.transfer_incoming_log.clear()
+
+    def received(dask_worker):
+        return [dict(entry["keys"]) for entry in dask_worker.transfer_incoming_log]
+
+    matrix = power_law_matrix(500, 80, 5000, seed=6)
+    blocked = partition_interactions(client, matrix, blocks=2)
+    distributed.wait(blocked.user_routes + blocked.item_routes + blocked.item_columns)
+    client.run(clear)
+    params = {**PARAMS, "factors": factors, "iterations": iterations}
+    model = fit_distributed(client, AlternatingLeastSquares(**params), blocked, show_progress=False)
+    rows_received, kinds = 0, set()
+    for transfers in client.run(received).values():
+        for keys in transfers:
+            for key, nbytes in keys.items():
+                kind = key.rsplit("-", 1)[0]
+                kinds.add(kind)
+                if kind == "_select":
+                    rows_received += nbytes // (factors * 4)
+    assert rows_received == _off_owner_rows(blocked, 2) * iterations
+    assert kinds <= {"_select", "_gram_partial", "_add", "_finish_gram"}, kinds
+    # and the factors are the one-machine fit's (see test_agrees_with_single_machine)
+    single = AlternatingLeastSquares(**params).fit(matrix, show_progress=False)
+    for name in ("user_factors", "item_factors"):
+        theirs = getattr(single, name)
+        np.testing.assert_allclose(
+            getattr(model, name), theirs, rtol=0, atol=1e-2 * np.abs(theirs).max()
+        )
+
+
+def test_layout_is_checked(client, user_items):
+    with pytest.raises(ValueError, match="layout must be one of locality, ranges"):
+        partition_interactions(client, user_items, layout="random")
+
+
 def test_worker_killed_mid_fit_gives_the_same_result(distributed_model, user_items):
     killed = []
     with _cluster() as cluster, distributed.Client(cluster) as client:
