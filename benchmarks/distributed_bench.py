@@ -3,6 +3,7 @@
 Usage::
 
     python -m benchmarks.distributed_bench traffic --nnz 20000000 --workers 1 2 4 --out DIR
+    python -m benchmarks.distributed_bench routes --nnz 20000000 --workers 1 2 4 8 16 --out DIR
     python -m benchmarks.distributed_bench spark --data ml-1m --out DIR   # needs pyspark
     python -m benchmarks.distributed_bench estimate --nnz 1000000000 --factors 64
 
@@ -27,6 +28,13 @@ are built). Both are set beside the formula of the blocked exchange, from the ro
 and beside the broadcast design it replaced (every worker received the full other side:
 ``(1 + 1/W) (n_users + n_items) f 4`` per iteration). The one-machine fit on all cores is
 timed on the same matrix.
+
+``traffic --layout ranges`` measures users in ranges of ids, the layout before the
+locality-aware assignment (the default, ``locality``).
+
+``routes``: no cluster; counts exactly, from the matrix, the factor rows every worker would
+receive per iteration (:func:`als.partitioning.received_rows`) for both layouts and any
+number of workers, with the blocks' balance.
 
 ``spark``: one data set, one split (``als.evaluation.train_test_split``), three engines:
 our one-machine fit, our Dask fit (2 workers) and Spark MLlib's ALS in local mode
@@ -151,6 +159,8 @@ def predicted_memory(blocked, nnz_by_block, factors):
             routed = int(blocked.route_sizes[side][b].sum())
             memory[here] += 8 * nnz_by_block[side][b] + 8 * rows
             memory[here] += 2 * rows * factors * 4 + 2 * referenced * factors * 4 + 8 * routed
+            # the block's ids (users) or its columns' order (items)
+            memory[here] += 8 * (rows if side == "users" else referenced)
     return memory
 
 
@@ -210,7 +220,7 @@ def write_parquet(user_items, folder, files=8):
     return folder
 
 
-def run_workers(workers, folder, shape, params, iterations):
+def run_workers(workers, folder, shape, params, iterations, layout="locality"):
     from distributed import Client, LocalCluster, wait
 
     with (
@@ -225,7 +235,7 @@ def run_workers(workers, folder, shape, params, iterations):
     ):
         idle = client.run(_warm_up)
         started = time.perf_counter()
-        blocked = partition_interactions(client, str(folder), shape=shape)
+        blocked = partition_interactions(client, str(folder), shape=shape, layout=layout)
         wait(blocked.user_blocks + blocked.item_blocks + blocked.user_routes + blocked.item_routes)
         build_seconds = time.perf_counter() - started
         nnz_by_block = {
@@ -290,7 +300,7 @@ def traffic(args):
     save(args, result, "traffic", traffic_markdown)
     for workers in args.workers:
         model, seconds, per_worker, build = run_workers(
-            workers, folder, (n_users, n_items), params, args.iterations
+            workers, folder, (n_users, n_items), params, args.iterations, args.layout
         )
         difference = float(
             np.abs(model.item_factors - single.item_factors).max()
@@ -298,6 +308,7 @@ def traffic(args):
         )
         row = {
             "workers": workers,
+            "layout": args.layout,
             "blocks": workers,
             "build_seconds": build,
             "seconds_per_iteration": statistics.median(seconds[1:] or seconds),
@@ -326,7 +337,8 @@ def traffic_markdown(result):
         f"Power-law matrix {matrix['users']:,} users x {matrix['items']:,} items, "
         f"{matrix['nnz']:,} interactions, {result['factors']} factors, CG 3 steps, read from "
         "Parquet files by the workers; LocalCluster of worker processes with one Dask thread "
-        "and one Numba thread each, one block per worker and side. Medians over iterations "
+        "and one Numba thread each, one block per worker and side (users grouped by the "
+        "`layout` named in each row, items in ranges). Medians over iterations "
         "2..n. Received: bytes from other workers per iteration (measured), next to the "
         "rows the routes send (formula, without the few-KiB Gram matrices) and to what the "
         "broadcast design sent. Memory: peak RSS while fitting, the RSS when the fit "
@@ -347,7 +359,7 @@ def traffic_markdown(result):
     for row in result["distributed"]:
         for w, worker in enumerate(row["per_worker"]):
             engine = (
-                f"Dask, {row['workers']} worker(s) (factors within "
+                f"Dask, {row['workers']} worker(s), {row.get('layout', 'ranges')} (factors within "
                 f"{row['max_difference_vs_single_machine']:.0e})"
                 if w == 0
                 else ""
@@ -691,6 +703,7 @@ def main(argv=None):
     measure.add_argument("--nnz", type=int, default=20_000_000)
     measure.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
     measure.add_argument("--parquet", type=Path, help="folder for the Parquet files")
+    measure.add_argument("--layout", choices=["locality", "ranges"], default="locality")
     spark = commands.add_parser("spark", help="against Spark MLlib (needs pyspark)")
     spark.add_argument("--data", default="ml-1m")
     spark.add_argument("--regularization", type=float, default=0.05)
