@@ -410,7 +410,17 @@ def _thread_count(num_threads):
         return 0
 
 
-def _solve_block(block, own, gram, cg_steps, num_threads, where, *pieces):
+def _row_lambdas(raw, settings):
+    """Per-row lambdas of one block (``nu``), from its own counts and the other side's size.
+
+    ``raw`` is the block's weights with every column of the other side (users x all items,
+    or items x all users), as ``AlternatingLeastSquares.fit`` computes them from the whole
+    matrix; None without ``nu``.
+    """
+    return settings.row_regularization(check_user_items(raw, "a block"))
+
+
+def _solve_block(block, own, gram, cg_steps, num_threads, where, lambdas, *pieces):
     """New factors for one block's rows given the other side's rows it references."""
     backend = get_backend("cpu", _thread_count(num_threads))
     # a copy: ``own`` is the previous half-iteration's block and must stay as it was
@@ -418,15 +428,16 @@ def _solve_block(block, own, gram, cg_steps, num_threads, where, *pieces):
     other = _in_block(block, pieces, rows.shape[1], rows.dtype)
     iteration, side = where
     with backend.threads():
-        solve_side(backend, block, rows, other, gram, cg_steps, iteration, side)
+        solve_side(backend, block, rows, other, gram, cg_steps, iteration, side, lambdas)
     return rows
 
 
-def _loss_parts(block, rows, gram64, n_columns, num_threads, *pieces):
-    """(``LossParts``, ``|X_b|^2``) of one user block, given the item rows it references.
+def _loss_parts(block, rows, gram64, n_columns, num_threads, lambdas, *pieces):
+    """(``LossParts``, penalty) of one user block, given the item rows it references.
 
     The backend sees only the referenced item rows, so its Gramian term is corrected to the
     whole item Gram matrix ``gram64`` (float64) and its missing cells to all ``n_columns``.
+    The penalty is ``|X_b|^2``, or with per-row ``lambdas`` ``sum_u lambda_u |x_u|^2``.
     """
     backend = get_backend("cpu", _thread_count(num_threads))
     other = _in_block(block, pieces, rows.shape[1], rows.dtype)
@@ -439,7 +450,7 @@ def _loss_parts(block, rows, gram64, n_columns, num_threads, *pieces):
         unobserved=parts.unobserved - gramian_local + gramian_all,
         missing=block.shape[0] * n_columns - block.nnz,
     )
-    return parts, backend.squared_norm(rows)
+    return parts, _squares(rows, lambdas)
 
 
 # -- partitioning -------------------------------------------------------------------------------
@@ -798,10 +809,14 @@ def fit_distributed(client, model, user_items, *, show_progress=True, callback=N
         )
     # the workers train with the 'cpu' backend, whatever the model's own backend is
     settings = SolverSettings.from_model(model, get_backend("cpu"))
-    if not settings.implicit_model or settings.init_stddev is not None:
+    if (
+        settings.confidence != "implicit"
+        or settings.alpha0 != 1.0
+        or settings.init_stddev is not None
+    ):
         raise InvalidValueError(
-            "fit_distributed supports implicit's model only: leave confidence, alpha0, nu "
-            "and init_stddev at their defaults, or fit on one machine"
+            "fit_distributed supports implicit's model and nu only: leave confidence, "
+            "alpha0 and init_stddev at their defaults, or fit on one machine"
         )
     if settings.block_size is not None:
         raise InvalidValueError("solver='ials++' is not supported by the Dask fit: use 'cg'")
@@ -836,6 +851,14 @@ def fit_distributed(client, model, user_items, *, show_progress=True, callback=N
             for c, (y, columns) in enumerate(zip(data.item_blocks, data.item_columns, strict=True))
         ],
     }
+    # per-row lambdas (nu), each block's from its own counts, or None
+    lambdas = {
+        side: [
+            on_owner(_row_lambdas, raw, settings, block=b) if settings.nu else None
+            for b, raw in enumerate(raws)
+        ]
+        for side, raws in ((USERS, data.user_blocks), (ITEMS, data.item_blocks))
+    }
     if owned:
         # the solver blocks replace the weights: the workers free them once those are
         # built, and the scheduler keeps their lineage in case a worker is lost
@@ -861,7 +884,7 @@ def fit_distributed(client, model, user_items, *, show_progress=True, callback=N
         gram = client.submit(
             _finish_gram,
             _tree_sum(client, partials[side.other], owners),
-            settings.solve_regularization,
+            settings.gram_regularization,
             settings.dtype,
         )
         factors[side] = [
@@ -873,6 +896,7 @@ def fit_distributed(client, model, user_items, *, show_progress=True, callback=N
                 settings.cg_steps,
                 threads,
                 (iteration, side),
+                lambdas[side][b],
                 *in_block(side, b),
                 block=b,
             )
@@ -892,6 +916,7 @@ def fit_distributed(client, model, user_items, *, show_progress=True, callback=N
                     gram64,
                     data.n_items,
                     threads,
+                    lambdas[USERS][b],
                     *in_block(USERS, b),
                     block=b,
                 )
@@ -899,11 +924,16 @@ def fit_distributed(client, model, user_items, *, show_progress=True, callback=N
             ]
         )
         item_squares = client.gather(
-            [on_owner(_squares, y, block=c) for c, y in enumerate(factors[ITEMS])]
+            [
+                on_owner(_squares, y, lambdas[ITEMS][c], block=c)
+                for c, y in enumerate(factors[ITEMS])
+            ]
         )
         loss_parts, user_squares = zip(*parts, strict=True)
         squared_norms = sum(user_squares) + sum(item_squares)
-        return normalised_loss(add_loss_parts(loss_parts), squared_norms, settings.regularization)
+        # with per-row lambdas the penalties already carry them
+        regularization = settings.loss_regularization if settings.nu == 0.0 else 1.0
+        return normalised_loss(add_loss_parts(loss_parts), squared_norms, regularization)
 
     from distributed import wait
 
@@ -978,8 +1008,11 @@ def _starting_factors(client, model, settings, ids_by_side, sizes, owners):
     return blocks
 
 
-def _squares(factors):
-    return get_backend("cpu").squared_norm(factors)
+def _squares(factors, lambdas=None):
+    backend = get_backend("cpu")
+    if lambdas is None:
+        return backend.squared_norm(factors)
+    return backend.squared_norm(factors, lambdas)
 
 
 @contextlib.contextmanager

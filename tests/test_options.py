@@ -206,4 +206,7 @@ def test_fit_distributed_refuses_the_options_it_does_not_implement(ratings):
 
     # refused before the cluster is touched: no client is needed to see the error
     with pytest.raises(InvalidValueError, match="fit_distributed supports implicit's model"):
-        fit_distributed(None, AlternatingLeastSquares(nu=1.0), ratings, show_progress=False)
+        fit_distributed(None, AlternatingLeastSquares(alpha0=0.5), ratings, show_progress=False)
+    with pytest.raises(InvalidValueError, match="fit_distributed supports implicit's model"):
+        model = AlternatingLeastSquares(confidence="log", nu=1.0)
+        fit_distributed(None, model, ratings, show_progress=False)
