@@ -181,19 +181,30 @@ def expected_distinct(n, exponent, draws, chunk=1 << 24):
     return distinct
 
 
-def blocked_estimate(n_users, n_items, nnz, factors, workers, user_exp=0.8, item_exp=0.9):
+def blocked_estimate(
+    n_users, n_items, nnz, factors, workers, user_exp=0.8, item_exp=0.9, layout="locality"
+):
     """Bytes into a worker per iteration and its data while fitting, one block per worker.
 
     A user block's ``nnz / W`` interactions reference ``R_i`` distinct items, an item
-    block's ``R_u`` distinct users (:func:`expected_distinct`); ``(W - 1) / W`` of them
-    live on other workers. Memory: interactions of both sides (``16 nnz / W + 8 rows / W``),
-    own factors twice, the larger in-block twice, the routes.
+    block's ``R_u`` distinct users (:func:`expected_distinct`). With users in ranges,
+    ``(W - 1) / W`` of both live on other workers. With the locality assignment every
+    user with interactions (``N`` of them, :func:`expected_distinct` over all ``nnz``) sits
+    beside one of the item blocks that reference it, so an item block receives
+    ``R_u - N / W`` users on average (the users' part of the count is
+    ``sum_u |B(u)| - 1``, exactly what the routes count on the 20M benchmark matrix).
+    Memory: interactions of both sides (``16 nnz / W + 8 rows / W``), own factors twice,
+    the larger in-block twice, the routes.
     """
     per_block = nnz / workers
     r_items = expected_distinct(n_items, item_exp, per_block)
     r_users = expected_distinct(n_users, user_exp, per_block)
     remote = (workers - 1) / workers
-    received = remote * (r_items + r_users) * factors * 4
+    if layout == "locality":
+        users_in = r_users - expected_distinct(n_users, user_exp, nnz) / workers
+    else:
+        users_in = remote * r_users
+    received = (remote * r_items + users_in) * factors * 4
     rows = (n_users + n_items) / workers
     memory = 16 * per_block + 8 * rows + 2 * rows * factors * 4
     memory += 2 * max(r_items, r_users) * factors * 4 + 8 * (r_items + r_users)
@@ -221,9 +232,14 @@ def write_parquet(user_items, folder, files=8):
 
 
 def run_workers(workers, folder, shape, params, iterations, layout="locality"):
+    import dask
     from distributed import Client, LocalCluster, wait
 
+    # no work stealing: every task runs on the worker its block lives on, so what a worker
+    # receives is what the routes send (with stealing, an idle worker may take a solve and
+    # fetch its block; measured at 8 workers on 2 cores: up to twice the routes' bytes)
     with (
+        dask.config.set({"distributed.scheduler.work-stealing": False}),
         LocalCluster(
             n_workers=workers,
             threads_per_worker=1,
@@ -678,18 +694,22 @@ def estimate(args):
     """Print :func:`blocked_estimate` for a matrix size and several worker counts."""
     print(
         "| W | referenced items per user block | referenced users per item block "
-        "| received per worker per iteration | broadcast design | data per worker |"
+        "| received per worker per iteration, locality | users in ranges "
+        "| broadcast design | data per worker |"
     )
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|")
     for workers in args.workers:
         refs, received, memory = blocked_estimate(
             args.users, args.items, args.nnz, args.factors, workers
         )
+        ranges = blocked_estimate(
+            args.users, args.items, args.nnz, args.factors, workers, layout="ranges"
+        )[1]
         broadcast = broadcast_received(args.users, args.items, args.factors, workers)
         print(
             f"| {workers} | {refs['referenced_items'] / 1e6:.1f}M "
             f"| {refs['referenced_users'] / 1e6:.1f}M | {received / 1e9:.1f} GB "
-            f"| {broadcast / 1e9:.1f} GB | {memory / 1e9:.1f} GB |"
+            f"| {ranges / 1e9:.1f} GB | {broadcast / 1e9:.1f} GB | {memory / 1e9:.1f} GB |"
         )
 
 
