@@ -101,8 +101,7 @@ import numpy as np
 import scipy.sparse
 from tqdm.auto import tqdm
 
-from backends.base import get_backend
-from backends.base import as_int32
+from backends.base import as_int32, get_backend
 
 from .errors import InvalidTypeError, InvalidValueError
 from .fitting import (
@@ -701,9 +700,7 @@ def _with_routes(client, data, on_owner):
         for c, block in enumerate(data.item_blocks)
     ]
     for side, routes in ((USERS, data.user_routes), (ITEMS, data.item_routes)):
-        sizes = client.gather(
-            [on_owner(_route_sizes, r, block=b) for b, r in enumerate(routes)]
-        )
+        sizes = client.gather([on_owner(_route_sizes, r, block=b) for b, r in enumerate(routes)])
         data.route_sizes[side.name] = np.stack(sizes)
     return data
 
@@ -994,8 +991,7 @@ def _starting_factors(client, model, settings, ids_by_side, sizes, owners):
         current = getattr(model, side.factors_name)
         rows = sizes[side]
         where = [
-            {"workers": [_owner(owners, b)], "allow_other_workers": True}
-            for b in range(len(ids))
+            {"workers": [_owner(owners, b)], "allow_other_workers": True} for b in range(len(ids))
         ]
         if current is None:
             rng = rng or check_random_state(model.random_state)

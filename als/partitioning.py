@@ -65,9 +65,7 @@ def _fill(sizes, room):
     return np.minimum(np.searchsorted(edges, middle * scale), len(room) - 1)
 
 
-def locality_assignment(
-    block, column_bounds, n_blocks, slack=DEFAULT_SLACK, row_cost=ROW_COST
-):
+def locality_assignment(block, column_bounds, n_blocks, slack=DEFAULT_SLACK, row_cost=ROW_COST):
     """A target block for every row of ``block``, beside the columns it references.
 
     Parameters
@@ -145,9 +143,7 @@ def _level_room(load, extra):
     return np.maximum(level - load, 0.0)
 
 
-def user_blocks(
-    user_items, n_blocks, layout="locality", slack=DEFAULT_SLACK, row_cost=ROW_COST
-):
+def user_blocks(user_items, n_blocks, layout="locality", slack=DEFAULT_SLACK, row_cost=ROW_COST):
     """The block of every user, as :func:`als.distributed.partition_interactions` makes them.
 
     With ``"ranges"`` user blocks are contiguous ranges of ids; with ``"locality"`` each
