@@ -7,11 +7,11 @@ to int32 without a check). Memory moves, the Gram matrix and the norms are NumPy
 shared with the other backends (``backends.xp_generic.ArrayAlgebra``); BLAS computes the
 Gram matrix.
 
-Queries may come from many threads at once: Numba's thread count is per calling thread, the
-process-wide BLAS limit is shared and restored by the last thread out, and with Numba's
-workqueue threading layer (which cannot run two parallel kernels at once) launches take
-turns. Where no folder can hold Numba's cache, the kernels compile uncached (one warning,
-``backends.numba_kernels``).
+The kernels run on one persistent thread pool per process (``backends.task_pool``), each
+launch on the backend's ``num_threads``. Queries may come from many threads at once: their
+launches share the pool, and the process-wide BLAS limit is shared and restored by the last
+thread out. Where no folder can hold Numba's cache, the kernels compile uncached (one
+warning, ``backends.numba_kernels``).
 """
 
 from __future__ import annotations
@@ -20,13 +20,13 @@ import contextlib
 import threading
 from pathlib import Path
 
-import numba
 import numpy as np
 import scipy.sparse
 from threadpoolctl import ThreadpoolController
 
 from . import numba_kernels as kernels
 from .base import LossParts, as_int32, check_int32_ids, check_solve_operands
+from .task_pool import machine_threads
 from .xp_generic import ArrayAlgebra
 
 __all__ = ["NumbaBackend"]
@@ -65,29 +65,13 @@ class _SharedBlasLimit:
 
 _single_threaded_blas = _SharedBlasLimit()
 
-#: Numba's workqueue threading layer aborts the process when two threads launch parallel
-#: kernels at once; with it (or before the layer is chosen) launches take turns
-_workqueue_lock = threading.RLock()
-
-
-@contextlib.contextmanager
-def _launches_take_turns_if_needed():
-    try:
-        layer = numba.threading_layer()
-    except ValueError:  # chosen on the first parallel launch
-        layer = None
-    if layer in ("omp", "tbb"):
-        yield
-    else:
-        with _workqueue_lock:
-            yield
-
 
 def _blas_controller():
     """One threadpoolctl controller that sees every BLAS the kernels can reach.
 
-    Numba's ``np.dot`` calls SciPy's BLAS, a different library from NumPy's: it is loaded
-    before the controller is built, or its thread pool would escape the limits.
+    The kernels call SciPy's BLAS (``backends.numba_blas``), a different library from
+    NumPy's: it is loaded before the controller is built, or its thread pool would escape
+    the limits.
     """
     global _controller
     if _controller is None:
@@ -103,7 +87,8 @@ class NumbaBackend(ArrayAlgebra):
     Parameters
     ----------
     num_threads : int
-        Threads for the kernels and for BLAS; 0 uses every core Numba may use.
+        Threads for the kernels and for BLAS; 0 uses every core Numba may use
+        (``backends.task_pool.machine_threads``).
     """
 
     name = "cpu"
@@ -114,22 +99,13 @@ class NumbaBackend(ArrayAlgebra):
 
     @contextlib.contextmanager
     def threads(self):
-        # Numba's thread count and chunk size are per calling thread; BLAS's limit is shared
-        previous = numba.get_num_threads()
         # BLAS stays single-threaded: its idle workers spin and would steal the cores from
-        # Numba's; large products are split among Numba's threads instead (see kernels.fused_topk)
-        with _single_threaded_blas(), _launches_take_turns_if_needed():
-            numba.set_num_threads(self._thread_count())
-            # hand out tasks dynamically: rows of power-law data differ widely in cost
-            previous_chunk = numba.set_parallel_chunksize(1)
-            try:
-                yield
-            finally:
-                numba.set_parallel_chunksize(previous_chunk)
-                numba.set_num_threads(previous)
+        # the kernels' threads; large products are split among those instead
+        with _single_threaded_blas():
+            yield
 
     def _thread_count(self):
-        maximum = numba.config.NUMBA_NUM_THREADS
+        maximum = machine_threads()
         return min(self.num_threads or maximum, maximum)
 
     def solve(self, Cui, X, Y, YtY, cg_steps, row_regularization=None):
@@ -137,16 +113,18 @@ class NumbaBackend(ArrayAlgebra):
         zero, one = X.dtype.type(0), X.dtype.type(1)
         row_regularization = _row_lambdas(row_regularization, X)
         if cg_steps is None:
-            kernels.exact_solve(indptr, indices, data, X, Y, YtY, zero, one, row_regularization)
+            kernels.exact_solve(
+                indptr, indices, data, X, Y, YtY, zero, one, row_regularization,
+                self._thread_count(),
+            )  # fmt: skip
         else:
             # the machine's thread count, not this backend's: tasks, and so the results, do
             # not depend on num_threads
-            threads = numba.config.NUMBA_NUM_THREADS
-            limits = task_limits(X.shape[0], X.shape[1], X.dtype.itemsize, threads)
+            limits = task_limits(X.shape[0], X.shape[1], X.dtype.itemsize, machine_threads())
             bounds = kernels.task_bounds(indptr, *limits)
             kernels.cg_solve(
                 indptr, indices, data, X, Y, YtY, int(cg_steps), bounds, zero, one,
-                row_regularization,
+                row_regularization, self._thread_count(),
             )
 
     def solve_subspace(self, Cui, X, Y, YtY, block_size, sweeps=1, row_regularization=None):
@@ -156,14 +134,15 @@ class NumbaBackend(ArrayAlgebra):
         row_regularization = _row_lambdas(row_regularization, X)
         kernels.subspace_solve(
             indptr, indices, data, X, Y, YtY, block_size, int(sweeps), zero, one,
-            row_regularization,
+            row_regularization, self._thread_count(),
         )
 
     def loss_parts(self, Cui, X, Y):
         YtY = Y.T @ Y
         indptr, indices, data = _kernel_operands(Cui, X, Y, YtY)
         observed, gramian, stored_squares, confidence = kernels.loss_parts(
-            indptr, indices, data, X, Y, YtY, X.dtype.type(0), X.dtype.type(1)
+            indptr, indices, data, X, Y, YtY, X.dtype.type(0), X.dtype.type(1),
+            self._thread_count(),
         )
         n_rows, n_columns = Cui.shape
         missing = n_rows * n_columns - Cui.nnz
@@ -188,9 +167,8 @@ class NumbaBackend(ArrayAlgebra):
         factors = np.ascontiguousarray(factors)
         queries = np.ascontiguousarray(queries, dtype=factors.dtype)
         norms = np.zeros(0, factors.dtype) if norms is None else norms.astype(factors.dtype)
-        query_tile, item_tile = topk_tiles(
-            n_queries, factors.shape[1], factors.itemsize, numba.get_num_threads()
-        )
+        threads = self._thread_count()
+        query_tile, item_tile = topk_tiles(n_queries, factors.shape[1], factors.itemsize, threads)
         kernels.fused_topk(
             queries,
             factors,
@@ -202,6 +180,7 @@ class NumbaBackend(ArrayAlgebra):
             item_tile,
             ids,
             scores,
+            threads,
         )
         return ids, scores
 

@@ -1,10 +1,14 @@
 """Numba kernels of the CPU backend: the solve, the loss and top-k selection.
 
 The kernels follow ``backends.xp_generic`` step for step (same names, same stopping
-threshold) but work one row at a time, with the loop over blocks of rows in ``prange`` and
-scratch vectors allocated once per block. Arithmetic is in the factor dtype, as in implicit,
-with reassociation allowed so that LLVM vectorises the dot products. Every row is computed by
-one thread from the same inputs, so results do not depend on the thread count.
+threshold) but work one row at a time, in tasks of rows with scratch vectors allocated once
+per task. Each public function here launches its ``@njit(nogil=True)`` task-range kernel on
+the process's thread pool (``backends.task_pool``); dense products call BLAS directly
+(``backends.numba_blas``; Numba's ``np.dot`` costs seconds of compiling), and array copies
+are loops (array assignment compiles its broadcasting checks, slowly). Arithmetic is in the
+factor dtype, as in implicit, with reassociation allowed so that LLVM vectorises the dot
+products. Every row is computed by one call from the same inputs, so results do not depend
+on the thread count.
 
 The kernels trust their inputs: ``backends.numba_cpu`` checks shapes and dtypes and
 normalises index dtypes (int64 ``indptr``, int32 ``indices``) so each kernel compiles once
@@ -16,9 +20,11 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from .base import CG_TOLERANCE
+from .numba_blas import gemm, gemv
+from .task_pool import run
 
 __all__ = [
     "cg_solve",
@@ -60,7 +66,7 @@ def _kernel(**options):
     return decorate
 
 
-#: rows solved by one parallel task of the exact solve and the loss
+#: rows solved by one task of the exact solve, the subspace solve and the loss
 ROWS_PER_TASK = 32
 
 # reassociation lets LLVM vectorise reductions; no-NaN/no-inf assumptions stay off so the
@@ -153,15 +159,23 @@ def task_bounds(indptr, min_rows, max_rows, max_entries):
     return bounds[: count + 1]
 
 
-@_kernel(parallel=True)
-def cg_solve(indptr, indices, data, X, Y, YtY, cg_steps, bounds, zero, one, row_regularization):
-    """``cg_steps`` CG steps for every row of X, in the tasks ``bounds`` (see task_bounds);
-    ``row_regularization`` (empty for none) adds lambda_u I.
-
-    The parallel loop only hands out tasks: its body is a function of its own, which keeps
-    Numba's parallel transform (the slow part of compiling) small.
+def cg_solve(
+    indptr, indices, data, X, Y, YtY, cg_steps, bounds, zero, one, row_regularization, threads=0
+):
+    """``cg_steps`` CG steps for every row of X, in the tasks ``bounds`` (see task_bounds),
+    on ``threads`` threads (0: all); ``row_regularization`` (empty for none) adds lambda_u I.
     """
-    for task in prange(bounds.shape[0] - 1):
+    run(
+        _cg_tasks, bounds.shape[0] - 1, threads,
+        indptr, indices, data, X, Y, YtY, cg_steps, bounds, zero, one, row_regularization,
+    )  # fmt: skip
+
+
+@_kernel(nogil=True)
+def _cg_tasks(
+    start, stop, indptr, indices, data, X, Y, YtY, cg_steps, bounds, zero, one, row_regularization
+):
+    for task in range(start, stop):
         first, last = bounds[task], bounds[task + 1]
         _cg_task(
             indptr, indices, data, X, Y, YtY, cg_steps, first, last, zero, one, row_regularization
@@ -177,16 +191,16 @@ def _cg_task(
     per_row = row_regularization.shape[0] > 0
     rows = last - first
     # the rows of a task step in lockstep so that YtY times their search directions is
-    # one matrix product; each row still follows its own CG iteration exactly
-    x_block = np.empty((rows, factors), X.dtype)
-    x_block[:] = X[first : first + rows]
+    # one matrix product; each row still follows its own CG iteration exactly. The task's
+    # rows of X are updated in place: no other task reads them.
+    x_block = X[first:last]
     R = np.empty((rows, factors), X.dtype)
     P = np.empty((rows, factors), X.dtype)
     AP = np.empty((rows, factors), X.dtype)
     rsold = np.empty(rows, X.dtype)
     active = np.zeros(rows, np.bool_)
     # r = b - A x, with A x = YtY x + sum_i (c_ui - 1) (y_i . x) y_i   (YtY is symmetric)
-    np.dot(x_block, YtY, R)
+    gemm(False, False, one, x_block, YtY, zero, R)
     for b in range(rows):
         x, r = x_block[b], R[b]
         start, stop = indptr[first + b], indptr[first + b + 1]
@@ -199,13 +213,15 @@ def _cg_task(
         for j in range(factors):
             r[j] = -r[j]
         _add_projections(indices, data, start, stop, Y, x, r, -one, True, zero, one)
-        P[b] = r
+        p = P[b]
+        for j in range(factors):
+            p[j] = r[j]
         rsold[b] = _dot(r, r, zero)
         active[b] = rsold[b] >= CG_TOLERANCE
     for _ in range(cg_steps):
         if not active.any():
             break
-        np.dot(P, YtY, AP)
+        gemm(False, False, one, P, YtY, zero, AP)
         for b in range(rows):
             if not active[b]:
                 continue
@@ -227,16 +243,27 @@ def _cg_task(
             for j in range(factors):
                 p[j] = r[j] + beta * p[j]
             rsold[b] = rsnew
-    X[first : first + rows] = x_block
 
 
-@_kernel(parallel=True, fastmath=FASTMATH)
-def exact_solve(indptr, indices, data, X, Y, YtY, zero, one, row_regularization):
-    """Cholesky solve of every row; ``row_regularization`` (empty for none) adds lambda_u I."""
+def exact_solve(indptr, indices, data, X, Y, YtY, zero, one, row_regularization, threads=0):
+    """Cholesky solve of every row on ``threads`` threads (0: all); ``row_regularization``
+    (empty for none) adds lambda_u I."""
+    run(
+        _exact_tasks, _task_count(X.shape[0]), threads,
+        indptr, indices, data, X, Y, YtY, zero, one, row_regularization,
+    )  # fmt: skip
+
+
+def _task_count(n_rows):
+    """Tasks of ``ROWS_PER_TASK`` rows (the last one shorter) for n_rows rows."""
+    return (n_rows + ROWS_PER_TASK - 1) // ROWS_PER_TASK
+
+
+@_kernel(nogil=True, fastmath=FASTMATH)
+def _exact_tasks(start, stop, indptr, indices, data, X, Y, YtY, zero, one, row_regularization):
     n_rows, factors = X.shape
     per_row = row_regularization.shape[0] > 0
-    n_tasks = (n_rows + ROWS_PER_TASK - 1) // ROWS_PER_TASK
-    for task in prange(n_tasks):
+    for task in range(start, stop):
         A = np.empty((factors, factors), X.dtype)
         b = np.empty(factors, X.dtype)
         for u in range(task * ROWS_PER_TASK, min((task + 1) * ROWS_PER_TASK, n_rows)):
@@ -245,7 +272,9 @@ def exact_solve(indptr, indices, data, X, Y, YtY, zero, one, row_regularization)
             if start == stop:
                 x[:] = zero
                 continue
-            A[:, :] = YtY
+            for a in range(factors):
+                for j in range(factors):
+                    A[a, j] = YtY[a, j]
             if per_row:
                 for j in range(factors):
                     A[j, j] += row_regularization[u]
@@ -262,19 +291,31 @@ def exact_solve(indptr, indices, data, X, Y, YtY, zero, one, row_regularization)
                     for j in range(factors):
                         A[a, j] += scaled * Y[i, j]
             _cholesky_solve(A, b, zero)
-            x[:] = b
+            for j in range(factors):
+                x[j] = b[j]
 
 
-@_kernel(parallel=True)
 def subspace_solve(
-    indptr, indices, data, X, Y, YtY, block_size, sweeps, zero, one, row_regularization
-):
-    """iALS++ sweeps for every row of X: ``backends.xp_generic``'s ``_solve_subspace``, a row
-    at a time (``_subspace_row``); ``row_regularization`` (empty for none) adds lambda_u I."""
+    indptr, indices, data, X, Y, YtY, block_size, sweeps, zero, one, row_regularization,
+    threads=0,
+):  # fmt: skip
+    """iALS++ sweeps for every row of X on ``threads`` threads (0: all):
+    ``backends.xp_generic``'s ``_solve_subspace``, a row at a time (``_subspace_row``);
+    ``row_regularization`` (empty for none) adds lambda_u I."""
+    run(
+        _subspace_tasks, _task_count(X.shape[0]), threads,
+        indptr, indices, data, X, Y, YtY, block_size, sweeps, zero, one, row_regularization,
+    )  # fmt: skip
+
+
+@_kernel(nogil=True)
+def _subspace_tasks(
+    start, stop, indptr, indices, data, X, Y, YtY, block_size, sweeps, zero, one,
+    row_regularization,
+):  # fmt: skip
     n_rows = X.shape[0]
     per_row = row_regularization.shape[0] > 0
-    n_tasks = (n_rows + ROWS_PER_TASK - 1) // ROWS_PER_TASK
-    for task in prange(n_tasks):
+    for task in range(start, stop):
         for u in range(task * ROWS_PER_TASK, min((task + 1) * ROWS_PER_TASK, n_rows)):
             lambda_u = row_regularization[u] if per_row else zero
             _subspace_row(
@@ -316,10 +357,14 @@ def _subspace_row(indptr, indices, data, X, Y, YtY, u, block_size, sweeps, zero,
                     G[e, a] = y[low + a]
                     weighted[e, a] = weights[e] * y[low + a]
                 targets[e] = liked[e] - weights[e] * predictions[e]
-            A = np.dot(weighted.T, G)
-            A += YtY[low:high, low:high]
-            r = np.dot(G.T, targets)
-            r -= np.dot(YtY[low:high], x)
+            A = np.empty((size, size), X.dtype)
+            gemm(True, False, one, weighted, G, zero, A)
+            for a in range(size):
+                for j in range(size):
+                    A[a, j] += YtY[low + a, low + j]
+            r = np.empty(size, X.dtype)
+            gemv(True, one, G, targets, zero, r)
+            gemv(False, -one, YtY[low:high], x, one, r)
             if lambda_u != zero:
                 for a in range(size):
                     A[a, a] += lambda_u
@@ -327,7 +372,7 @@ def _subspace_row(indptr, indices, data, X, Y, YtY, u, block_size, sweeps, zero,
             _cholesky_solve(A, r, zero)
             for a in range(size):
                 x[low + a] += r[a]
-            predictions += np.dot(G, r)
+            gemv(False, one, G, r, one, predictions)
 
 
 @njit(inline="always", fastmath=FASTMATH)
@@ -350,18 +395,26 @@ def _cholesky_solve(A, b, zero):
         b[i] = total / A[i, i]
 
 
-@_kernel(parallel=True, fastmath=FASTMATH)
-def loss_parts(indptr, indices, data, X, Y, YtY, zero, one):
+def loss_parts(indptr, indices, data, X, Y, YtY, zero, one, threads=0):
     """Return the float64 sums (observed, gramian, stored squares, confidence) of the rows.
 
     ``observed`` is ``sum c (1 + s^2 - 2 p s)`` over the stored entries (implicit adds c, not
     c p^2, for every stored entry), ``gramian`` is ``sum_u x_u^T YtY x_u`` (every cell's
-    ``s^2`` as if it were missing), ``stored squares`` the stored entries' ``s^2``.
+    ``s^2`` as if it were missing), ``stored squares`` the stored entries' ``s^2``. Each task
+    sums its own rows and the tasks' sums are added in order: the result does not depend on
+    ``threads`` (0: all).
     """
+    n_tasks = _task_count(X.shape[0])
+    parts = np.zeros((n_tasks, 4), np.float64)
+    run(_loss_tasks, n_tasks, threads, indptr, indices, data, X, Y, YtY, zero, one, parts)
+    observed, gramian, stored_squares, total_confidence = parts.sum(axis=0)
+    return float(observed), float(gramian), float(stored_squares), float(total_confidence)
+
+
+@_kernel(nogil=True, fastmath=FASTMATH)
+def _loss_tasks(start, stop, indptr, indices, data, X, Y, YtY, zero, one, parts):
     n_rows, factors = X.shape
-    observed = gramian = stored_squares = total_confidence = 0.0
-    n_tasks = (n_rows + ROWS_PER_TASK - 1) // ROWS_PER_TASK
-    for task in prange(n_tasks):
+    for task in range(start, stop):
         r = np.empty(factors, X.dtype)
         task_observed = task_gramian = task_squares = task_confidence = 0.0
         for u in range(task * ROWS_PER_TASK, min((task + 1) * ROWS_PER_TASK, n_rows)):
@@ -379,11 +432,10 @@ def loss_parts(indptr, indices, data, X, Y, YtY, zero, one):
                 task_observed += confidence * term
                 task_squares += score * score
                 task_confidence += confidence
-        observed += task_observed
-        gramian += task_gramian
-        stored_squares += task_squares
-        total_confidence += task_confidence
-    return observed, gramian, stored_squares, total_confidence
+        parts[task, 0] = task_observed
+        parts[task, 1] = task_gramian
+        parts[task, 2] = task_squares
+        parts[task, 3] = task_confidence
 
 
 @njit(inline="always")
@@ -492,7 +544,6 @@ def _select(values, start, excluded_for_all, lowest, heap_scores, heap_ids, size
     return size
 
 
-@_kernel(parallel=True)
 def fused_topk(
     queries,
     factors,
@@ -504,6 +555,7 @@ def fused_topk(
     item_tile,
     out_ids,
     out_scores,
+    threads=0,
 ):
     """Each query's k best (score, id), best first: score and select tile by tile.
 
@@ -512,10 +564,33 @@ def fused_topk(
     ``norms`` unless it is empty) into a scratch block that stays in the cache, and every
     query's running top-k heap takes what beats its worst. The full queries x items block
     is never built. ``excl_indices`` are sorted within each query's row (canonical CSR).
+    The tasks run on ``threads`` threads (0: all).
     """
     n_queries = queries.shape[0]
-    n_tasks = (n_queries + query_tile - 1) // query_tile
-    for task in prange(n_tasks):
+    run(
+        _topk_tasks, (n_queries + query_tile - 1) // query_tile, threads,
+        queries, factors, norms, excl_indptr, excl_indices, excluded_for_all, query_tile,
+        item_tile, out_ids, out_scores,
+    )  # fmt: skip
+
+
+@_kernel(nogil=True)
+def _topk_tasks(
+    start,
+    stop,
+    queries,
+    factors,
+    norms,
+    excl_indptr,
+    excl_indices,
+    excluded_for_all,
+    query_tile,
+    item_tile,
+    out_ids,
+    out_scores,
+):
+    n_queries = queries.shape[0]
+    for task in range(start, stop):
         first = task * query_tile
         _topk_task(
             queries,
@@ -550,9 +625,11 @@ def _topk_task(
     n_items = factors.shape[0]
     rows = last - first
     part = np.empty((rows, queries.shape[1]), queries.dtype)
-    part[:] = queries[first:last]
+    # element by element: array assignment compiles its broadcasting checks, slowly
+    for row in range(rows):
+        for j in range(queries.shape[1]):
+            part[row, j] = queries[first + row, j]
     block = np.empty((rows, item_tile), queries.dtype)
-    tile = np.empty((item_tile, factors.shape[1]), factors.dtype)
     sizes = np.zeros(rows, np.int64)
     lowest = np.full(1, -np.inf, queries.dtype)[0]
     # each query's next exclusion not yet passed
@@ -561,15 +638,11 @@ def _topk_task(
         stop = min(start + item_tile, n_items)
         width = stop - start
         if width < item_tile:
-            # the last, narrower tile: arrays of its own width, so that one kind of BLAS
-            # call (contiguous operands) is compiled
+            # the last, narrower tile: a block of its own width
             block = np.empty((rows, width), queries.dtype)
-            tile = np.empty((width, factors.shape[1]), factors.dtype)
-        # a contiguous copy of the tile's factor rows: the transpose of a slice is not known
-        # to be contiguous, and Numba's np.dot is several times slower on such operands
-        tile[:] = factors[start:stop]
         scored = block
-        np.dot(part, tile.T, block)
+        # the tile's factor rows are read in place (BLAS takes their row stride)
+        gemm(False, True, 1.0, part, factors[start:stop], 0.0, block)
         for row in range(rows):
             values = scored[row]
             if norms.shape[0]:
