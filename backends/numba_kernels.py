@@ -199,8 +199,10 @@ def _cg_task(
     AP = np.empty((rows, factors), X.dtype)
     rsold = np.empty(rows, X.dtype)
     active = np.zeros(rows, np.bool_)
-    # r = b - A x, with A x = YtY x + sum_i (c_ui - 1) (y_i . x) y_i   (YtY is symmetric)
-    gemm(False, False, one, x_block, YtY, zero, R)
+    # r = b - A x, with A x = YtY x + sum_i (c_ui - 1) (y_i . x) y_i. YtY is symmetric: the
+    # products take it transposed, the one kind of gemm call top-k makes too, so that a
+    # process compiles one
+    gemm(False, True, 1.0, x_block, YtY, 0.0, R)
     for b in range(rows):
         x, r = x_block[b], R[b]
         start, stop = indptr[first + b], indptr[first + b + 1]
@@ -221,7 +223,7 @@ def _cg_task(
     for _ in range(cg_steps):
         if not active.any():
             break
-        gemm(False, False, one, P, YtY, zero, AP)
+        gemm(False, True, 1.0, P, YtY, 0.0, AP)
         for b in range(rows):
             if not active[b]:
                 continue
