@@ -16,7 +16,9 @@ warning, ``backends.numba_kernels``).
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import functools
 import threading
 from pathlib import Path
 
@@ -35,35 +37,57 @@ _controller = None
 
 
 class _SharedBlasLimit:
-    """BLAS held at one thread while any thread is inside ``threads()``, then restored exactly.
+    """BLAS threads while any thread holds a limit: the fewest asked for, restored exactly.
 
     threadpoolctl's limits are process-wide: two threads each entering and leaving their own
-    ``limit`` would restore in the wrong order and could leave BLAS pinned at one thread. The
-    first thread in applies the limit, the last one out restores what the first found.
+    ``limit`` would restore in the wrong order and could leave BLAS pinned. Here the holders
+    are counted by the limit they ask for, the smallest one applies, and the last one out
+    restores what the first found.
     """
 
     def __init__(self):
         self._lock = threading.Lock()
-        self._holders = 0
-        self._limiter = None
+        self._holders = collections.Counter()
+        self._original = None  # each BLAS library's thread count before the first holder
+        self._applied = None
 
     @contextlib.contextmanager
-    def __call__(self):
+    def __call__(self, threads):
         with self._lock:
-            if self._holders == 0:
-                self._limiter = _blas_controller().limit(limits=1, user_api="blas")
-            self._holders += 1
+            self._holders[threads] += 1
+            self._apply()
         try:
             yield
         finally:
             with self._lock:
-                self._holders -= 1
-                if self._holders == 0:
-                    self._limiter.restore_original_limits()
-                    self._limiter = None
+                self._holders[threads] -= 1
+                if not self._holders[threads]:
+                    del self._holders[threads]
+                self._apply()
+
+    def _apply(self):
+        # the libraries' own setters: a threadpoolctl limiter re-reads every library's
+        # state, tens of microseconds that each query would pay twice
+        libraries = _blas_libraries()
+        if self._original is None:
+            self._original = [library.num_threads for library in libraries]
+        wanted = min(self._holders) if self._holders else None
+        if wanted == self._applied:
+            return
+        for library, original in zip(libraries, self._original, strict=True):
+            library.set_num_threads(original if wanted is None else wanted)
+        self._applied = wanted
+        if wanted is None:
+            self._original = None
 
 
-_single_threaded_blas = _SharedBlasLimit()
+_blas_threads = _SharedBlasLimit()
+
+
+@functools.cache
+def _blas_libraries():
+    """threadpoolctl's controllers of the BLAS libraries (see ``_blas_controller``)."""
+    return tuple(_blas_controller().select(user_api="blas").lib_controllers)
 
 
 def _blas_controller():
@@ -97,12 +121,25 @@ class NumbaBackend(ArrayAlgebra):
     def __init__(self, num_threads=0):
         super().__init__(num_threads=num_threads, xp=np, sparse=scipy.sparse)
 
-    @contextlib.contextmanager
     def threads(self):
-        # BLAS stays single-threaded: its idle workers spin and would steal the cores from
-        # the kernels' threads; large products are split among those instead
-        with _single_threaded_blas():
-            yield
+        # BLAS stays at one thread: the kernels, the Gram matrix among them, split their
+        # products among the pool's threads, and idle BLAS threads would spin on the cores
+        return self._kernels()
+
+    @staticmethod
+    def _kernels():
+        """BLAS at one thread while kernels run: each of their products is one task's."""
+        return _blas_threads(1)
+
+    def gram(self, Y, regularization):
+        if Y.dtype not in self.dtypes or not Y.flags.c_contiguous or Y.ndim != 2:
+            return super().gram(Y, regularization)
+        # the rows' blocks follow the machine, not num_threads: the result does not depend on it
+        chunks = min(machine_threads(), max(1, Y.shape[0] // GRAM_ROWS))
+        with self._kernels():
+            YtY = kernels.gram(Y, chunks, self._thread_count())
+        YtY[np.diag_indices_from(YtY)] += Y.dtype.type(regularization)
+        return YtY
 
     def _thread_count(self):
         maximum = machine_threads()
@@ -110,8 +147,12 @@ class NumbaBackend(ArrayAlgebra):
 
     def solve(self, Cui, X, Y, YtY, cg_steps, row_regularization=None):
         indptr, indices, data = _kernel_operands(Cui, X, Y, YtY)
-        zero, one = X.dtype.type(0), X.dtype.type(1)
         row_regularization = _row_lambdas(row_regularization, X)
+        with self._kernels():
+            self._solve(indptr, indices, data, X, Y, YtY, cg_steps, row_regularization)
+
+    def _solve(self, indptr, indices, data, X, Y, YtY, cg_steps, row_regularization):
+        zero, one = X.dtype.type(0), X.dtype.type(1)
         if cg_steps is None:
             kernels.exact_solve(
                 indptr, indices, data, X, Y, YtY, zero, one, row_regularization,
@@ -132,18 +173,20 @@ class NumbaBackend(ArrayAlgebra):
         block_size = max(1, min(int(block_size), X.shape[1]))
         zero, one = X.dtype.type(0), X.dtype.type(1)
         row_regularization = _row_lambdas(row_regularization, X)
-        kernels.subspace_solve(
-            indptr, indices, data, X, Y, YtY, block_size, int(sweeps), zero, one,
-            row_regularization, self._thread_count(),
-        )
+        with self._kernels():
+            kernels.subspace_solve(
+                indptr, indices, data, X, Y, YtY, block_size, int(sweeps), zero, one,
+                row_regularization, self._thread_count(),
+            )
 
     def loss_parts(self, Cui, X, Y):
-        YtY = Y.T @ Y
+        YtY = self.gram(Y, 0.0)
         indptr, indices, data = _kernel_operands(Cui, X, Y, YtY)
-        observed, gramian, stored_squares, confidence = kernels.loss_parts(
-            indptr, indices, data, X, Y, YtY, X.dtype.type(0), X.dtype.type(1),
-            self._thread_count(),
-        )
+        with self._kernels():
+            observed, gramian, stored_squares, confidence = kernels.loss_parts(
+                indptr, indices, data, X, Y, YtY, X.dtype.type(0), X.dtype.type(1),
+                self._thread_count(),
+            )
         n_rows, n_columns = Cui.shape
         missing = n_rows * n_columns - Cui.nnz
         return LossParts(observed, gramian - stored_squares, confidence, missing)
@@ -169,20 +212,25 @@ class NumbaBackend(ArrayAlgebra):
         norms = np.zeros(0, factors.dtype) if norms is None else norms.astype(factors.dtype)
         threads = self._thread_count()
         query_tile, item_tile = topk_tiles(n_queries, factors.shape[1], factors.itemsize, threads)
-        kernels.fused_topk(
-            queries,
-            factors,
-            norms,
-            excl_indptr,
-            excl_indices,
-            excluded_for_all,
-            query_tile,
-            item_tile,
-            ids,
-            scores,
-            threads,
-        )
+        with self._kernels():
+            kernels.fused_topk(
+                queries,
+                factors,
+                norms,
+                excl_indptr,
+                excl_indices,
+                excluded_for_all,
+                query_tile,
+                item_tile,
+                ids,
+                scores,
+                threads,
+            )
         return ids, scores
+
+
+#: the fewest rows of a block of the Gram matrix (see NumbaBackend.gram)
+GRAM_ROWS = 256
 
 
 #: the most queries one top-k task scores together

@@ -30,6 +30,7 @@ __all__ = [
     "cg_solve",
     "exact_solve",
     "fused_topk",
+    "gram",
     "loss_parts",
     "subspace_solve",
     "task_bounds",
@@ -245,6 +246,33 @@ def _cg_task(
             for j in range(factors):
                 p[j] = r[j] + beta * p[j]
             rsold[b] = rsnew
+
+
+def gram(Y, chunks, threads=0):
+    """Y^T Y as the sum of ``chunks`` blocks of rows' products, the blocks on ``threads``
+    threads (0: all), each one single-threaded BLAS call, added in block order (so the
+    result depends on ``chunks``, never on ``threads``) and made exactly symmetric.
+
+    BLAS's own threads would do the product as fast, but they spin for a while after it
+    and take the cores from the kernels that follow (measured: 1.4x slower fits at 256
+    factors on two cores).
+    """
+    n_rows, factors = Y.shape
+    chunks = max(1, min(int(chunks), n_rows))
+    bounds = (np.arange(chunks + 1, dtype=np.int64) * n_rows) // chunks
+    partials = np.empty((chunks, factors, factors), Y.dtype)
+    run(_gram_tasks, chunks, threads, Y, bounds, partials)
+    total = partials[0]
+    for chunk in range(1, chunks):
+        total += partials[chunk]
+    return (total + total.T) * Y.dtype.type(0.5)
+
+
+@_kernel(nogil=True)
+def _gram_tasks(start, stop, Y, bounds, partials):
+    for chunk in range(start, stop):
+        rows = Y[bounds[chunk] : bounds[chunk + 1]]
+        gemm(True, False, 1.0, rows, rows, 0.0, partials[chunk])
 
 
 def exact_solve(indptr, indices, data, X, Y, YtY, zero, one, row_regularization, threads=0):

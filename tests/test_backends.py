@@ -419,3 +419,17 @@ def test_ials_plus_plus_parameters_are_checked_and_saved(tmp_path):
     model.save(tmp_path / "model")
     loaded = AlternatingLeastSquares.load(tmp_path / "model.npz")
     assert (loaded.solver, loaded.block_size) == ("ials++", 2)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("chunks", [1, 3, 50])
+def test_numba_gram_over_blocks_of_rows_matches_numpy(dtype, chunks):
+    from backends import numba_kernels
+
+    Y = np.random.default_rng(11).standard_normal((40, 9)).astype(dtype)
+    for threads in (1, 0):
+        YtY = numba_kernels.gram(Y, chunks, threads)
+        assert YtY.dtype == dtype and np.array_equal(YtY, YtY.T)
+        # sums of 40 products of standard normals: float32 rounding ~1e-5 of the ~40 scale
+        tolerance = 1e-4 if dtype == np.float32 else 1e-11
+        np.testing.assert_allclose(YtY, Y.T.astype(np.float64) @ Y, rtol=tolerance, atol=tolerance)
