@@ -35,10 +35,10 @@ def _blas(name, arguments):
     return types.ExternalFunction(symbol, types.void(*([types.voidptr] * arguments)))
 
 
-_sgemm = _blas("sgemm", 13)
-_dgemm = _blas("dgemm", 13)
-_sgemv = _blas("sgemv", 11)
-_dgemv = _blas("dgemv", 11)
+_sgemm_blas = _blas("sgemm", 13)
+_dgemm_blas = _blas("dgemm", 13)
+_sgemv_blas = _blas("sgemv", 11)
+_dgemv_blas = _blas("dgemv", 11)
 
 _NO, _YES = ord("N"), ord("T")
 
@@ -51,12 +51,28 @@ def _row_stride(A):
     return max(1, A.shape[A.ndim - 1])
 
 
-@njit(nogil=True)
+@njit(inline="always")
 def gemm(transpose_a, transpose_b, alpha, A, B, beta, C):
     """C = alpha op(A) op(B) + beta C, op(M) = M^T where ``transpose_*`` says so.
 
     A, B and C are 2-d with contiguous rows; C is m x n, op(A) m x k and op(B) k x n.
+    The flags and scalars are passed on as plain bools and floats: constants would make
+    each call site a specialisation of its own, compiled separately.
     """
+    _gemm(bool(transpose_a), bool(transpose_b), float(alpha), A, B, float(beta), C)
+
+
+@njit(inline="always")
+def gemv(transpose, alpha, A, x, beta, y):
+    """y = alpha op(A) x + beta y, op(A) = A^T where ``transpose`` says so.
+
+    A is 2-d with contiguous rows; x and y are contiguous vectors.
+    """
+    _gemv(bool(transpose), float(alpha), A, x, float(beta), y)
+
+
+@njit(nogil=True)
+def _gemm(transpose_a, transpose_b, alpha, A, B, beta, C):
     m, n = C.shape
     k = A.shape[0] if transpose_a else A.shape[1]
     if m == 0 or n == 0:
@@ -77,17 +93,13 @@ def gemm(transpose_a, transpose_b, alpha, A, B, beta, C):
         scalars[1:2].ctypes, C.ctypes, sizes[5:6].ctypes,
     )  # fmt: skip
     if C.itemsize == 4:
-        _sgemm(*arguments)
+        _sgemm_blas(*arguments)
     else:
-        _dgemm(*arguments)
+        _dgemm_blas(*arguments)
 
 
 @njit(nogil=True)
-def gemv(transpose, alpha, A, x, beta, y):
-    """y = alpha op(A) x + beta y, op(A) = A^T where ``transpose`` says so.
-
-    A is 2-d with contiguous rows; x and y are contiguous vectors.
-    """
+def _gemv(transpose, alpha, A, x, beta, y):
     rows, columns = A.shape
     if y.shape[0] == 0:
         return
@@ -109,6 +121,6 @@ def gemv(transpose, alpha, A, x, beta, y):
         sizes[3:4].ctypes,
     )  # fmt: skip
     if y.itemsize == 4:
-        _sgemv(*arguments)
+        _sgemv_blas(*arguments)
     else:
-        _dgemv(*arguments)
+        _dgemv_blas(*arguments)

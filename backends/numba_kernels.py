@@ -200,6 +200,7 @@ def _cg_task(
     AP = np.empty((rows, factors), X.dtype)
     rsold = np.empty(rows, X.dtype)
     active = np.zeros(rows, np.bool_)
+    n_active = 0  # a count, not active.any(): one fewer NumPy function to compile
     # r = b - A x, with A x = YtY x + sum_i (c_ui - 1) (y_i . x) y_i. YtY is symmetric: the
     # products take it transposed, the one kind of gemm call top-k makes too, so that a
     # process compiles one
@@ -221,8 +222,9 @@ def _cg_task(
             p[j] = r[j]
         rsold[b] = _dot(r, r, zero)
         active[b] = rsold[b] >= CG_TOLERANCE
+        n_active += active[b]
     for _ in range(cg_steps):
-        if not active.any():
+        if n_active == 0:
             break
         gemm(False, True, 1.0, P, YtY, 0.0, AP)
         for b in range(rows):
@@ -241,6 +243,7 @@ def _cg_task(
             rsnew = _dot(r, r, zero)
             if rsnew < CG_TOLERANCE:
                 active[b] = False
+                n_active -= 1
                 continue
             beta = rsnew / rsold[b]
             for j in range(factors):
