@@ -3,14 +3,15 @@
 The wrappers here check shapes and dtypes and normalise index dtypes (int64 ``indptr``,
 int32 ``indices``) so each kernel compiles once per factor dtype; the caller has already
 checked that every index is in range, and the kernels trust it (indices are never narrowed
-to int32 without a check). Memory moves, the Gram matrix and the norms are NumPy array code
-shared with the other backends (``backends.xp_generic.ArrayAlgebra``); BLAS computes the
-Gram matrix.
+to int32 without a check). Memory moves and the norms are NumPy array code shared with the
+other backends (``backends.xp_generic.ArrayAlgebra``); the Gram matrix is a kernel too
+(``kernels.gram``: blocks of rows, one single-threaded BLAS product each).
 
 The kernels run on one persistent thread pool per process (``backends.task_pool``), each
-launch on the backend's ``num_threads``. Queries may come from many threads at once: their
-launches share the pool, and the process-wide BLAS limit is shared and restored by the last
-thread out. Where no folder can hold Numba's cache, the kernels compile uncached (one
+launch on the backend's ``num_threads``; BLAS is held at one thread around every launch (and
+through ``threads()``), because its idle threads spin on the cores the pool needs. Queries
+may come from many threads at once: their launches share the pool, and the process-wide
+BLAS limit is shared and restored by the last thread out. Where no folder can hold Numba's cache, the kernels compile uncached (one
 warning, ``backends.numba_kernels``).
 """
 
@@ -106,7 +107,7 @@ def _blas_controller():
 
 
 class NumbaBackend(ArrayAlgebra):
-    """CPU backend: Numba kernels for solve, loss and top-k; NumPy BLAS for the Gram matrix.
+    """CPU backend: Numba kernels for the Gram matrix, solve, loss and top-k.
 
     Parameters
     ----------
