@@ -138,7 +138,8 @@ class NumbaBackend(ArrayAlgebra):
         # the rows' blocks follow the machine, not num_threads: the result does not depend on it
         chunks = min(machine_threads(), max(1, Y.shape[0] // GRAM_ROWS))
         with self._kernels():
-            YtY = kernels.gram(Y, chunks, self._thread_count())
+            # one block is one BLAS call: NumPy's, which spares small fits a kernel to load
+            YtY = Y.T @ Y if chunks == 1 else kernels.gram(Y, chunks, self._thread_count())
         YtY[np.diag_indices_from(YtY)] += Y.dtype.type(regularization)
         return YtY
 
