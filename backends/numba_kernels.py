@@ -201,10 +201,8 @@ def _cg_task(
     rsold = np.empty(rows, X.dtype)
     active = np.zeros(rows, np.bool_)
     n_active = 0  # a count, not active.any(): one fewer NumPy function to compile
-    # r = b - A x, with A x = YtY x + sum_i (c_ui - 1) (y_i . x) y_i. YtY is symmetric: the
-    # products take it transposed, the one kind of gemm call top-k makes too, so that a
-    # process compiles one
-    gemm(False, True, 1.0, x_block, YtY, 0.0, R)
+    # r = b - A x, with A x = YtY x + sum_i (c_ui - 1) (y_i . x) y_i   (YtY is symmetric)
+    gemm(False, False, 1.0, x_block, YtY, 0.0, R)
     for b in range(rows):
         x, r = x_block[b], R[b]
         start, stop = indptr[first + b], indptr[first + b + 1]
@@ -226,7 +224,7 @@ def _cg_task(
     for _ in range(cg_steps):
         if n_active == 0:
             break
-        gemm(False, True, 1.0, P, YtY, 0.0, AP)
+        gemm(False, False, 1.0, P, YtY, 0.0, AP)
         for b in range(rows):
             if not active[b]:
                 continue
