@@ -11,8 +11,8 @@ The kernels run on one persistent thread pool per process (``backends.task_pool`
 launch on the backend's ``num_threads``; BLAS is held at one thread around every launch (and
 through ``threads()``), because its idle threads spin on the cores the pool needs. Queries
 may come from many threads at once: their launches share the pool, and the process-wide
-BLAS limit is shared and restored by the last thread out. Where no folder can hold Numba's cache, the kernels compile uncached (one
-warning, ``backends.numba_kernels``).
+BLAS limit is shared and restored by the last thread out. Where no folder can hold Numba's
+cache, the kernels compile uncached (one warning, ``backends.numba_kernels``).
 """
 
 from __future__ import annotations

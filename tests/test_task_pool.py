@@ -89,7 +89,9 @@ def test_factors_do_not_depend_on_the_thread_count(dtype):
             calculate_training_loss=True,
         )  # fmt: skip
         losses = []
-        model.fit(user_items, show_progress=False, callback=lambda i, t, loss: losses.append(loss))
+        model.fit(
+            user_items, show_progress=False, callback=lambda i, t, loss, to=losses: to.append(loss)
+        )
         fitted.append((model.user_factors, model.item_factors, losses))
     # every row is computed by one call from the same inputs, summing in the same order
     # whatever the thread count, and the loss adds the tasks' sums in task order: equal bits
