@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from backends.base import Backend, BackendUnavailable, check_int32_ids, get_backend
 
+from .compile_note import compile_note
 from .errors import InvalidValueError
 from .fitting import (
     ITEMS,
@@ -449,10 +450,17 @@ class AlternatingLeastSquares:
         self._clear_caches()
         callback = callback or self.fit_callback
         loss = None
-        with backend.threads(), tqdm(total=settings.iterations, disable=not show_progress) as bar:
+        with (
+            backend.threads(),
+            tqdm(total=settings.iterations, disable=not show_progress) as bar,
+            # the bar says so while the first fit with an empty Numba cache compiles
+            compile_note(bar.set_description_str if show_progress else _ignore),
+        ):
             for iteration in range(settings.iterations):
                 for side in SIDES:
                     self._half_iteration(matrices[side], side, settings, iteration, lambdas[side])
+                if iteration == 0 and show_progress:
+                    bar.set_description_str("")  # compiled by now, if it was
                 bar.update(1)
                 if settings.calculate_training_loss:
                     loss = training_loss(
@@ -1034,6 +1042,10 @@ class AlternatingLeastSquares:
             return model
         extra = {key[6:]: value for key, value in arrays.items() if key.startswith("extra/")}
         return model, extra
+
+
+def _ignore(_):
+    """A ``say`` that says nothing."""
 
 
 def _check_model_arrays(arrays, name):

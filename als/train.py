@@ -21,7 +21,6 @@ Examples
 from __future__ import annotations
 
 import argparse
-import contextlib
 import inspect
 import json
 import sys
@@ -44,6 +43,7 @@ from .answers import (
     similar_to,
     user_errors,
 )
+from .compile_note import compile_note
 from .data import load
 from .errors import InvalidValueError
 from .evaluation import ranking_metrics_at_k, train_test_split
@@ -360,30 +360,6 @@ def make_model(args, params=None):
     return AlternatingLeastSquares(**{**settings, **(params or {})})
 
 
-@contextlib.contextmanager
-def compile_note(say):
-    """Say "compiling kernels" when Numba starts compiling (a cache hit compiles nothing)."""
-    try:
-        from numba.core import event
-    except ImportError:  # the CUDA and NumPy backends do not need Numba
-        yield
-        return
-
-    class Note(event.Listener):
-        said = False
-
-        def on_start(self, _):
-            if not self.said:
-                self.said = True
-                say("compiling kernels, first run only (cached for later runs) ...")
-
-        def on_end(self, _):
-            pass
-
-    with event.install_listener("numba:compile", Note()):
-        yield
-
-
 def progress(args):
     """Whether to show a progress bar: for a terminal only (in a log it is noise around the
     one-line error), and never with --quiet."""
@@ -501,7 +477,7 @@ def main(argv):
         f"training on all {data.nnz:,} interactions with the {model.backend_name!r} backend, "
         f"seed {args.seed}"
     )
-    with compile_note(say):
+    with compile_note(lambda text: say(text + " ...")):
         record = fit(model, data.user_items, args, say)
         summary["training"] = {"backend": model.backend_name, **record}
         summary.update(answer(model, data, user, name, args, say))
@@ -605,7 +581,8 @@ def train_on_workers(args, say, started):
     params = read_params(args.params) if args.params else {}
     if params:
         say(f"model settings from --params: {json.dumps(params)}")
-    with cluster_client(args.workers, args.scheduler) as client, compile_note(say):
+    note = compile_note(lambda text: say(text + " ..."))
+    with cluster_client(args.workers, args.scheduler) as client, note:
         say(describe_cluster(client, args.workers, args.scheduler))
         encoded, user_ids, item_ids = encode_ids(frame)
         shape = (len(user_ids), len(item_ids))
