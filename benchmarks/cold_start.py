@@ -19,12 +19,11 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.common import ROOT, machine_info, machine_slug, utc_now, versions
+from benchmarks.common import ROOT, machine_info, machine_slug, run_probe, utc_now, versions
 
 PROBE = r"""
 import json, time
@@ -58,17 +57,7 @@ print(json.dumps({
 
 
 def probe(checkout, cache):
-    env = {**os.environ, "NUMBA_CACHE_DIR": cache, "PYTHONPATH": str(checkout)}
-    # run in the checkout: "python -c" puts the working folder first on the path
-    out = subprocess.run(
-        [sys.executable, "-c", PROBE],
-        env=env,
-        cwd=checkout,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return json.loads(run_probe(PROBE, checkout=checkout, NUMBA_CACHE_DIR=cache))
 
 
 def summary(runs):

@@ -313,20 +313,27 @@ print(time.perf_counter() - start)
 """
 
 
+def run_probe(code, *args, checkout=ROOT, **env):
+    """Run ``python -c code args...`` in a fresh process importing ``checkout``'s packages,
+    with ``env`` added to the environment; return the last line it printed.
+
+    It runs in ``checkout``: ``python -c`` puts the working folder first on the path.
+    """
+    done = subprocess.run(
+        [sys.executable, "-c", code, *map(str, args)],
+        env={**os.environ, "PYTHONPATH": str(checkout), **env},
+        cwd=checkout,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return done.stdout.strip().splitlines()[-1]
+
+
 def compile_times():
     """First-call seconds (import + compile/load + tiny fit) with an empty, then a warm cache."""
     with tempfile.TemporaryDirectory() as cache:
-        env = {**os.environ, "NUMBA_CACHE_DIR": cache, "PYTHONPATH": str(ROOT)}
-        runs = []
-        for _ in range(2):
-            out = subprocess.run(
-                [sys.executable, "-c", COMPILE_PROBE],
-                env=env,
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-            runs.append(float(out.stdout.strip().splitlines()[-1]))
+        runs = [float(run_probe(COMPILE_PROBE, NUMBA_CACHE_DIR=cache)) for _ in range(2)]
     return {"cold_s": runs[0], "cached_s": runs[1]}
 
 

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse
 
-from benchmarks.common import load_dataset, machine_info, utc_now, versions
+from benchmarks.common import load_dataset, machine_info, run_probe, utc_now, versions
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -90,17 +90,9 @@ def blas_info():
 
 
 def run(checkout, matrix_path, factors, iterations, threads):
-    env = {**os.environ, "PYTHONPATH": str(checkout)}
-    done = subprocess.run(
-        [sys.executable, "-c", PROBE, str(matrix_path), str(factors), str(iterations)]
-        + [str(threads)],
-        cwd=checkout,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
+    return json.loads(
+        run_probe(PROBE, matrix_path, factors, iterations, threads, checkout=checkout)
     )
-    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def main(argv=None):
