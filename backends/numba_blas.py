@@ -31,8 +31,9 @@ def _blas(name, arguments):
     symbol = f"als_numba_blas_{name}"
     address = get_cython_function_address("scipy.linalg.cython_blas", name)
     llvmlite.binding.add_symbol(symbol, address)
-    # every argument of Fortran BLAS is passed by address
-    return types.ExternalFunction(symbol, types.void(*([types.voidptr] * arguments)))
+    # every argument of Fortran BLAS is passed by address: the kernels pass the addresses
+    # as integers (``ctypes.data``), which costs less to compile than pointer objects
+    return types.ExternalFunction(symbol, types.void(*([types.intp] * arguments)))
 
 
 _sgemm_blas = _blas("sgemm", 13)
@@ -77,20 +78,19 @@ def _gemm(transpose_a, transpose_b, alpha, A, B, beta, C):
     k = A.shape[0] if transpose_a else A.shape[1]
     if m == 0 or n == 0:
         return
-    # column-major: C^T = op(B)^T op(A)^T, the flags pass through with the operands swapped
-    flags = np.empty(2, np.uint8)
-    flags[0] = _YES if transpose_b else _NO
-    flags[1] = _YES if transpose_a else _NO
-    sizes = np.empty(6, np.int32)
-    sizes[0], sizes[1], sizes[2] = n, m, k
-    sizes[3], sizes[4], sizes[5] = _row_stride(B), _row_stride(A), _row_stride(C)
+    # column-major: C^T = op(B)^T op(A)^T, the flags pass through with the operands swapped;
+    # the flags ride in the int32 array (a Fortran character is the first byte of its word)
+    sizes = np.empty(8, np.int32)
+    sizes[0] = _YES if transpose_b else _NO
+    sizes[1] = _YES if transpose_a else _NO
+    sizes[2], sizes[3], sizes[4] = n, m, k
+    sizes[5], sizes[6], sizes[7] = _row_stride(B), _row_stride(A), _row_stride(C)
     scalars = np.empty(2, C.dtype)
     scalars[0], scalars[1] = alpha, beta
+    size, scalar = sizes.ctypes.data, scalars.ctypes.data
     arguments = (
-        flags[0:1].ctypes, flags[1:2].ctypes,
-        sizes[0:1].ctypes, sizes[1:2].ctypes, sizes[2:3].ctypes,
-        scalars[0:1].ctypes, B.ctypes, sizes[3:4].ctypes, A.ctypes, sizes[4:5].ctypes,
-        scalars[1:2].ctypes, C.ctypes, sizes[5:6].ctypes,
+        size, size + 4, size + 8, size + 12, size + 16, scalar, B.ctypes.data, size + 20,
+        A.ctypes.data, size + 24, scalar + C.itemsize, C.ctypes.data, size + 28,
     )  # fmt: skip
     if C.itemsize == 4:
         _sgemm_blas(*arguments)
@@ -109,16 +109,15 @@ def _gemv(transpose, alpha, A, x, beta, y):
             y[i] = beta * y[i] if beta != 0 else 0
         return
     # column-major, A is its transpose: A x is A^T-of-that, so the flag flips
-    flags = np.empty(1, np.uint8)
-    flags[0] = _NO if transpose else _YES
-    sizes = np.empty(4, np.int32)
-    sizes[0], sizes[1], sizes[2], sizes[3] = columns, rows, _row_stride(A), 1
+    sizes = np.empty(5, np.int32)
+    sizes[0] = _NO if transpose else _YES
+    sizes[1], sizes[2], sizes[3], sizes[4] = columns, rows, _row_stride(A), 1
     scalars = np.empty(2, y.dtype)
     scalars[0], scalars[1] = alpha, beta
+    size, scalar = sizes.ctypes.data, scalars.ctypes.data
     arguments = (
-        flags.ctypes, sizes[0:1].ctypes, sizes[1:2].ctypes, scalars[0:1].ctypes, A.ctypes,
-        sizes[2:3].ctypes, x.ctypes, sizes[3:4].ctypes, scalars[1:2].ctypes, y.ctypes,
-        sizes[3:4].ctypes,
+        size, size + 4, size + 8, scalar, A.ctypes.data, size + 12, x.ctypes.data, size + 16,
+        scalar + y.itemsize, y.ctypes.data, size + 16,
     )  # fmt: skip
     if y.itemsize == 4:
         _sgemv_blas(*arguments)

@@ -10,6 +10,12 @@ factor dtype, as in implicit, with reassociation allowed so that LLVM vectorises
 products. Every row is computed by one call from the same inputs, so results do not depend
 on the thread count.
 
+Compiling is most of a cold first fit and query, so the kernels are shaped to compile
+little: each task loop holds its task's body (a separate function would be optimised
+again when linked into its caller), the hot sparse loop is one function called from two
+places (inlined twice it cost 1.7 s more to compile; it runs 1-3% slower at 32-64 factors,
+no slower at 128-512), and helpers take one signature each (no literal flags).
+
 The kernels trust their inputs: ``backends.numba_cpu`` checks shapes and dtypes and
 normalises index dtypes (int64 ``indptr``, int32 ``indices``) so each kernel compiles once
 per factor dtype, and the caller has checked that every index is in range.
@@ -91,16 +97,14 @@ def _symv(A, v, out, zero):
 
 
 @njit(inline="always", fastmath=FASTMATH)
-def _entry_weight(confidence, projection, sign, with_b, zero, one):
-    """sign (c - 1) (y . v), plus c when the entry is liked and ``with_b`` (the b of r = b - Ax)."""
-    weight = sign * (abs(confidence) - one) * projection
-    if with_b and confidence > zero:
-        weight += confidence
-    return weight
+def _entry_weight(confidence, projection, sign, b_scale, zero, one):
+    """sign (c - 1) (y . v), plus b_scale c when the entry is liked (c > 0): with b_scale 1
+    that is the entry's part of r = b - A x, with 0 its part of A p."""
+    return sign * (abs(confidence) - one) * projection + b_scale * max(confidence, zero)
 
 
-@njit(inline="always", fastmath=FASTMATH)
-def _add_projections(indices, data, start, stop, Y, v, out, sign, with_b, zero, one):
+@njit(fastmath=FASTMATH)
+def _add_projections(indices, data, start, stop, Y, v, out, sign, b_scale, zero, one):
     """out += sum_i w_i y_i over the entries start..stop of a row, w_i from _entry_weight.
 
     Entries are taken four at a time: v is read once for four dot products and out is
@@ -118,16 +122,16 @@ def _add_projections(indices, data, start, stop, Y, v, out, sign, with_b, zero, 
             s1 += y1[j] * v[j]
             s2 += y2[j] * v[j]
             s3 += y3[j] * v[j]
-        w0 = _entry_weight(data[index], s0, sign, with_b, zero, one)
-        w1 = _entry_weight(data[index + 1], s1, sign, with_b, zero, one)
-        w2 = _entry_weight(data[index + 2], s2, sign, with_b, zero, one)
-        w3 = _entry_weight(data[index + 3], s3, sign, with_b, zero, one)
+        w0 = _entry_weight(data[index], s0, sign, b_scale, zero, one)
+        w1 = _entry_weight(data[index + 1], s1, sign, b_scale, zero, one)
+        w2 = _entry_weight(data[index + 2], s2, sign, b_scale, zero, one)
+        w3 = _entry_weight(data[index + 3], s3, sign, b_scale, zero, one)
         for j in range(factors):
             out[j] += w0 * y0[j] + w1 * y1[j] + w2 * y2[j] + w3 * y3[j]
         index += 4
     for rest in range(index, stop):
         y = Y[indices[rest]]
-        weight = _entry_weight(data[rest], _dot(y, v, zero), sign, with_b, zero, one)
+        weight = _entry_weight(data[rest], _dot(y, v, zero), sign, b_scale, zero, one)
         for j in range(factors):
             out[j] += weight * y[j]
 
@@ -172,81 +176,73 @@ def cg_solve(
     )  # fmt: skip
 
 
-@_kernel(nogil=True)
+@_kernel(nogil=True, fastmath=FASTMATH)
 def _cg_tasks(
     start, stop, indptr, indices, data, X, Y, YtY, cg_steps, bounds, zero, one, row_regularization
 ):
+    """The CG steps of the tasks start..stop, each task's rows in lockstep."""
     for task in range(start, stop):
         first, last = bounds[task], bounds[task + 1]
-        _cg_task(
-            indptr, indices, data, X, Y, YtY, cg_steps, first, last, zero, one, row_regularization
-        )
-
-
-@njit(fastmath=FASTMATH)
-def _cg_task(
-    indptr, indices, data, X, Y, YtY, cg_steps, first, last, zero, one, row_regularization
-):
-    """The CG steps of rows first..last, in lockstep."""
-    factors = X.shape[1]
-    per_row = row_regularization.shape[0] > 0
-    rows = last - first
-    # the rows of a task step in lockstep so that YtY times their search directions is
-    # one matrix product; each row still follows its own CG iteration exactly. The task's
-    # rows of X are updated in place: no other task reads them.
-    x_block = X[first:last]
-    R = np.empty((rows, factors), X.dtype)
-    P = np.empty((rows, factors), X.dtype)
-    AP = np.empty((rows, factors), X.dtype)
-    rsold = np.empty(rows, X.dtype)
-    active = np.zeros(rows, np.bool_)
-    n_active = 0  # a count, not active.any(): one fewer NumPy function to compile
-    # r = b - A x, with A x = YtY x + sum_i (c_ui - 1) (y_i . x) y_i   (YtY is symmetric)
-    gemm(False, False, 1.0, x_block, YtY, 0.0, R)
-    for b in range(rows):
-        x, r = x_block[b], R[b]
-        start, stop = indptr[first + b], indptr[first + b + 1]
-        if start == stop:
-            x[:] = zero
-            continue
-        if per_row:
-            for j in range(factors):
-                r[j] += row_regularization[first + b] * x[j]
-        for j in range(factors):
-            r[j] = -r[j]
-        _add_projections(indices, data, start, stop, Y, x, r, -one, True, zero, one)
-        p = P[b]
-        for j in range(factors):
-            p[j] = r[j]
-        rsold[b] = _dot(r, r, zero)
-        active[b] = rsold[b] >= CG_TOLERANCE
-        n_active += active[b]
-    for _ in range(cg_steps):
-        if n_active == 0:
-            break
-        gemm(False, False, 1.0, P, YtY, 0.0, AP)
+        factors = X.shape[1]
+        per_row = row_regularization.shape[0] > 0
+        rows = last - first
+        # the rows of a task step in lockstep so that YtY times their search directions is
+        # one matrix product; each row still follows its own CG iteration exactly. The task's
+        # rows of X are updated in place: no other task reads them.
+        x_block = X[first:last]
+        R = np.empty((rows, factors), X.dtype)
+        P = np.empty((rows, factors), X.dtype)
+        AP = np.empty((rows, factors), X.dtype)
+        rsold = np.empty(rows, X.dtype)
+        active = np.zeros(rows, np.bool_)
+        n_active = 0  # a count, not active.any(): one fewer NumPy function to compile
+        # r = b - A x, with A x = YtY x + sum_i (c_ui - 1) (y_i . x) y_i   (YtY is symmetric)
+        gemm(False, False, 1.0, x_block, YtY, 0.0, R)
         for b in range(rows):
-            if not active[b]:
+            x, r = x_block[b], R[b]
+            begin, end = indptr[first + b], indptr[first + b + 1]
+            if begin == end:
+                for j in range(factors):
+                    x[j] = zero
                 continue
-            x, r, p, Ap = x_block[b], R[b], P[b], AP[b]
-            start, stop = indptr[first + b], indptr[first + b + 1]
             if per_row:
                 for j in range(factors):
-                    Ap[j] += row_regularization[first + b] * p[j]
-            _add_projections(indices, data, start, stop, Y, p, Ap, one, False, zero, one)
-            alpha = rsold[b] / _dot(p, Ap, zero)
+                    r[j] += row_regularization[first + b] * x[j]
             for j in range(factors):
-                x[j] += alpha * p[j]
-                r[j] -= alpha * Ap[j]
-            rsnew = _dot(r, r, zero)
-            if rsnew < CG_TOLERANCE:
-                active[b] = False
-                n_active -= 1
-                continue
-            beta = rsnew / rsold[b]
+                r[j] = -r[j]
+            _add_projections(indices, data, begin, end, Y, x, r, -one, one, zero, one)
+            p = P[b]
             for j in range(factors):
-                p[j] = r[j] + beta * p[j]
-            rsold[b] = rsnew
+                p[j] = r[j]
+            rsold[b] = _dot(r, r, zero)
+            active[b] = rsold[b] >= CG_TOLERANCE
+            n_active += active[b]
+        for _ in range(cg_steps):
+            if n_active == 0:
+                break
+            gemm(False, False, 1.0, P, YtY, 0.0, AP)
+            for b in range(rows):
+                if not active[b]:
+                    continue
+                x, r, p, Ap = x_block[b], R[b], P[b], AP[b]
+                begin, end = indptr[first + b], indptr[first + b + 1]
+                if per_row:
+                    for j in range(factors):
+                        Ap[j] += row_regularization[first + b] * p[j]
+                _add_projections(indices, data, begin, end, Y, p, Ap, one, zero, zero, one)
+                alpha = rsold[b] / _dot(p, Ap, zero)
+                for j in range(factors):
+                    x[j] += alpha * p[j]
+                    r[j] -= alpha * Ap[j]
+                rsnew = _dot(r, r, zero)
+                if rsnew < CG_TOLERANCE:
+                    active[b] = False
+                    n_active -= 1
+                    continue
+                beta = rsnew / rsold[b]
+                for j in range(factors):
+                    p[j] = r[j] + beta * p[j]
+                rsold[b] = rsnew
 
 
 def gram(Y, chunks, threads=0):
@@ -475,63 +471,59 @@ def _worse(score_a, id_a, score_b, id_b):
     return score_a < score_b or (score_a == score_b and id_a > id_b)
 
 
-@njit(inline="always")
-def _sift_down(scores, ids, position, size):
-    """Restore the heap property (worst entry at the root) below ``position``."""
+# The heap helpers move a hole instead of swapping pairs, and take ids as int32 (the heap's
+# own type), so that each compiles once and small: compiling is most of a cold first query.
+
+
+@njit
+def _sift_down(scores, ids, score, item, position, size):
+    """Put (score, item) at ``position`` of a heap of ``size`` entries (worst at the root)
+    and sift it down to where it belongs."""
     while True:
         child = 2 * position + 1
         if child >= size:
-            return
-        if child + 1 < size and _worse(
-            scores[child + 1], ids[child + 1], scores[child], ids[child]
-        ):
+            break
+        if child + 1 < size and _worse(scores[child + 1], ids[child + 1], scores[child], ids[child]):
             child += 1
-        if not _worse(scores[child], ids[child], scores[position], ids[position]):
-            return
-        scores[child], scores[position] = scores[position], scores[child]
-        ids[child], ids[position] = ids[position], ids[child]
+        if not _worse(scores[child], ids[child], score, item):
+            break
+        scores[position], ids[position] = scores[child], ids[child]
         position = child
+    scores[position], ids[position] = score, item
 
 
-@njit(inline="always")
-def _push(heap_scores, heap_ids, size, value, item):
-    """Offer (value, item) to a heap of the best so far (worst at the root); return its size."""
-    k = heap_scores.shape[0]
-    if size < k:
-        # sift the new entry up
+@njit
+def _push(scores, ids, size, score, item):
+    """Offer (score, item) to a heap of the best so far (worst at the root); return its size."""
+    if size < scores.shape[0]:
+        # sift the new entry up from the end
         position = size
-        heap_scores[position] = value
-        heap_ids[position] = item
         while position > 0:
             parent = (position - 1) // 2
-            if not _worse(
-                heap_scores[position], heap_ids[position], heap_scores[parent], heap_ids[parent]
-            ):
+            if not _worse(score, item, scores[parent], ids[parent]):
                 break
-            heap_scores[position], heap_scores[parent] = heap_scores[parent], heap_scores[position]
-            heap_ids[position], heap_ids[parent] = heap_ids[parent], heap_ids[position]
+            scores[position], ids[position] = scores[parent], ids[parent]
             position = parent
+        scores[position], ids[position] = score, item
         return size + 1
-    if _worse(heap_scores[0], heap_ids[0], value, item):
-        heap_scores[0] = value
-        heap_ids[0] = item
-        _sift_down(heap_scores, heap_ids, 0, size)
+    if _worse(scores[0], ids[0], score, item):
+        _sift_down(scores, ids, score, item, 0, size)
     return size
 
 
-@njit(inline="always")
-def _finish(heap_scores, heap_ids, size):
+@njit
+def _finish(scores, ids, size):
     """Sort a heap of ``size`` entries best first; pad the rest with (-inf, -1)."""
     filled = size
-    # pop the worst to the back until the heap is empty: the row ends up best first
+    # move the worst to the back until the heap is empty: the row ends up best first
     while size > 1:
         size -= 1
-        heap_scores[0], heap_scores[size] = heap_scores[size], heap_scores[0]
-        heap_ids[0], heap_ids[size] = heap_ids[size], heap_ids[0]
-        _sift_down(heap_scores, heap_ids, 0, size)
-    for position in range(filled, heap_scores.shape[0]):
-        heap_scores[position] = -np.inf
-        heap_ids[position] = -1
+        score, item = scores[size], ids[size]
+        scores[size], ids[size] = scores[0], ids[0]
+        _sift_down(scores, ids, score, item, 0, size)
+    for position in range(filled, scores.shape[0]):
+        scores[position] = -np.inf
+        ids[position] = -1
 
 
 #: scores the selection tests against the bar together before it looks at any one of them
@@ -565,7 +557,7 @@ def _select(values, start, excluded_for_all, lowest, heap_scores, heap_ids, size
                 continue
         for column in range(low, high):
             value = values[column]
-            item = start + np.int64(column)
+            item = np.int32(start + np.int64(column))
             # ties at the bar fall through to _push, which settles them by id
             if value < bar or value == lowest or excluded_for_all[item]:
                 continue
@@ -598,94 +590,57 @@ def fused_topk(
     The tasks run on ``threads`` threads (0: all).
     """
     n_queries = queries.shape[0]
+    lowest = queries.dtype.type(-np.inf)
     run(
         _topk_tasks, (n_queries + query_tile - 1) // query_tile, threads,
         queries, factors, norms, excl_indptr, excl_indices, excluded_for_all, query_tile,
-        item_tile, out_ids, out_scores,
+        item_tile, lowest, out_ids, out_scores,
     )  # fmt: skip
 
 
 @_kernel(nogil=True)
 def _topk_tasks(
-    start,
-    stop,
-    queries,
-    factors,
-    norms,
-    excl_indptr,
-    excl_indices,
-    excluded_for_all,
-    query_tile,
-    item_tile,
-    out_ids,
-    out_scores,
-):
-    n_queries = queries.shape[0]
+    start, stop, queries, factors, norms, excl_indptr, excl_indices, excluded_for_all,
+    query_tile, item_tile, lowest, out_ids, out_scores,
+):  # fmt: skip
+    """The top-k of the queries of tasks start..stop (see fused_topk); ``lowest`` is -inf
+    in the scores' dtype."""
+    n_queries, n_items = queries.shape[0], factors.shape[0]
     for task in range(start, stop):
         first = task * query_tile
-        _topk_task(
-            queries,
-            factors,
-            norms,
-            excl_indptr,
-            excl_indices,
-            excluded_for_all,
-            first,
-            min(first + query_tile, n_queries),
-            item_tile,
-            out_ids,
-            out_scores,
-        )
-
-
-@njit
-def _topk_task(
-    queries,
-    factors,
-    norms,
-    excl_indptr,
-    excl_indices,
-    excluded_for_all,
-    first,
-    last,
-    item_tile,
-    out_ids,
-    out_scores,
-):
-    """The top-k of queries first..last (see fused_topk)."""
-    n_items = factors.shape[0]
-    rows = last - first
-    part = np.empty((rows, queries.shape[1]), queries.dtype)
-    # element by element: array assignment compiles its broadcasting checks, slowly
-    for row in range(rows):
-        for j in range(queries.shape[1]):
-            part[row, j] = queries[first + row, j]
-    block = np.empty((rows, item_tile), queries.dtype)
-    sizes = np.zeros(rows, np.int64)
-    lowest = np.full(1, -np.inf, queries.dtype)[0]
-    # each query's next exclusion not yet passed
-    cursor = excl_indptr[first:last].copy()
-    for start in range(0, n_items, item_tile):
-        stop = min(start + item_tile, n_items)
-        width = stop - start
-        if width < item_tile:
-            # the last, narrower tile: a block of its own width
-            block = np.empty((rows, width), queries.dtype)
-        scored = block
-        # the tile's factor rows are read in place (BLAS takes their row stride)
-        gemm(False, True, 1.0, part, factors[start:stop], 0.0, block)
+        last = min(first + query_tile, n_queries)
+        rows = last - first
+        part = np.empty((rows, queries.shape[1]), queries.dtype)
+        # element by element: array assignment compiles its broadcasting checks, slowly
         for row in range(rows):
-            values = scored[row]
-            if norms.shape[0]:
-                for column in range(width):
-                    values[column] /= norms[start + column]
-            end = excl_indptr[first + row + 1]
-            while cursor[row] < end and excl_indices[cursor[row]] < stop:
-                values[excl_indices[cursor[row]] - start] = -np.inf
-                cursor[row] += 1
-            sizes[row] = _select(
-                values, start, excluded_for_all, lowest, out_scores[first + row],
-                out_ids[first + row], sizes[row],
-            )
-    for row in range(rows):
-        _finish(out_scores[first + row], out_ids[first + row], sizes[row])
+            for j in range(queries.shape[1]):
+                part[row, j] = queries[first + row, j]
+        block = np.empty((rows, item_tile), queries.dtype)
+        sizes = np.zeros(rows, np.int64)
+        # each query's next exclusion not yet passed
+        cursor = np.zeros(rows, np.int64)
+        for row in range(rows):
+            cursor[row] = excl_indptr[first + row]
+        for begin in range(0, n_items, item_tile):
+            end = min(begin + item_tile, n_items)
+            width = end - begin
+            if width < item_tile:
+                # the last, narrower tile: a block of its own width
+                block = np.empty((rows, width), queries.dtype)
+            # the tile's factor rows are read in place (BLAS takes their row stride)
+            gemm(False, True, 1.0, part, factors[begin:end], 0.0, block)
+            for row in range(rows):
+                values = block[row]
+                if norms.shape[0]:
+                    for column in range(width):
+                        values[column] /= norms[begin + column]
+                limit = excl_indptr[first + row + 1]
+                while cursor[row] < limit and excl_indices[cursor[row]] < end:
+                    values[excl_indices[cursor[row]] - begin] = -np.inf
+                    cursor[row] += 1
+                sizes[row] = _select(
+                    values, begin, excluded_for_all, lowest, out_scores[first + row],
+                    out_ids[first + row], sizes[row],
+                )
+        for row in range(rows):
+            _finish(out_scores[first + row], out_ids[first + row], sizes[row])
