@@ -30,6 +30,7 @@ from numba import njit
 
 from .base import CG_TOLERANCE
 from .numba_blas import gemm, gemv
+from .numba_prefetch import prefetch_row
 from .task_pool import run
 
 __all__ = [
@@ -103,32 +104,56 @@ def _entry_weight(confidence, projection, sign, b_scale, zero, one):
     return sign * (abs(confidence) - one) * projection + b_scale * max(confidence, zero)
 
 
+#: entries _add_projections takes together, and how far ahead it prefetches their factor rows
+GROUP = 8
+
+
 @njit(fastmath=FASTMATH)
-def _add_projections(indices, data, start, stop, Y, v, out, sign, b_scale, zero, one):
+def _add_projections(indices, data, start, stop, Y, v, out, sign, b_scale, zero, one, prefetch):
     """out += sum_i w_i y_i over the entries start..stop of a row, w_i from _entry_weight.
 
-    Entries are taken four at a time: v is read once for four dot products and out is
-    updated once for four entries, which halves the memory traffic of this, the hottest
-    loop of a fit.
+    Entries are taken ``GROUP`` (8) at a time: v is read once for eight dot products, whose
+    eight sums are independent chains that keep both FMA units busy (with four, the chains'
+    latency bound the loop), and out is updated once for eight entries. The factor rows of
+    the next eight entries (of this row or the next ones) are prefetched meanwhile when
+    ``prefetch`` says so, which hides most of the wait for rows outside the L2 cache (where
+    Y fits in it, the fetches measured only as overhead: 17% at 32 factors on ml-1m).
     """
     factors = out.shape[0]
+    n_stored = indices.shape[0]
     index = start
-    while index + 4 <= stop:
+    while index + GROUP <= stop:
+        if prefetch:
+            for ahead in range(index + GROUP, min(index + 2 * GROUP, n_stored)):
+                prefetch_row(Y, indices[ahead])
         y0, y1 = Y[indices[index]], Y[indices[index + 1]]
         y2, y3 = Y[indices[index + 2]], Y[indices[index + 3]]
-        s0 = s1 = s2 = s3 = zero
+        y4, y5 = Y[indices[index + 4]], Y[indices[index + 5]]
+        y6, y7 = Y[indices[index + 6]], Y[indices[index + 7]]
+        s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = zero
         for j in range(factors):
-            s0 += y0[j] * v[j]
-            s1 += y1[j] * v[j]
-            s2 += y2[j] * v[j]
-            s3 += y3[j] * v[j]
+            vj = v[j]
+            s0 += y0[j] * vj
+            s1 += y1[j] * vj
+            s2 += y2[j] * vj
+            s3 += y3[j] * vj
+            s4 += y4[j] * vj
+            s5 += y5[j] * vj
+            s6 += y6[j] * vj
+            s7 += y7[j] * vj
         w0 = _entry_weight(data[index], s0, sign, b_scale, zero, one)
         w1 = _entry_weight(data[index + 1], s1, sign, b_scale, zero, one)
         w2 = _entry_weight(data[index + 2], s2, sign, b_scale, zero, one)
         w3 = _entry_weight(data[index + 3], s3, sign, b_scale, zero, one)
+        w4 = _entry_weight(data[index + 4], s4, sign, b_scale, zero, one)
+        w5 = _entry_weight(data[index + 5], s5, sign, b_scale, zero, one)
+        w6 = _entry_weight(data[index + 6], s6, sign, b_scale, zero, one)
+        w7 = _entry_weight(data[index + 7], s7, sign, b_scale, zero, one)
         for j in range(factors):
-            out[j] += w0 * y0[j] + w1 * y1[j] + w2 * y2[j] + w3 * y3[j]
-        index += 4
+            out[j] += (w0 * y0[j] + w1 * y1[j] + w2 * y2[j] + w3 * y3[j]) + (
+                w4 * y4[j] + w5 * y5[j] + w6 * y6[j] + w7 * y7[j]
+            )
+        index += GROUP
     for rest in range(index, stop):
         y = Y[indices[rest]]
         weight = _entry_weight(data[rest], _dot(y, v, zero), sign, b_scale, zero, one)
@@ -165,21 +190,25 @@ def task_bounds(indptr, min_rows, max_rows, max_entries):
 
 
 def cg_solve(
-    indptr, indices, data, X, Y, YtY, cg_steps, bounds, zero, one, row_regularization, threads=0
-):
+    indptr, indices, data, X, Y, YtY, cg_steps, bounds, zero, one, row_regularization,
+    prefetch, threads=0,
+):  # fmt: skip
     """``cg_steps`` CG steps for every row of X, in the tasks ``bounds`` (see task_bounds),
-    on ``threads`` threads (0: all); ``row_regularization`` (empty for none) adds lambda_u I.
+    on ``threads`` threads (0: all); ``row_regularization`` (empty for none) adds lambda_u I;
+    ``prefetch``: fetch Y's rows ahead (see _add_projections).
     """
     run(
         _cg_tasks, bounds.shape[0] - 1, threads,
         indptr, indices, data, X, Y, YtY, cg_steps, bounds, zero, one, row_regularization,
+        bool(prefetch),
     )  # fmt: skip
 
 
 @_kernel(nogil=True, fastmath=FASTMATH)
 def _cg_tasks(
-    start, stop, indptr, indices, data, X, Y, YtY, cg_steps, bounds, zero, one, row_regularization
-):
+    start, stop, indptr, indices, data, X, Y, YtY, cg_steps, bounds, zero, one,
+    row_regularization, prefetch,
+):  # fmt: skip
     """The CG steps of the tasks start..stop, each task's rows in lockstep."""
     for task in range(start, stop):
         first, last = bounds[task], bounds[task + 1]
@@ -210,7 +239,7 @@ def _cg_tasks(
                     r[j] += row_regularization[first + b] * x[j]
             for j in range(factors):
                 r[j] = -r[j]
-            _add_projections(indices, data, begin, end, Y, x, r, -one, one, zero, one)
+            _add_projections(indices, data, begin, end, Y, x, r, -one, one, zero, one, prefetch)
             p = P[b]
             for j in range(factors):
                 p[j] = r[j]
@@ -229,7 +258,9 @@ def _cg_tasks(
                 if per_row:
                     for j in range(factors):
                         Ap[j] += row_regularization[first + b] * p[j]
-                _add_projections(indices, data, begin, end, Y, p, Ap, one, zero, zero, one)
+                _add_projections(
+                    indices, data, begin, end, Y, p, Ap, one, zero, zero, one, prefetch
+                )
                 alpha = rsold[b] / _dot(p, Ap, zero)
                 for j in range(factors):
                     x[j] += alpha * p[j]

@@ -214,6 +214,44 @@ def test_numba_cg_tasks_respect_their_limits(factors):
         assert rows <= min_rows or entries <= max_entries
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("factors", [1, 7, 16, 33])
+def test_numba_cg_prefetch_changes_no_result(dtype, factors):
+    # a fetch hint reads nothing the kernel uses: the factors are bit-identical with it on
+    # and off. Odd row sizes put rows across cache lines; rows of 0-30 entries exercise
+    # the groups of eight, the rest loop, and fetches ahead into the next rows' entries.
+    from backends import numba_kernels
+
+    rng = np.random.default_rng(9)
+    Cui = power_law_matrix(40, 25, 400, seed=3).astype(dtype)
+    Cui.data = (1 + 4 * rng.random(Cui.nnz)).astype(dtype)
+    Y = rng.standard_normal((25, factors)).astype(dtype)
+    YtY = Y.T @ Y + dtype(0.1) * np.eye(factors, dtype=dtype)
+    X0 = rng.standard_normal((40, factors)).astype(dtype)
+    indptr, indices = Cui.indptr.astype(np.int64), Cui.indices.astype(np.int32)
+    bounds = numba_kernels.task_bounds(indptr, 1, 4, 50)
+    results = []
+    for prefetch in (False, True):
+        X = X0.copy()
+        numba_kernels.cg_solve(
+            indptr, indices, Cui.data, X, Y, YtY, 3, bounds, dtype(0), dtype(1),
+            np.zeros(0, dtype), prefetch, 2,
+        )  # fmt: skip
+        results.append(X)
+    np.testing.assert_array_equal(results[0], results[1])
+    assert not np.array_equal(results[0], X0)
+
+
+def test_prefetch_rule_follows_the_cache_and_the_row_size():
+    from backends.numba_cpu import prefetch_rows
+
+    cache = 1 << 21
+    assert prefetch_rows(20_000, 512, cache)  # 10 MB of 512-byte rows
+    assert not prefetch_rows(3_000, 512, cache)  # 1.5 MB: within L2
+    assert not prefetch_rows(100_000, 128, cache)  # 128-byte rows: the fetches cost more
+    assert prefetch_rows(3_000, 512, cache=1 << 18)  # a smaller cache
+
+
 @pytest.mark.parametrize("query_tile, item_tile", [(1, 16), (3, 7), (64, 1000), (8, 150)])
 def test_numba_fused_topk_is_the_same_for_any_tiles(query_tile, item_tile):
     # tiles smaller than the catalogue: exclusions and heaps carry across item tiles
