@@ -54,6 +54,8 @@ def _kernel(**options):
     a writable HOME): the kernels then compile in every process instead of failing to import.
     """
 
+    options = {"error_model": ERROR_MODEL, **options}
+
     def decorate(function):
         global _cache
         if _cache:
@@ -73,6 +75,11 @@ def _kernel(**options):
 
     return decorate
 
+
+#: IEEE division: x / 0 gives inf or NaN, which the fit's finiteness check reports with
+#: its advice, instead of Python's ZeroDivisionError out of a kernel (an exactly zero
+#: Cholesky pivot, where weights overflow float32)
+ERROR_MODEL = "numpy"
 
 #: rows solved by one task of the exact solve, the subspace solve and the loss
 ROWS_PER_TASK = 32
@@ -381,7 +388,7 @@ def _subspace_tasks(
             )
 
 
-@njit(fastmath=FASTMATH)
+@njit(fastmath=FASTMATH, error_model=ERROR_MODEL)
 def _subspace_row(indptr, indices, data, X, Y, YtY, u, block_size, sweeps, zero, one, lambda_u):
     """iALS++ sweeps for row u, whose system has ``lambda_u I`` added. Per block the row's
     entries' factor columns of the block are gathered into G once, so the block's system is

@@ -242,6 +242,22 @@ def test_numba_cg_prefetch_changes_no_result(dtype, factors):
     assert not np.array_equal(results[0], X0)
 
 
+def test_numba_exact_solve_with_a_zero_pivot_gives_nan_not_an_exception():
+    # Y = 0 makes every row's matrix 0: the Cholesky pivot is exactly zero. IEEE division
+    # gives NaN, which the model's finiteness check turns into advice; Python's semantics
+    # would raise ZeroDivisionError out of the kernel instead
+    from backends import numba_kernels
+
+    Cui = power_law_matrix(6, 5, 20, seed=4)
+    X = np.ones((6, 3), np.float32)
+    Y = np.zeros((5, 3), np.float32)
+    numba_kernels.exact_solve(
+        Cui.indptr.astype(np.int64), Cui.indices.astype(np.int32), Cui.data, X, Y,
+        np.zeros((3, 3), np.float32), np.float32(0), np.float32(1), np.zeros(0, np.float32),
+    )  # fmt: skip
+    assert np.isnan(X[np.diff(Cui.indptr) > 0]).all()
+
+
 def test_prefetch_rule_follows_the_cache_and_the_row_size():
     from backends.numba_cpu import prefetch_rows
 
