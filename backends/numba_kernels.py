@@ -168,7 +168,6 @@ def _add_projections(indices, data, start, stop, Y, v, out, sign, b_scale, zero,
             out[j] += weight * y[j]
 
 
-@_kernel()
 def task_bounds(indptr, min_rows, max_rows, max_entries):
     """Split the rows into tasks of ``min_rows`` to ``max_rows`` rows: a task takes rows
     while it holds fewer than ``min_rows``, or while its stored entries stay within
@@ -178,22 +177,22 @@ def task_bounds(indptr, min_rows, max_rows, max_entries):
     entries keep the threads evenly loaded and the factor rows a task gathers in the cache
     across its CG steps, and enough rows keep the dense product with YtY one efficient
     matrix product (``backends.numba_cpu.task_limits`` chooses the limits).
+
+    NumPy, not a kernel (compiling one cost half a second of a cold first fit): where a
+    task starting at each row would end is one ``searchsorted``, and the tasks are the
+    chain of those ends from row 0, a Python walk of one step per task.
     """
     n_rows = indptr.shape[0] - 1
-    bounds = np.empty(n_rows + 1, np.int64)
-    count = 0
-    first = 0
-    while first < n_rows:
-        bounds[count] = first
-        count += 1
-        last = first + 1
-        while last < n_rows and last - first < max_rows and (
-            last - first < min_rows or indptr[last + 1] - indptr[first] <= max_entries
-        ):
-            last += 1
-        first = last
-    bounds[count] = n_rows
-    return bounds[: count + 1]
+    first = np.arange(n_rows, dtype=np.int64)
+    # the last row count whose entries stay within max_entries, for a task from each row
+    by_entries = np.searchsorted(indptr, indptr[:-1] + max_entries, side="right") - 1
+    ends = np.minimum(
+        np.minimum(first + max_rows, n_rows), np.maximum(first + max(1, min_rows), by_entries)
+    ).tolist()
+    bounds = [0]
+    while bounds[-1] < n_rows:
+        bounds.append(ends[bounds[-1]])
+    return np.array(bounds, dtype=np.int64)
 
 
 def cg_solve(
@@ -521,8 +520,9 @@ def _sift_down(scores, ids, score, item, position, size):
         child = 2 * position + 1
         if child >= size:
             break
-        if child + 1 < size and _worse(scores[child + 1], ids[child + 1], scores[child], ids[child]):
-            child += 1
+        right = child + 1
+        if right < size and _worse(scores[right], ids[right], scores[child], ids[child]):
+            child = right
         if not _worse(scores[child], ids[child], score, item):
             break
         scores[position], ids[position] = scores[child], ids[child]

@@ -25,7 +25,9 @@ CACHE_LINE = 64
 @intrinsic
 def prefetch_row(typingctx, matrix, row):
     """Prefetch every cache line of ``matrix[row]`` (2-d, contiguous rows, row in range)."""
-    if not (isinstance(matrix, types.Array) and matrix.ndim == 2 and isinstance(row, types.Integer)):
+    if not isinstance(matrix, types.Array) or matrix.ndim != 2:
+        return None
+    if not isinstance(row, types.Integer):
         return None
 
     def codegen(context, builder, signature, args):

@@ -214,6 +214,35 @@ def test_numba_cg_tasks_respect_their_limits(factors):
         assert rows <= min_rows or entries <= max_entries
 
 
+def _greedy_task_bounds(indptr, min_rows, max_rows, max_entries):
+    """The rule of task_bounds, a row at a time."""
+    n_rows, bounds, first = len(indptr) - 1, [0], 0
+    while first < n_rows:
+        last = first + 1
+        while last < n_rows and last - first < max_rows and (
+            last - first < min_rows or indptr[last + 1] - indptr[first] <= max_entries
+        ):
+            last += 1
+        bounds.append(last)
+        first = last
+    return bounds
+
+
+@pytest.mark.parametrize(
+    "limits", [(1, 32, 50), (4, 8, 1), (16, 16, 10**9), (1, 1, 0), (3, 40, 200)]
+)
+def test_task_bounds_follow_the_row_at_a_time_rule(limits):
+    from backends import numba_kernels
+
+    rng = np.random.default_rng(11)
+    # power-law rows, empty rows only, one row, no rows
+    for counts in (rng.zipf(1.5, 500).clip(0, 400), np.zeros(7, np.int64), [5], []):
+        indptr = np.cumsum([0, *counts]).astype(np.int64)
+        got = numba_kernels.task_bounds(indptr, *limits)
+        assert got.dtype == np.int64
+        assert got.tolist() == _greedy_task_bounds(indptr, *limits)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("factors", [1, 7, 16, 33])
 def test_numba_cg_prefetch_changes_no_result(dtype, factors):
