@@ -251,8 +251,9 @@ def test_routes_hold_only_the_referenced_rows(client):
     np.testing.assert_array_equal(blocked.route_sizes["users"], [[3, 0], [2, 2]])
 
 
-def test_workers_receive_only_the_referenced_rows(client):
-    factors, iterations = 8, 2
+def _fit_counting_transfers(client, blocked, params):
+    """Fit on ``blocked`` with transfer logs cleared first; return the model, the float32
+    factor rows the workers received (``_select`` results) and the kinds of data moved."""
 
     def clear(dask_worker):
         dask_worker.transfer_incoming_log.clear()
@@ -260,10 +261,8 @@ def test_workers_receive_only_the_referenced_rows(client):
     def received(dask_worker):
         return [dict(entry["keys"]) for entry in dask_worker.transfer_incoming_log]
 
-    blocked = partition_interactions(client, _known_matrix(), blocks=2, layout="ranges")
     client.run(clear)
-    params = {**PARAMS, "factors": factors, "iterations": iterations}
-    fit_distributed(client, AlternatingLeastSquares(**params), blocked, show_progress=False)
+    model = fit_distributed(client, AlternatingLeastSquares(**params), blocked, show_progress=False)
     rows_received, kinds = 0, set()
     for transfers in client.run(received).values():
         for keys in transfers:
@@ -271,7 +270,15 @@ def test_workers_receive_only_the_referenced_rows(client):
                 kind = key.rsplit("-", 1)[0]
                 kinds.add(kind)
                 if kind == "_select":
-                    rows_received += nbytes // (factors * 4)
+                    rows_received += nbytes // (params["factors"] * 4)
+    return model, rows_received, kinds
+
+
+def test_workers_receive_only_the_referenced_rows(client):
+    factors, iterations = 8, 2
+    blocked = partition_interactions(client, _known_matrix(), blocks=2, layout="ranges")
+    params = {**PARAMS, "factors": factors, "iterations": iterations}
+    _, rows_received, kinds = _fit_counting_transfers(client, blocked, params)
     # between the two workers per iteration: item 2 to user block 1 when solving users,
     # users 3 and 5 to item block 0 when solving items; every other row is already local
     assert rows_received == 3 * iterations
@@ -311,27 +318,11 @@ def test_locality_blocks_are_those_counted_without_a_cluster(client):
 
 def test_workers_receive_only_the_routed_rows_with_locality(client):
     factors, iterations = 8, 2
-
-    def clear(dask_worker):
-        dask_worker.transfer_incoming_log.clear()
-
-    def received(dask_worker):
-        return [dict(entry["keys"]) for entry in dask_worker.transfer_incoming_log]
-
     matrix = power_law_matrix(500, 80, 5000, seed=6)
     blocked = partition_interactions(client, matrix, blocks=2)
     distributed.wait(blocked.user_routes + blocked.item_routes + blocked.item_columns)
-    client.run(clear)
     params = {**PARAMS, "factors": factors, "iterations": iterations}
-    model = fit_distributed(client, AlternatingLeastSquares(**params), blocked, show_progress=False)
-    rows_received, kinds = 0, set()
-    for transfers in client.run(received).values():
-        for keys in transfers:
-            for key, nbytes in keys.items():
-                kind = key.rsplit("-", 1)[0]
-                kinds.add(kind)
-                if kind == "_select":
-                    rows_received += nbytes // (factors * 4)
+    model, rows_received, kinds = _fit_counting_transfers(client, blocked, params)
     assert rows_received == _off_owner_rows(blocked, 2) * iterations
     assert kinds <= {"_select", "_gram_partial", "_add", "_finish_gram"}, kinds
     # and the factors are the one-machine fit's (see test_agrees_with_single_machine)
