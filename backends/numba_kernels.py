@@ -2,13 +2,13 @@
 
 The kernels follow ``backends.xp_generic`` step for step (same names, same stopping
 threshold) but work one row at a time, in tasks of rows with scratch vectors allocated once
-per task. Each public function here launches its ``@njit(nogil=True)`` task-range kernel on
-the process's thread pool (``backends.task_pool``); dense products call BLAS directly
-(``backends.numba_blas``; Numba's ``np.dot`` costs seconds of compiling), and array copies
-are loops (array assignment compiles its broadcasting checks, slowly). Arithmetic is in the
-factor dtype, as in implicit, with reassociation allowed so that LLVM vectorises the dot
-products. Every row is computed by one call from the same inputs, so results do not depend
-on the thread count.
+per task. Each public function here but ``task_bounds`` (NumPy) launches its
+``@njit(nogil=True)`` task-range kernel on the process's thread pool
+(``backends.task_pool``); dense products call BLAS directly (``backends.numba_blas``;
+Numba's ``np.dot`` costs seconds of compiling), and array copies are loops (array
+assignment compiles its broadcasting checks, slowly). Arithmetic is in the factor dtype, as
+in implicit, with reassociation allowed so that LLVM vectorises the dot products. Every row
+is computed by one call from the same inputs, so results do not depend on the thread count.
 
 Compiling is most of a cold first fit and query, so the kernels are shaped to compile
 little: each task loop holds its task's body (a separate function would be optimised
