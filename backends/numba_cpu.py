@@ -138,8 +138,7 @@ class NumbaBackend(ArrayAlgebra):
         # the rows' blocks follow the machine, not num_threads: the result does not depend on it
         chunks = min(machine_threads(), max(1, Y.shape[0] // GRAM_ROWS))
         with self._kernels():
-            # one block is one BLAS call: NumPy's, which spares small fits a kernel to load
-            YtY = Y.T @ Y if chunks == 1 else kernels.gram(Y, chunks, self._thread_count())
+            YtY = kernels.gram(Y, chunks, self._thread_count())
         YtY[np.diag_indices_from(YtY)] += Y.dtype.type(regularization)
         return YtY
 
