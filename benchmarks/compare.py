@@ -9,7 +9,7 @@ For every data set x factors x engine of the grid, a fresh subprocess loads the 
 fits once (1 iteration, untimed here: Numba compile or cache load, CUDA module loading),
 then fits ``iterations + 1`` iterations and takes the median of the last ``iterations``
 (see ``benchmarks.common.seconds_per_iteration``), then times ``recommend`` for 1,000 users
-and ``similar_items`` for 1,000 items (median of 3 after a warm-up). Its peak resident memory
+and ``similar_items`` for 1,000 items (median of ``QUERY_REPEATS`` calls after a warm-up). Its peak resident memory
 (``ru_maxrss``) is that of the whole process: Python, libraries, the matrix and the fit.
 Before any timing, each als engine must reproduce implicit's factors on a small matrix.
 
@@ -73,6 +73,10 @@ GRIDS = {
     },
 }
 QUERIES = 1000
+
+#: timed calls of each query, after a warm-up call: a median of 9 calls of a few tens of
+#: milliseconds each rides out the short slow spells of a shared machine that 3 did not
+QUERY_REPEATS = 9
 N = 10
 MiB = 2**20
 
@@ -99,7 +103,7 @@ def _memory_mib():
     return float("nan"), peak / (MiB if sys.platform == "darwin" else 1024)
 
 
-def _median_time(call, sync, repeats=3):
+def _median_time(call, sync, repeats=QUERY_REPEATS):
     call()
     sync()
     times = []
@@ -485,7 +489,7 @@ def markdown(report):
         "count below divided by s/iter; **warm-up fit s** the first fit of one iteration in a "
         "fresh process (Numba compile or cache load, CUDA module loading, set-up, one "
         f"iteration); **recommend 1k s** / **similar 1k s** one batched call for {QUERIES:,} "
-        f"users / items, N={N}, median of 3; **peak RSS MiB** the process's peak resident "
+        f"users / items, N={N}, median of {QUERY_REPEATS}; **peak RSS MiB** the process's peak resident "
         "memory (Python, libraries, matrix and model); **GPU pool MiB** CuPy's memory pool "
         "after the run.",
         "",
