@@ -271,6 +271,13 @@ TASKS_PER_THREAD = 4
 #: a task's product with YtY has at least (factors / DENSE_FACTORS)^2 rows (see task_limits)
 DENSE_FACTORS = 64
 
+#: ... and at least DENSE_ROWS rows where YtY takes 1 / GRAM_SHARE of the cache or more
+DENSE_ROWS = 128
+GRAM_SHARE = 8
+
+#: ... unless the rows hold DENSE_ENTRIES x factors stored entries before that
+DENSE_ENTRIES = 32
+
 
 @functools.cache
 def cache_bytes():
@@ -304,7 +311,8 @@ def prefetch_rows(n_rows, row_bytes, cache=None):
 
 
 def task_limits(n_rows, factors, itemsize, threads, cache=None):
-    """(min rows, max rows, max stored entries) of one CG task, from factors, cache, threads.
+    """(min rows, max rows, max stored entries, dense entries) of one CG task, for
+    ``task_bounds``, from the factors, the cache and the threads.
 
     - The sparse part: a task's CG steps re-read the factor rows its entries gather, once
       per step; they stay in one core's L2 cache (``cache`` bytes) beside YtY while the
@@ -313,19 +321,27 @@ def task_limits(n_rows, factors, itemsize, threads, cache=None):
       repacks YtY (factors^2 elements) on every call, while the cache limit gives a task
       rows in proportion to 1 / factors: at large factor counts the repacking, not the
       product, would take the time. A task takes at least (factors / 64)^2 rows even past
-      the cache limit: measured on ml-1m and synthetic 10M (benchmarks/results/
-      task-sizing-*.md), 64 rows at 512 factors halved the solve, and 16 rows at 256 kept
-      the sparse part's rate where 32 rows lost a third of it.
+      the cache limit, and at least 128 where YtY is an eighth of the cache or more: there
+      each step's sparse pass evicts YtY, and every product reads it again from memory.
+      Measured (benchmarks/results/task-sizing-*.md): 128 rows against 16 at 256 factors
+      took 0.67-0.92 of the solve's time on ml-1m, lastfm-2k and synthetic 10M, and
+      against 64 at 512 factors 0.85-1.0.
+    - Rows with many entries stop a task sooner: past ``factors x 32`` entries the sparse
+      part outweighs the dense product's overheads, and longer tasks measured slower on
+      synthetic 10M's items (rows of 500 entries on average).
     - At most ``ROWS_PER_TASK`` rows (more at large factor counts, to honour the minimum),
       and no fewer than ``TASKS_PER_THREAD`` tasks per thread when the rows allow it.
     """
     cache = cache_bytes() if cache is None else cache
-    room = max(cache - factors * factors * itemsize, cache // 4)
+    gram_bytes = factors * factors * itemsize
+    room = max(cache - gram_bytes, cache // 4)
     max_entries = max(1, room // (factors * itemsize))
     min_rows = max(1, (factors // DENSE_FACTORS) ** 2)
+    if gram_bytes * GRAM_SHARE >= cache:
+        min_rows = max(min_rows, DENSE_ROWS)
     max_rows = max(ROWS_PER_TASK, min_rows)
     spread = max(1, n_rows // max(1, TASKS_PER_THREAD * threads))
-    return min(min_rows, spread), min(max_rows, spread), max_entries
+    return min(min_rows, spread), min(max_rows, spread), max_entries, DENSE_ENTRIES * factors
 
 
 def _row_lambdas(row_regularization, X):

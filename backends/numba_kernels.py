@@ -168,28 +168,30 @@ def _add_projections(indices, data, start, stop, Y, v, out, sign, b_scale, zero,
             out[j] += weight * y[j]
 
 
-def task_bounds(indptr, min_rows, max_rows, max_entries):
-    """Split the rows into tasks of ``min_rows`` to ``max_rows`` rows: a task takes rows
-    while it holds fewer than ``min_rows``, or while its stored entries stay within
-    ``max_entries``.
+def task_bounds(indptr, min_rows, max_rows, max_entries, dense_entries):
+    """Split the rows into tasks of at most ``max_rows`` rows: a task takes rows while it
+    holds fewer than ``min_rows`` rows and fewer than ``dense_entries`` stored entries, or
+    while its entries stay within ``max_entries``.
 
     Rows of power-law data differ in cost by orders of magnitude; tasks sized by their
     entries keep the threads evenly loaded and the factor rows a task gathers in the cache
     across its CG steps, and enough rows keep the dense product with YtY one efficient
-    matrix product (``backends.numba_cpu.task_limits`` chooses the limits).
+    matrix product, unless the rows are long enough for the sparse part to outweigh it
+    (``backends.numba_cpu.task_limits`` chooses the limits).
 
     NumPy, not a kernel (compiling one cost half a second of a cold first fit): where a
-    task starting at each row would end is one ``searchsorted``, and the tasks are the
-    chain of those ends from row 0, walked one step per task. On a million power-law rows
-    this takes about 40 ms, against seconds for the solve it plans.
+    task starting at each row would end is a few ``searchsorted`` calls, and the tasks are
+    the chain of those ends from row 0, walked one step per task. On a million power-law
+    rows this takes about 40 ms, against seconds for the solve it plans.
     """
     n_rows = indptr.shape[0] - 1
-    # a task from each row: the rows whose entries stay within max_entries, then at least
-    # min_rows (and one), at most max_rows, and no further than the last row
-    ends = np.searchsorted(indptr, indptr[:-1] + max_entries, side="right") - 1
-    lowest = max(1, min_rows)
-    np.maximum(ends, np.arange(lowest, n_rows + lowest), out=ends)
-    np.minimum(ends, np.arange(max_rows, n_rows + max_rows), out=ends)
+    starts = np.arange(n_rows)
+    # each rule alone stops where it first fails; the task ends where both have failed
+    within = np.searchsorted(indptr, indptr[:-1] + max_entries, side="right") - 1
+    dense = np.searchsorted(indptr, indptr[:-1] + dense_entries, side="left")
+    ends = np.maximum(within, np.minimum(starts + min_rows, dense))
+    np.maximum(ends, starts + 1, out=ends)
+    np.minimum(ends, starts + max_rows, out=ends)
     np.minimum(ends, n_rows, out=ends)
     bounds = [0]
     while bounds[-1] < n_rows:

@@ -197,30 +197,35 @@ def test_unavailable_cuda_says_why():
         AlternatingLeastSquares(use_gpu=True).fit(power_law_matrix(5, 5, 10))
 
 
-@pytest.mark.parametrize("factors", [8, 128, 512])
+@pytest.mark.parametrize("factors", [8, 128, 256, 512])
 def test_numba_cg_tasks_respect_their_limits(factors):
     from backends import numba_kernels
     from backends.numba_cpu import task_limits
 
     indptr = np.cumsum([0, *np.random.default_rng(6).zipf(1.6, 3000).clip(0, 5000)])
-    min_rows, max_rows, max_entries = task_limits(3000, factors, 4, threads=2, cache=1 << 21)
-    assert 1 <= min_rows <= max_rows and max_entries >= 1
-    bounds = numba_kernels.task_bounds(indptr.astype(np.int64), min_rows, max_rows, max_entries)
+    limits = task_limits(3000, factors, 4, threads=2, cache=1 << 21)
+    min_rows, max_rows, max_entries, dense_entries = limits
+    assert 1 <= min_rows <= max_rows and max_entries >= 1 and dense_entries >= factors
+    # YtY of 256 x 256 float32 is an eighth of the 2 MiB cache: from there, 128 rows
+    assert (min_rows >= 128) == (factors >= 256)
+    bounds = numba_kernels.task_bounds(indptr.astype(np.int64), *limits)
     assert bounds[0] == 0 and bounds[-1] == 3000 and np.all(np.diff(bounds) >= 1)
     for first, last in zip(bounds[:-1], bounds[1:], strict=True):
         rows, entries = last - first, indptr[last] - indptr[first]
         assert rows <= max_rows
-        # past the entry limit only to reach the minimum rows
-        assert rows <= min_rows or entries <= max_entries
+        # past the entry limit only to reach the minimum rows, while short of dense_entries
+        if entries > max_entries and rows > 1:
+            assert rows <= min_rows and indptr[last - 1] - indptr[first] < dense_entries
 
 
-def _greedy_task_bounds(indptr, min_rows, max_rows, max_entries):
+def _greedy_task_bounds(indptr, min_rows, max_rows, max_entries, dense_entries):
     """The rule of task_bounds, a row at a time."""
     n_rows, bounds, first = len(indptr) - 1, [0], 0
     while first < n_rows:
         last = first + 1
         while last < n_rows and last - first < max_rows and (
-            last - first < min_rows or indptr[last + 1] - indptr[first] <= max_entries
+            (last - first < min_rows and indptr[last] - indptr[first] < dense_entries)
+            or indptr[last + 1] - indptr[first] <= max_entries
         ):
             last += 1
         bounds.append(last)
@@ -229,7 +234,17 @@ def _greedy_task_bounds(indptr, min_rows, max_rows, max_entries):
 
 
 @pytest.mark.parametrize(
-    "limits", [(1, 32, 50), (4, 8, 1), (16, 16, 10**9), (1, 1, 0), (3, 40, 200)]
+    "limits",
+    [
+        (1, 32, 50, 10**9),
+        (4, 8, 1, 10**9),
+        (16, 16, 10**9, 10**9),
+        (1, 1, 0, 0),
+        (3, 40, 200, 10**9),
+        (16, 32, 20, 60),
+        (128, 128, 5, 300),
+        (8, 64, 0, 1),
+    ],
 )
 def test_task_bounds_follow_the_row_at_a_time_rule(limits):
     from backends import numba_kernels
@@ -258,7 +273,7 @@ def test_numba_cg_prefetch_changes_no_result(dtype, factors):
     YtY = Y.T @ Y + dtype(0.1) * np.eye(factors, dtype=dtype)
     X0 = rng.standard_normal((40, factors)).astype(dtype)
     indptr, indices = Cui.indptr.astype(np.int64), Cui.indices.astype(np.int32)
-    bounds = numba_kernels.task_bounds(indptr, 1, 4, 50)
+    bounds = numba_kernels.task_bounds(indptr, 1, 4, 50, 10**9)
     results = []
     for prefetch in (False, True):
         X = X0.copy()
