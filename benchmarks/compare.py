@@ -9,8 +9,9 @@ For every data set x factors x engine of the grid, a fresh subprocess loads the 
 fits once (1 iteration, untimed here: Numba compile or cache load, CUDA module loading),
 then fits ``iterations + 1`` iterations and takes the median of the last ``iterations``
 (see ``benchmarks.common.seconds_per_iteration``), then times ``recommend`` for 1,000 users
-and ``similar_items`` for 1,000 items (median of ``QUERY_REPEATS`` calls after a warm-up). Its peak resident memory
-(``ru_maxrss``) is that of the whole process: Python, libraries, the matrix and the fit.
+and ``similar_items`` for 1,000 items (median of ``QUERY_REPEATS`` calls after a warm-up
+call). Its peak resident memory (``ru_maxrss``) is that of the whole process: Python,
+libraries, the matrix and the fit.
 Before any timing, each als engine must reproduce implicit's factors on a small matrix.
 
 Writes ``OUT/<machine>-<date>.json``, ``.md`` (tables, formula, versions) and ``.png``
@@ -489,9 +490,9 @@ def markdown(report):
         "count below divided by s/iter; **warm-up fit s** the first fit of one iteration in a "
         "fresh process (Numba compile or cache load, CUDA module loading, set-up, one "
         f"iteration); **recommend 1k s** / **similar 1k s** one batched call for {QUERIES:,} "
-        f"users / items, N={N}, median of {QUERY_REPEATS}; **peak RSS MiB** the process's peak resident "
-        "memory (Python, libraries, matrix and model); **GPU pool MiB** CuPy's memory pool "
-        "after the run.",
+        f"users / items, N={N}, median of {QUERY_REPEATS}; **peak RSS MiB** the process's peak "
+        "resident memory (Python, libraries, matrix and model); **GPU pool MiB** CuPy's memory "
+        "pool after the run.",
         "",
         f"FLOPs counted: {report['flop_formula']}. A multiply-add counts 2; rows that stop "
         "CG early do less, so GFLOP/s is the rate at which the counted work is done.",
