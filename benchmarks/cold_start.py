@@ -77,7 +77,9 @@ def main(argv=None):
     parser.add_argument("--old", type=Path, help="a checkout to compare with")
     parser.add_argument("--new", type=Path, default=ROOT)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--out", type=Path, default=None, help="folder for the JSON")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="a folder for the JSON, or a .json file"
+    )
     parser.add_argument("--tag", default="")
     parser.add_argument("--also-running", default="unknown", help="recorded as given")
     args = parser.parse_args(argv)
@@ -110,10 +112,13 @@ def main(argv=None):
         for function, seconds in runs[name]["cold"][0]["compile_events_s"]:
             print(f"  {seconds:6.2f} {function}")
     if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        stem = f"cold-start-{machine_slug()}-{report['when'][:10]}"
-        stem += f"-{args.tag}" if args.tag else ""
-        (args.out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
+        path = args.out
+        if path.suffix != ".json":
+            stem = f"cold-start-{machine_slug()}-{report['when'][:10]}"
+            stem += f"-{args.tag}" if args.tag else ""
+            path = path / f"{stem}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(report, indent=2) + "\n")
     return report
 
 
