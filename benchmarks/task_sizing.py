@@ -9,11 +9,12 @@ Usage::
 The rule in use is ``backends.numba_cpu.task_limits``. A variant ``R:E`` keeps its cache
 limit (``max_entries``) and changes the dense part: at least and at most ``R`` rows, the
 minimum given up once a task holds ``E`` stored entries (``task_bounds``' ``min_rows``,
-``max_rows`` and ``dense_entries``); ``R`` is cut to leave four tasks per thread as the rule
-does. Each repeat times the rule in use, then every variant, on random factors (2 threads
-unless ``--threads``, ``cg_steps=3``, float32); a variant's figure is the median over the
-repeats of its time divided by the rule's in the same repeat, which cancels most of a shared
-machine's slow spells. Prints one line per (factors, side).
+``max_rows`` and ``dense_entries``); ``R`` is cut to leave ``TASKS_PER_THREAD`` tasks per
+thread of the machine, as the rule does. Each repeat times the rule in use, then every
+variant, on random factors (2 threads unless ``--threads``, ``cg_steps=3``, float32); a
+variant's figure is the median over the repeats of its time divided by the rule's in the
+same repeat, which cancels most of a shared machine's slow spells. Prints one line per
+(factors, side).
 """
 
 from __future__ import annotations
@@ -25,7 +26,13 @@ import time
 import numpy as np
 
 from backends import numba_kernels
-from backends.numba_cpu import NumbaBackend, prefetch_rows, task_limits
+from backends.numba_cpu import (
+    TASKS_PER_THREAD,
+    NumbaBackend,
+    prefetch_rows,
+    task_limits,
+)
+from backends.task_pool import machine_threads
 from benchmarks.common import load_dataset
 
 
@@ -65,8 +72,9 @@ def main(argv=None):
             indptr = Cui.indptr.astype(np.int64)
             operands = (indptr, Cui.indices.astype(np.int32), Cui.data, Y, YtY)
             prefetch = prefetch_rows(Y.shape[0], Y.shape[1] * Y.itemsize)
-            limits = task_limits(Cui.shape[0], factors, 4, args.threads)
-            spread = max(1, Cui.shape[0] // (4 * args.threads))
+            # as NumbaBackend.solve plans them: for the machine's threads, not --threads
+            limits = task_limits(Cui.shape[0], factors, 4, machine_threads())
+            spread = max(1, Cui.shape[0] // (TASKS_PER_THREAD * machine_threads()))
             plans = {f"rule {limits}": numba_kernels.task_bounds(indptr, *limits)}
             for rows, entries in args.variants:
                 rows = min(rows, spread)
