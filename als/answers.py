@@ -18,7 +18,7 @@ import warnings
 
 import numpy as np
 
-from backends.base import BackendUnavailable
+from als.backends.base import BackendUnavailable
 
 from .errors import UsageError, UserError
 

@@ -101,7 +101,7 @@ import numpy as np
 import scipy.sparse
 from tqdm.auto import tqdm
 
-from backends.base import as_int32, get_backend
+from als.backends.base import as_int32, get_backend
 
 from .errors import InvalidTypeError, InvalidValueError
 from .fitting import (

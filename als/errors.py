@@ -31,6 +31,10 @@ __all__ = [
     "UnknownItemError",
     "UnknownUserError",
     "UnsafeArchiveError",
+    "ModelFileError",
+    "ModelFitError",
+    "TunerUnavailable",
+    "ParameterWarning",
 ]
 
 
@@ -158,3 +162,19 @@ class ChecksumError(DataError, ValueError):
 
 class UnsafeArchiveError(DataError, ValueError):
     """An archive has a member with an absolute path, a ``..`` part or a link, or lacks files."""
+
+
+class ModelFileError(UserError, ValueError):
+    """A file that is not a readable model file: truncated, corrupted, foreign or too new."""
+
+
+class ModelFitError(UserError, RuntimeError):
+    """Raised when training produced factors that are not finite."""
+
+
+class TunerUnavailable(UserError, ImportError):
+    """Raised when Optuna is not installed."""
+
+
+class ParameterWarning(UserWarning):
+    """Warns that an argument was accepted but converted (as implicit's ParameterWarning)."""

@@ -22,7 +22,7 @@ import numpy as np
 import scipy.sparse
 from tqdm.auto import tqdm
 
-from backends.base import as_int32
+from als.backends.base import as_int32
 
 from .errors import InvalidTypeError, InvalidValueError
 from .validation import (
@@ -102,7 +102,7 @@ def train_test_split(ratings, train_percentage=0.8, random_state=None):
     # implicit sets negative test values to zero and then drops explicit zeros; "not <= 0"
     # rather than "> 0" keeps NaN where implicit keeps it.
     in_test = ~in_train & ~(ratings.data <= 0)
-    return _select(ratings, in_train), _select(ratings, in_test)
+    return _entries_where(ratings, in_train), _entries_where(ratings, in_test)
 
 
 def leave_k_out_split(ratings, K=1, train_only_size=0.0, random_state=None):
@@ -182,7 +182,7 @@ def leave_k_out_split(ratings, K=1, train_only_size=0.0, random_state=None):
     rank = np.arange(len(shuffled)) - np.repeat(run_start, counts[eligible])
     in_test = np.zeros(ratings.nnz, dtype=bool)
     in_test[shuffled[rank < K]] = True
-    return _select(ratings, ~in_test), _select(ratings, in_test)
+    return _entries_where(ratings, ~in_test), _entries_where(ratings, in_test)
 
 
 def ranking_metrics_at_k(
@@ -438,7 +438,7 @@ def _check_ratings(ratings):
     )
 
 
-def _select(ratings, keep):
+def _entries_where(ratings, keep):
     """Return the CSR matrix of the entries of canonical ``ratings`` where ``keep`` is true."""
     counts = np.bincount(
         np.repeat(np.arange(ratings.shape[0]), np.diff(ratings.indptr))[keep],

@@ -16,6 +16,8 @@ cluster) both take from here:
 - ``USERS`` / ``ITEMS``: the two sides of a half-iteration, so that solving users and solving
   items is the same call with the roles swapped (``Side.other``), never a string test;
 - ``solve_side``: one half-iteration's solve and the finiteness guard behind it;
+- ``run_iterations``: the loop around the half-iterations (progress bar, loss, callback
+  timing), the same for both fits;
 - ``normalised_loss``: the loss from its parts (``backends.base.LossParts``: observed,
   unobserved through the Gramian) plus the regularisation, normalised in one place;
   ``training_loss`` applies it to one backend's factors.
@@ -24,12 +26,15 @@ cluster) both take from here:
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import numpy as np
+from tqdm.auto import tqdm
 
-from backends.base import LossParts
+from als.backends.base import LossParts
 
-from .errors import InvalidTypeError, UserError
+from .compile_note import compile_note
+from .errors import InvalidTypeError, ModelFitError
 from .validation import check_choice, check_dtype, check_finite_real, check_positive_int
 
 #: the confidence functions of ``confidence``: implicit's ``alpha * r`` (the default),
@@ -49,13 +54,10 @@ __all__ = [
     "confidence",
     "initial_factors",
     "normalised_loss",
+    "run_iterations",
     "solve_side",
     "training_loss",
 ]
-
-
-class ModelFitError(UserError, RuntimeError):
-    """Raised when training produced factors that are not finite."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -373,3 +375,54 @@ def training_loss(backend, Cui, X, Y, regularization, row_regularization=None):
     weights_x, weights_y = row_regularization
     penalty = backend.squared_norm(X, weights_x) + backend.squared_norm(Y, weights_y)
     return normalised_loss(parts, penalty, 1.0)
+
+
+def run_iterations(
+    iterations, half_iteration, loss=None, *, show_progress=True, callback=None, settle=None
+):
+    """The ALS fit loop, shared by ``AlternatingLeastSquares.fit`` and the Dask fit.
+
+    Each iteration solves ``USERS`` then ``ITEMS``, advances the progress bar, reports the
+    training loss on the bar and calls ``callback(iteration, seconds, loss)`` with the
+    seconds that iteration took.
+
+    Parameters
+    ----------
+    iterations : int
+        How many iterations.
+    half_iteration : callable
+        ``half_iteration(iteration, side)`` solves ``side`` given the other side; it raises
+        ``ModelFitError`` (from ``solve_side``) when factors stop being finite.
+    loss : callable, optional
+        Returns the normalised training loss; not called when None (no loss is reported).
+    show_progress : bool
+        Show a progress bar; while Numba compiles on a first run, the bar says so.
+    callback : callable, optional
+        Called after every iteration as ``callback(iteration, seconds, loss)``.
+    settle : callable, optional
+        Called after both halves, before the iteration is timed, for work that runs
+        asynchronously (the Dask fit waits for its blocks here).
+    """
+    current = None
+    with tqdm(total=iterations, disable=not show_progress) as bar:
+        describe = bar.set_description_str if show_progress else _say_nothing
+        with compile_note(describe):
+            start = time.perf_counter()
+            for iteration in range(iterations):
+                for side in SIDES:
+                    half_iteration(iteration, side)
+                if settle is not None:
+                    settle()
+                if iteration == 0:
+                    describe("")  # compiled by now, if it was
+                bar.update(1)
+                if loss is not None:
+                    current = loss()
+                    bar.set_postfix({"loss": f"{current:.6f}"})
+                if callback:
+                    callback(iteration, time.perf_counter() - start, current)
+                start = time.perf_counter()
+
+
+def _say_nothing(_message):
+    pass

@@ -12,32 +12,27 @@ from __future__ import annotations
 import inspect
 import numbers
 import threading
-import time
 import warnings
 
 import numpy as np
 import scipy.linalg
 import scipy.sparse
-from tqdm.auto import tqdm
 
-from backends.base import Backend, BackendUnavailable, check_int32_ids, get_backend
+from als.backends.base import Backend, BackendUnavailable, check_int32_ids, get_backend
 
-from .compile_note import compile_note
-from .errors import InvalidValueError
+from .errors import InvalidValueError, ModelFileError, ModelFitError, ParameterWarning
 from .fitting import (
     ITEMS,
     SIDES,
     USERS,
-    ModelFitError,
     SolverSettings,
     initial_factors,
+    run_iterations,
     solve_side,
     training_loss,
 )
-from .persistence import ModelFileError, read_npz, write_npz
+from .persistence import read_npz, write_npz
 from .validation import (
-    ParameterWarning,
-    as_scalar,
     check_dtype,
     check_factor_array,
     check_growth,
@@ -440,7 +435,6 @@ class AlternatingLeastSquares:
         Cui = settings.confidences(check_user_items(user_items, require_entries=True))
         self._init_or_check_factors(Cui.shape, settings)
 
-        start = time.perf_counter()
         # one confidence matrix per side: its rows are that side's rows
         host = {USERS: Cui, ITEMS: Cui.T.tocsr()}
         matrices = {side: backend.to_device(matrix) for side, matrix in host.items()}
@@ -448,33 +442,28 @@ class AlternatingLeastSquares:
         lambdas = {side: settings.row_regularization(matrix) for side, matrix in host.items()}
         lambdas = {s: None if v is None else backend.to_device(v) for s, v in lambdas.items()}
         self._clear_caches()
-        callback = callback or self.fit_callback
-        loss = None
-        with (
-            backend.threads(),
-            tqdm(total=settings.iterations, disable=not show_progress) as bar,
-            # the bar says so while the first fit with an empty Numba cache compiles
-            compile_note(bar.set_description_str if show_progress else _ignore),
-        ):
-            for iteration in range(settings.iterations):
-                for side in SIDES:
-                    self._half_iteration(matrices[side], side, settings, iteration, lambdas[side])
-                if iteration == 0 and show_progress:
-                    bar.set_description_str("")  # compiled by now, if it was
-                bar.update(1)
-                if settings.calculate_training_loss:
-                    loss = training_loss(
-                        backend,
-                        matrices[USERS],
-                        self._user_factors,
-                        self._item_factors,
-                        settings.loss_regularization,
-                        None if settings.nu == 0.0 else (lambdas[USERS], lambdas[ITEMS]),
-                    )
-                    bar.set_postfix({"loss": f"{loss:.6f}"})
-                if callback:
-                    callback(iteration, time.perf_counter() - start, loss)
-                start = time.perf_counter()
+
+        def half_iteration(iteration, side):
+            self._half_iteration(matrices[side], side, settings, iteration, lambdas[side])
+
+        def loss():
+            return training_loss(
+                backend,
+                matrices[USERS],
+                self._user_factors,
+                self._item_factors,
+                settings.loss_regularization,
+                None if settings.nu == 0.0 else (lambdas[USERS], lambdas[ITEMS]),
+            )
+
+        with backend.threads():
+            run_iterations(
+                settings.iterations,
+                half_iteration,
+                loss if settings.calculate_training_loss else None,
+                show_progress=show_progress,
+                callback=callback or self.fit_callback,
+            )
         self._clear_caches()
         return self
 
@@ -1042,10 +1031,6 @@ class AlternatingLeastSquares:
             return model
         extra = {key[6:]: value for key, value in arrays.items() if key.startswith("extra/")}
         return model, extra
-
-
-def _ignore(_):
-    """A ``say`` that says nothing."""
 
 
 def _check_model_arrays(arrays, name):

@@ -27,7 +27,7 @@ import zipfile
 
 import numpy as np
 
-from .errors import UserError
+from .errors import ModelFileError
 
 __all__ = ["ModelFileError", "write_npz", "read_npz", "check_save_path"]
 
@@ -43,10 +43,6 @@ _STALE_SECONDS = 24 * 3600
 
 #: deflate never expands data by more than this factor (RFC 1951: 258 bytes from 2 bits)
 _MAX_DEFLATE_RATIO = 1032
-
-
-class ModelFileError(UserError, ValueError):
-    """A file that is not a readable model file: truncated, corrupted, foreign or too new."""
 
 
 def check_save_path(path):

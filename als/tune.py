@@ -40,9 +40,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .answers import user_errors
-from .errors import UserError
+from .errors import ModelFitError, TunerUnavailable, UserError
 from .evaluation import ranking_metrics_at_k, train_test_split
-from .fitting import CONFIDENCE_FUNCTIONS, ModelFitError
+from .fitting import CONFIDENCE_FUNCTIONS
 from .model import AlternatingLeastSquares
 from .train import add_data_arguments, load_interactions, split
 from .validation import check_choice, check_finite_real, check_positive_int
@@ -56,10 +56,6 @@ FACTORS = (32, 64, 128, 192, 256)
 
 #: the initialisation of the ``als`` space: Rendle et al. (2022) draw N(0, 0.1 / sqrt(d))
 INIT_STDDEV = 0.1
-
-
-class TunerUnavailable(UserError, ImportError):
-    """Raised when Optuna is not installed."""
 
 
 def _optuna():

@@ -21,7 +21,7 @@ import warnings
 import numpy as np
 import scipy.sparse
 
-from .errors import IdOutOfRangeError, InvalidTypeError, InvalidValueError
+from .errors import IdOutOfRangeError, InvalidTypeError, InvalidValueError, ParameterWarning
 
 __all__ = [
     "ParameterWarning",
@@ -64,10 +64,6 @@ def all_finite(array):
         np.isfinite(flat[start : start + _FINITE_CHUNK]).all()
         for start in range(0, flat.size, _FINITE_CHUNK)
     )
-
-
-class ParameterWarning(UserWarning):
-    """Warns that an argument was accepted but converted (as implicit's ParameterWarning)."""
 
 
 def check_user_items(

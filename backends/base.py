@@ -48,6 +48,10 @@ class BackendUnavailable(RuntimeError):
     """Raised when a backend was asked for but cannot run here (package or device missing)."""
 
 
+class CudaOutOfMemoryError(MemoryError):
+    """The GPU ran out of memory; the message gives the sizes involved and what to change."""
+
+
 class LossParts(NamedTuple):
     """The unregularised training loss of some rows, as sums, before normalisation.
 
@@ -224,11 +228,12 @@ def check_solve_operands(Cui, X, Y, YtY, dtypes):
             raise ValueError(f"{name} must be C-contiguous")
 
 
-#: backend name -> "module:class"; the module may raise BackendUnavailable on construction
+#: backend name -> "module:class", the module relative to this package; the module may raise
+#: BackendUnavailable on construction
 BACKENDS = {
-    "numpy": "backends.numpy_ref:NumpyBackend",
-    "cpu": "backends.numba_cpu:NumbaBackend",
-    "cuda": "backends.cupy_cuda:CupyBackend",
+    "numpy": ".numpy_ref:NumpyBackend",
+    "cpu": ".numba_cpu:NumbaBackend",
+    "cuda": ".cupy_cuda:CupyBackend",
 }
 
 
@@ -261,7 +266,7 @@ def get_backend(name: str = "auto", num_threads: int = 0) -> Backend:
         raise ValueError(f"unknown backend {name!r}: choose one of {choices}")
     module_name, class_name = BACKENDS[name].split(":")
     try:
-        module = importlib.import_module(module_name)
+        module = importlib.import_module(module_name, __package__)
     except ImportError as exc:
         raise BackendUnavailable(f"the {name!r} backend cannot be imported: {exc}") from exc
     return getattr(module, class_name)(num_threads=num_threads)

@@ -40,6 +40,7 @@ import scipy.sparse
 from .base import (
     CG_TOLERANCE,
     BackendUnavailable,
+    CudaOutOfMemoryError,
     as_int32,
     check_int32_ids,
     check_solve_operands,
@@ -106,10 +107,6 @@ _LOCAL_INCLUDE = re.compile(r'^\s*#include\s+"[^"]+"\s*$', re.MULTILINE)
 _ALLOCATION_FAILURES = ("ALLOC_FAILED", "cudaErrorMemoryAllocation", "out of memory")
 
 
-class CudaOutOfMemoryError(MemoryError):
-    """The GPU ran out of memory; the message gives the sizes involved and what to change."""
-
-
 def kernel_source():
     """Return the CUDA C++ of every kernel as one translation unit (what NVRTC compiles).
 
@@ -117,7 +114,7 @@ def kernel_source():
     in front instead and local ``#include`` lines are dropped, so nothing is read from disk
     at compile time.
     """
-    package = importlib.resources.files("backends.kernels")
+    package = importlib.resources.files(__package__).joinpath("kernels")
     parts = [package.joinpath(name).read_text(encoding="utf-8") for name in KERNEL_FILES]
     return "\n".join(_LOCAL_INCLUDE.sub("", part) for part in parts)
 
@@ -494,7 +491,7 @@ class CupyBackend(ArrayModuleBackend):
                     np.int64(n_exclude_all),
                 ),
             )
-            ids[start:stop], scores[start:stop] = self._select(block, k, segments, segment_length)
+            ids[start:stop], scores[start:stop] = self._select_top_k(block, k, segments, segment_length)
         return ids, scores
 
     def _scores(self, queries, factors):
@@ -537,7 +534,7 @@ class CupyBackend(ArrayModuleBackend):
         )
         return block
 
-    def _select(self, scores, k, segments=1, segment_length=None):
+    def _select_top_k(self, scores, k, segments=1, segment_length=None):
         """Top ``k`` of each row of a device score block: by score desc, ties by id asc."""
         xp = self.xp
         rows, n_items = scores.shape

@@ -263,7 +263,7 @@ def topk_tiles(n_queries, factors, itemsize, threads, cache=None):
 
 
 #: the most rows one CG task steps in lockstep
-ROWS_PER_TASK = 32
+MAX_CG_TASK_ROWS = 32
 
 #: tasks per thread at least, so that dynamic scheduling can even out the threads' loads
 TASKS_PER_THREAD = 4
@@ -329,7 +329,7 @@ def task_limits(n_rows, factors, itemsize, threads, cache=None):
     - Rows with many entries stop a task sooner: past ``factors x 32`` entries the sparse
       part outweighs the dense product's overheads, and longer tasks measured slower on
       synthetic 10M's items (rows of 500 entries on average).
-    - At most ``ROWS_PER_TASK`` rows (more at large factor counts, to honour the minimum),
+    - At most ``MAX_CG_TASK_ROWS`` rows (more at large factor counts, to honour the minimum),
       and no fewer than ``TASKS_PER_THREAD`` tasks per thread when the rows allow it.
     """
     cache = cache_bytes() if cache is None else cache
@@ -339,7 +339,7 @@ def task_limits(n_rows, factors, itemsize, threads, cache=None):
     min_rows = max(1, (factors // DENSE_FACTORS) ** 2)
     if gram_bytes * GRAM_SHARE >= cache:
         min_rows = max(min_rows, DENSE_ROWS)
-    max_rows = max(ROWS_PER_TASK, min_rows)
+    max_rows = max(MAX_CG_TASK_ROWS, min_rows)
     spread = max(1, n_rows // max(1, TASKS_PER_THREAD * threads))
     return min(min_rows, spread), min(max_rows, spread), max_entries, DENSE_ENTRIES * factors
 

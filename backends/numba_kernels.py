@@ -82,7 +82,7 @@ def _kernel(**options):
 ERROR_MODEL = "numpy"
 
 #: rows solved by one task of the exact solve, the subspace solve and the loss
-ROWS_PER_TASK = 32
+FIXED_TASK_ROWS = 32
 
 # reassociation lets LLVM vectorise reductions; no-NaN/no-inf assumptions stay off so the
 # fit's finiteness guard keeps working
@@ -325,8 +325,8 @@ def exact_solve(indptr, indices, data, X, Y, YtY, zero, one, row_regularization,
 
 
 def _task_count(n_rows):
-    """Tasks of ``ROWS_PER_TASK`` rows (the last one shorter) for n_rows rows."""
-    return (n_rows + ROWS_PER_TASK - 1) // ROWS_PER_TASK
+    """Tasks of ``FIXED_TASK_ROWS`` rows (the last one shorter) for n_rows rows."""
+    return (n_rows + FIXED_TASK_ROWS - 1) // FIXED_TASK_ROWS
 
 
 @_kernel(nogil=True, fastmath=FASTMATH)
@@ -336,7 +336,7 @@ def _exact_tasks(start, stop, indptr, indices, data, X, Y, YtY, zero, one, row_r
     for task in range(start, stop):
         A = np.empty((factors, factors), X.dtype)
         b = np.empty(factors, X.dtype)
-        for u in range(task * ROWS_PER_TASK, min((task + 1) * ROWS_PER_TASK, n_rows)):
+        for u in range(task * FIXED_TASK_ROWS, min((task + 1) * FIXED_TASK_ROWS, n_rows)):
             x = X[u]
             start, stop = indptr[u], indptr[u + 1]
             if start == stop:
@@ -386,7 +386,7 @@ def _subspace_tasks(
     n_rows = X.shape[0]
     per_row = row_regularization.shape[0] > 0
     for task in range(start, stop):
-        for u in range(task * ROWS_PER_TASK, min((task + 1) * ROWS_PER_TASK, n_rows)):
+        for u in range(task * FIXED_TASK_ROWS, min((task + 1) * FIXED_TASK_ROWS, n_rows)):
             lambda_u = row_regularization[u] if per_row else zero
             _subspace_row(
                 indptr, indices, data, X, Y, YtY, u, block_size, sweeps, zero, one, lambda_u
@@ -487,7 +487,7 @@ def _loss_tasks(start, stop, indptr, indices, data, X, Y, YtY, zero, one, parts)
     for task in range(start, stop):
         r = np.empty(factors, X.dtype)
         task_observed = task_gramian = task_squares = task_confidence = 0.0
-        for u in range(task * ROWS_PER_TASK, min((task + 1) * ROWS_PER_TASK, n_rows)):
+        for u in range(task * FIXED_TASK_ROWS, min((task + 1) * FIXED_TASK_ROWS, n_rows)):
             x = X[u]
             _symv(YtY, x, r, zero)
             task_gramian += _dot(r, x, zero)
@@ -575,7 +575,7 @@ SELECT_SEGMENT = 64
 
 
 @njit(inline="always")
-def _select(values, start, excluded_for_all, lowest, heap_scores, heap_ids, size):
+def _offer_to_heap(values, start, excluded_for_all, lowest, heap_scores, heap_ids, size):
     """Offer a row of scores (of items ``start``..) to a running top-k heap; return its size.
 
     Once the heap is full, most scores fall below its worst (the bar): each segment of
@@ -682,7 +682,7 @@ def _topk_tasks(
                 while cursor[row] < limit and excl_indices[cursor[row]] < end:
                     values[excl_indices[cursor[row]] - begin] = -np.inf
                     cursor[row] += 1
-                sizes[row] = _select(
+                sizes[row] = _offer_to_heap(
                     values, begin, excluded_for_all, lowest, out_scores[first + row],
                     out_ids[first + row], sizes[row],
                 )

@@ -158,7 +158,7 @@ class ArrayModuleBackend(ArrayAlgebra):
                 block[self._entry_rows(excluded.indptr), excluded.indices] = -xp.inf
             if exclude_all is not None:
                 block[:, exclude_all] = -xp.inf
-            block_ids, block_scores = self._select(block, k)
+            block_ids, block_scores = self._select_top_k(block, k)
             ids[start:stop] = self.to_host(block_ids)
             scores[start:stop] = self.to_host(block_scores)
         return ids, scores
@@ -296,7 +296,7 @@ class ArrayModuleBackend(ArrayAlgebra):
             yield start, stop
             start = stop
 
-    def _select(self, scores, k):
+    def _select_top_k(self, scores, k):
         """Top ``k`` of each row of ``scores``: by score descending, ties by id ascending."""
         xp = self.xp
         n_items = scores.shape[1]

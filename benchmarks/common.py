@@ -161,7 +161,7 @@ def engine_unavailable(engine):
     if engine not in ENGINES:
         return f"unknown engine {engine!r} (choose from {', '.join(ENGINES)})"
     if engine.startswith("als-"):
-        from backends.base import BackendUnavailable, get_backend
+        from als.backends.base import BackendUnavailable, get_backend
 
         try:
             get_backend(engine[4:])

@@ -115,7 +115,7 @@ def _warm_up():
     import dask.dataframe  # noqa: F401
     import pyarrow.parquet  # noqa: F401
 
-    from backends.base import get_backend
+    from als.backends.base import get_backend
 
     get_backend("cpu", 1)
     return _rss()

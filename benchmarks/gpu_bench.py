@@ -49,9 +49,9 @@ import scipy.sparse
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from als.backends.base import BackendUnavailable, get_backend  # noqa: E402
+from als.backends.cuda_plan import CHUNK_ENTRIES, plan_chunks  # noqa: E402
 from als.fitting import initial_factors  # noqa: E402
-from backends.base import BackendUnavailable, get_backend  # noqa: E402
-from backends.cuda_plan import CHUNK_ENTRIES, plan_chunks  # noqa: E402
 
 ML20M = {
     "n_users": 138_493,

@@ -32,10 +32,10 @@ import scipy.sparse
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from backends import cupy_cuda  # noqa: E402
-from backends.base import CG_TOLERANCE  # noqa: E402
-from backends.chunked_cg import EmulatedKernels, chunked_cg_solve  # noqa: E402
-from backends.numpy_ref import NumpyBackend  # noqa: E402
+from als.backends import cupy_cuda  # noqa: E402
+from als.backends.base import CG_TOLERANCE  # noqa: E402
+from als.backends.chunked_cg import EmulatedKernels, chunked_cg_solve  # noqa: E402
+from als.backends.numpy_ref import NumpyBackend  # noqa: E402
 
 #: factor counts whose solves, in float16, float32 and float64, launch every cg_* instance
 CG_FACTORS = (7, 32, 63, 64, 100, 128, 255, 256, 500, 1000)

@@ -25,14 +25,14 @@ import time
 
 import numpy as np
 
-from backends import numba_kernels
-from backends.numba_cpu import (
+from als.backends import numba_kernels
+from als.backends.numba_cpu import (
     TASKS_PER_THREAD,
     NumbaBackend,
     prefetch_rows,
     task_limits,
 )
-from backends.task_pool import machine_threads
+from als.backends.task_pool import machine_threads
 from benchmarks.common import load_dataset
 
 

@@ -32,8 +32,8 @@ def main(argv=None):
 
     import numba
 
-    from backends import numba_kernels
-    from backends.numba_cpu import NumbaBackend, topk_tiles
+    from als.backends import numba_kernels
+    from als.backends.numba_cpu import NumbaBackend, topk_tiles
 
     rng = np.random.default_rng(0)
     factors = rng.standard_normal((args.items, args.factors), dtype=np.float32)

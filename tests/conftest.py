@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import scipy.sparse
 
-from backends.base import BackendUnavailable, get_backend
+from als.backends.base import BackendUnavailable, get_backend
 
 BACKEND_NAMES = ["numpy", "cpu", "cuda"]
 

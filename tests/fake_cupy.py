@@ -24,8 +24,8 @@ import types
 import numpy as np
 import scipy.sparse
 
-from backends.chunked_cg import EmulatedKernels
-from backends.cuda_plan import WARPS_PER_BLOCK, order_key
+from als.backends.chunked_cg import EmulatedKernels
+from als.backends.cuda_plan import WARPS_PER_BLOCK, order_key
 
 STORAGE = {"als_half": np.float16, "float": np.float32, "double": np.float64}
 

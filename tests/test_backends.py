@@ -7,8 +7,8 @@ import pytest
 import scipy.sparse
 
 from als import AlternatingLeastSquares
+from als.backends.base import BackendUnavailable, available_backends, get_backend
 from als.fitting import training_loss
-from backends.base import BackendUnavailable, available_backends, get_backend
 from tests.conftest import power_law_matrix
 
 
@@ -199,8 +199,8 @@ def test_unavailable_cuda_says_why():
 
 @pytest.mark.parametrize("factors", [8, 128, 256, 512])
 def test_numba_cg_tasks_respect_their_limits(factors):
-    from backends import numba_kernels
-    from backends.numba_cpu import task_limits
+    from als.backends import numba_kernels
+    from als.backends.numba_cpu import task_limits
 
     indptr = np.cumsum([0, *np.random.default_rng(6).zipf(1.6, 3000).clip(0, 5000)])
     limits = task_limits(3000, factors, 4, threads=2, cache=1 << 21)
@@ -247,7 +247,7 @@ def _greedy_task_bounds(indptr, min_rows, max_rows, max_entries, dense_entries):
     ],
 )
 def test_task_bounds_follow_the_row_at_a_time_rule(limits):
-    from backends import numba_kernels
+    from als.backends import numba_kernels
 
     rng = np.random.default_rng(11)
     # power-law rows, empty rows only, one row, no rows
@@ -264,7 +264,7 @@ def test_numba_cg_prefetch_changes_no_result(dtype, factors):
     # a fetch hint reads nothing the kernel uses: the factors are bit-identical with it on
     # and off. Odd row sizes put rows across cache lines; rows of 0-30 entries exercise
     # the groups of eight, the rest loop, and fetches ahead into the next rows' entries.
-    from backends import numba_kernels
+    from als.backends import numba_kernels
 
     rng = np.random.default_rng(9)
     Cui = power_law_matrix(40, 25, 400, seed=3).astype(dtype)
@@ -290,7 +290,7 @@ def test_numba_exact_solve_with_a_zero_pivot_gives_nan_not_an_exception():
     # Y = 0 makes every row's matrix 0: the Cholesky pivot is exactly zero. IEEE division
     # gives NaN, which the model's finiteness check turns into advice; Python's semantics
     # would raise ZeroDivisionError out of the kernel instead
-    from backends import numba_kernels
+    from als.backends import numba_kernels
 
     Cui = power_law_matrix(6, 5, 20, seed=4)
     X = np.ones((6, 3), np.float32)
@@ -303,7 +303,7 @@ def test_numba_exact_solve_with_a_zero_pivot_gives_nan_not_an_exception():
 
 
 def test_prefetch_rule_follows_the_cache_and_the_row_size():
-    from backends.numba_cpu import prefetch_rows
+    from als.backends.numba_cpu import prefetch_rows
 
     cache = 1 << 21
     assert prefetch_rows(20_000, 512, cache)  # 10 MB of 512-byte rows
@@ -315,7 +315,7 @@ def test_prefetch_rule_follows_the_cache_and_the_row_size():
 @pytest.mark.parametrize("query_tile, item_tile", [(1, 16), (3, 7), (64, 1000), (8, 150)])
 def test_numba_fused_topk_is_the_same_for_any_tiles(query_tile, item_tile):
     # tiles smaller than the catalogue: exclusions and heaps carry across item tiles
-    from backends import numba_kernels
+    from als.backends import numba_kernels
 
     rng = np.random.default_rng(7)
     queries = rng.standard_normal((20, 6)).astype(np.float32)
@@ -348,7 +348,7 @@ def test_numba_fused_topk_is_the_same_for_any_tiles(query_tile, item_tile):
 def test_numba_fused_topk_with_ties_across_segments(dtype, item_tile):
     # integer scores: many ties at the bar, in and across the selection's segments (64
     # scores) and item tiles; the top-k must hold the k best scores whichever tied ids win
-    from backends import numba_kernels
+    from als.backends import numba_kernels
 
     rng = np.random.default_rng(9)
     queries = rng.integers(-2, 3, (30, 4)).astype(dtype)
@@ -383,7 +383,7 @@ def test_numba_fused_topk_with_ties_across_segments(dtype, item_tile):
 
 
 def test_numba_topk_tiles_share_queries_evenly_and_fit_the_cache():
-    from backends.numba_cpu import TOPK_QUERY_TILE, topk_tiles
+    from als.backends.numba_cpu import TOPK_QUERY_TILE, topk_tiles
 
     cache = 1 << 21
     for n_queries in (1, 7, 1000, 1100, 5000, 100_000):
@@ -522,7 +522,7 @@ def test_ials_plus_plus_parameters_are_checked_and_saved(tmp_path):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("chunks", [1, 3, 50])
 def test_numba_gram_over_blocks_of_rows_matches_numpy(dtype, chunks):
-    from backends import numba_kernels
+    from als.backends import numba_kernels
 
     Y = np.random.default_rng(11).standard_normal((40, 9)).astype(dtype)
     for threads in (1, 0):

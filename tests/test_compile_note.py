@@ -7,8 +7,8 @@ import numpy as np
 import scipy.sparse
 
 from als import AlternatingLeastSquares
+from als.backends.numba_cpu import NumbaBackend
 from als.compile_note import COMPILING, compile_note
-from backends.numba_cpu import NumbaBackend
 
 
 def _fresh_function():

@@ -40,11 +40,11 @@ import numpy as np
 import pytest
 import scipy.sparse
 
-import backends.cupy_cuda as cupy_cuda
+import als.backends.cupy_cuda as cupy_cuda
 from als import AlternatingLeastSquares
+from als.backends.base import BackendUnavailable, get_backend
+from als.backends.cuda_plan import order_key
 from als.fitting import training_loss
-from backends.base import BackendUnavailable, get_backend
-from backends.cuda_plan import order_key
 from tests.conftest import power_law_matrix
 
 NVCC = shutil.which("nvcc")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import backends.cupy_cuda as cupy_cuda
+import als.backends.cupy_cuda as cupy_cuda
 from tests import fake_cupy
 from tests.test_cuda import compare_topk as compare_with_reference
 from tests.test_cuda import integer_topk_case
@@ -32,7 +32,7 @@ def fake(monkeypatch):
 
 
 def reference_solve(Cui, X, Y, cg_steps):
-    from backends.numpy_ref import NumpyBackend
+    from als.backends.numpy_ref import NumpyBackend
 
     reference = NumpyBackend()
     host = np.float64 if X.dtype == np.float64 else np.float32
@@ -90,7 +90,7 @@ def test_exact_solve_matches_reference(fake, dtype):
 def test_per_row_lambda_solves_match_reference(fake, dtype, cg_steps):
     # issue 15's per-row lambda, in the factor dtype as the fit core passes it: the chunked
     # CG kernels run (no fallback to array code), and so does the chunk-Gram exact solve
-    from backends.numpy_ref import NumpyBackend
+    from als.backends.numpy_ref import NumpyBackend
 
     cuda, launches = fake
     Cui = awkward_matrix(seed=11)
@@ -158,7 +158,7 @@ def integer_case(n_items, n_queries, seed=5):
 
 def compare_topk(cuda, factors, queries, k, dtype, exclude=None, exclude_all=None, norms=None):
     """test_cuda's comparison with the NumPy reference, on the CuPy stand-in."""
-    from backends.numpy_ref import NumpyBackend
+    from als.backends.numpy_ref import NumpyBackend
 
     return compare_with_reference(
         cuda, NumpyBackend(), factors, queries, k, exclude, exclude_all, norms, dtype

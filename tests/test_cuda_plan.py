@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 import scipy.sparse
 
-import backends.cupy_cuda as cupy_cuda
-from backends.base import CG_TOLERANCE
-from backends.chunked_cg import EmulatedKernels, chunked_cg_solve
-from backends.cuda_plan import (
+import als.backends.cupy_cuda as cupy_cuda
+from als.backends.base import CG_TOLERANCE
+from als.backends.chunked_cg import EmulatedKernels, chunked_cg_solve
+from als.backends.cuda_plan import (
     MAX_KERNEL_FACTORS,
     factor_layout,
     is_aligned,
@@ -31,8 +31,8 @@ from backends.cuda_plan import (
     topk_segments,
     warp_geometry,
 )
-from backends.exact_gram import solve_exact
-from backends.numpy_ref import NumpyBackend
+from als.backends.exact_gram import solve_exact
+from als.backends.numpy_ref import NumpyBackend
 from tests.conftest import power_law_matrix
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -111,7 +111,7 @@ def test_agrees_with_single_machine(distributed_model, user_items):
 
 
 def test_one_iteration_equals_single_machine_with_a_float64_gram(client, user_items, monkeypatch):
-    from backends.numba_cpu import NumbaBackend
+    from als.backends.numba_cpu import NumbaBackend
 
     def gram64(self, Y, regularization):
         # the distributed Gram: float64 sum, rounded once, then + lambda I in float32
@@ -387,7 +387,7 @@ def test_loss_and_callback_match_the_model(client, user_items):
 
 
 def test_frequency_scaled_regularisation_matches_the_model(client, monkeypatch):
-    from backends.numba_cpu import NumbaBackend
+    from als.backends.numba_cpu import NumbaBackend
 
     # nu: each block computes its rows' lambdas from its own counts and the other side's size
     user_items = power_law_matrix(600, 400, 15_000, seed=5)

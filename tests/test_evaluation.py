@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from als import evaluation
-from als.validation import ParameterWarning
+from als.errors import ParameterWarning
 
 implicit_evaluation = pytest.importorskip("implicit.evaluation")
 implicit_als = pytest.importorskip("implicit.cpu.als")

@@ -489,7 +489,7 @@ def test_zero_dimensional_arrays_work_as_scalars(user_items, backend):
 
 
 def test_narrowing_to_int32_is_checked():
-    from backends.base import as_int32
+    from als.backends.base import as_int32
 
     np.testing.assert_array_equal(as_int32(np.array([0, 5], np.int64), "ids", 10), [0, 5])
     assert as_int32(np.array([2**31 - 1]), "ids").dtype == np.int32
@@ -501,7 +501,7 @@ def test_narrowing_to_int32_is_checked():
 
 KERNEL_INDEX = """
 import numpy as np, scipy.sparse as sp
-from backends.base import get_backend
+from als.backends.base import get_backend
 backend = get_backend("cpu")
 factors = np.ones((4, 2), np.float32)
 big = 2**31 + 5
@@ -526,7 +526,7 @@ import warnings
 import numpy as np, scipy.sparse as sp
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
-    from backends.base import get_backend
+    from backends.base import get_backend  # the copy, as a package of its own
     backend = get_backend("cpu")
 X, Y = np.zeros((3, 2), np.float32), np.full((4, 2), 0.1, np.float32)
 Cui = sp.csr_matrix(np.eye(3, 4, dtype=np.float32))

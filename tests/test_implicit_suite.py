@@ -23,9 +23,9 @@ import scipy.sparse
 from implicit.cpu.als import AlternatingLeastSquares as ImplicitALS
 
 from als import AlternatingLeastSquares, ParameterWarning
+from als.backends.base import BackendUnavailable, get_backend
 from als.evaluation import precision_at_k
 from als.fitting import training_loss
-from backends.base import BackendUnavailable, get_backend
 
 
 def checker_board(size):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from backends.numba_blas import gemm, gemv
+from als.backends.numba_blas import gemm, gemv
 
 # float32 sums of at most 9 products of standard normals: rounding is ~1e-6 relative to the
 # terms' size; float64 ~1e-15. The tolerances leave a factor of ~10 for BLAS's order of sums.

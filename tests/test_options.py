@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from als import AlternatingLeastSquares
+from als.backends.base import BackendUnavailable, get_backend
 from als.errors import InvalidValueError
 from als.fitting import SolverSettings, confidence, initial_factors
-from backends.base import BackendUnavailable, get_backend
 from tests.conftest import power_law_matrix
 
 OPTIONS = [

@@ -41,24 +41,35 @@ def wheel(tmp_path_factory):
         command.insert(4, "--no-build-isolation")
     done = subprocess.run(command, cwd=source, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    (path,) = out.glob("als-*.whl")
+    (path,) = out.glob("als_recommender-*.whl")
     return path
+
+
+def test_wheel_installs_one_top_level_package_of_its_own(wheel):
+    """``backends/`` of the repository is installed as ``als.backends``, not beside ``als``."""
+    names = zipfile.ZipFile(wheel).namelist()
+    top = {name.split("/")[0] for name in names if not name.split("/")[0].endswith(".dist-info")}
+    assert top == {"als"}
+    assert "als/backends/base.py" in names and "als/backends/numba_cpu.py" in names
 
 
 def test_wheel_holds_the_registry_the_kernels_and_the_licence(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "als/registry.json" in names
     kernels = {
-        path.relative_to(ROOT).as_posix()
+        "als/" + path.relative_to(ROOT).as_posix()
         for pattern in ("*.cu", "*.cuh")
         for path in (ROOT / "backends" / "kernels").glob(pattern)
     }
-    assert {"backends/kernels/topk.cu", "backends/kernels/common.cuh"} <= kernels
+    assert {"als/backends/kernels/topk.cu", "als/backends/kernels/common.cuh"} <= kernels
     assert kernels <= names
     info = next(n.split("/")[0] for n in names if n.endswith(".dist-info/METADATA"))
     assert f"{info}/licenses/LICENSE" in names
     metadata = zipfile.ZipFile(wheel).read(f"{info}/METADATA").decode()
     assert "License-Expression: MIT" in metadata
+    assert "Name: als-recommender" in metadata
+    assert "Author: The als developers" in metadata
+    assert "Keywords: " in metadata and "Classifier: " in metadata
     assert not any(n.startswith(("tests/", "data/", "benchmarks/")) for n in names)
 
 
@@ -70,7 +81,8 @@ def test_installed_copy_reads_its_registry_and_finds_data(wheel, tmp_path):
     elsewhere.mkdir()
     env = {**os.environ, "PYTHONPATH": str(site), "ALS_DATA_DIR": str(DATA_DIR.resolve())}
     script = (
-        "import als, als.datasets as d, json;"
+        "import als, als.datasets as d, json, als.backends.cupy_cuda as c;"
+        "assert len(c.kernel_source()) > 1000;"
         "print(als.__file__); print(d.PROJECT_DATA_DIR);"
         "print(json.loads(d.REGISTRY_PATH.read_text(encoding='utf-8'))['datasets']['ml-1m']['url'])"
     )
@@ -80,6 +92,7 @@ def test_installed_copy_reads_its_registry_and_finds_data(wheel, tmp_path):
     assert done.returncode == 0, done.stderr
     where, project_data, url = done.stdout.split("\n")[:3]
     assert Path(where).is_relative_to(site)
+    assert "Traceback" not in done.stderr
     assert project_data == "None"  # site-packages/data is not searched
     assert url.startswith("https://files.grouplens.org/")
     done = subprocess.run(

@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from als import AlternatingLeastSquares, ModelFileError
-from backends.base import get_backend
+from als.backends.base import get_backend
 from tests.conftest import power_law_matrix
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -173,19 +173,19 @@ def test_bad_queries(fitted, call, error, message):
 @pytest.mark.parametrize("name", ["numpy", "cpu"])
 def test_topk_in_many_small_blocks_equals_one_block(name, monkeypatch):
     """Scores are computed in blocks of queries so queries x items never has to fit at once."""
-    import backends.numba_cpu
-    import backends.xp_generic
+    import als.backends.numba_cpu
+    import als.backends.xp_generic
 
     backend = get_backend(name)
     rng = np.random.default_rng(0)
     queries, factors = rng.standard_normal((97, 5)), rng.standard_normal((300, 5))
     exclude = scipy.sparse.random(97, 300, density=0.1, format="csr", random_state=1)
     whole = backend.topk(queries, factors, 7, exclude, np.array([3, 4]))
-    monkeypatch.setattr(backends.xp_generic, "BLOCK_ELEMENTS", 1000)  # 3 queries per block
+    monkeypatch.setattr(als.backends.xp_generic, "BLOCK_ELEMENTS", 1000)  # 3 queries per block
     # the Numba top-k: tiles of 3 queries x 16 items (float64 scores of 3 x 16 in 384 bytes)
-    monkeypatch.setattr(backends.numba_cpu, "TOPK_QUERY_TILE", 3)
-    monkeypatch.setattr(backends.numba_cpu, "cache_bytes", lambda: 768)
-    assert backends.numba_cpu.topk_tiles(97, 5, 8, threads=2) == (3, 16)
+    monkeypatch.setattr(als.backends.numba_cpu, "TOPK_QUERY_TILE", 3)
+    monkeypatch.setattr(als.backends.numba_cpu, "cache_bytes", lambda: 768)
+    assert als.backends.numba_cpu.topk_tiles(97, 5, 8, threads=2) == (3, 16)
     blocked = backend.topk(queries, factors, 7, exclude, np.array([3, 4]))
     np.testing.assert_array_equal(blocked[0], whole[0])
     # BLAS may order a product's sums differently for other block shapes: 1 ulp

@@ -9,7 +9,7 @@ import pytest
 from numba import njit
 
 from als import AlternatingLeastSquares
-from backends import task_pool
+from als.backends import task_pool
 from tests.conftest import power_law_matrix
 
 
