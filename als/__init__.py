@@ -31,6 +31,7 @@ def _mount_backends():
     except BaseException:
         del sys.modules[name]
         raise
+    globals()["backends"] = module  # as the import system binds a submodule on its parent
 
 
 _mount_backends()
