@@ -253,7 +253,7 @@ def test_routes_hold_only_the_referenced_rows(client):
 
 def _fit_counting_transfers(client, blocked, params):
     """Fit on ``blocked`` with transfer logs cleared first; return the model, the float32
-    factor rows the workers received (``_select`` results) and the kinds of data moved."""
+    factor rows the workers received (``routed_rows`` results) and the kinds of data moved."""
 
     def clear(dask_worker):
         dask_worker.transfer_incoming_log.clear()
@@ -269,7 +269,7 @@ def _fit_counting_transfers(client, blocked, params):
             for key, nbytes in keys.items():
                 kind = key.rsplit("-", 1)[0]
                 kinds.add(kind)
-                if kind == "_select":
+                if kind == "routed_rows":
                     rows_received += nbytes // (params["factors"] * 4)
     return model, rows_received, kinds
 
@@ -283,7 +283,7 @@ def test_workers_receive_only_the_referenced_rows(client):
     # users 3 and 5 to item block 0 when solving items; every other row is already local
     assert rows_received == 3 * iterations
     # factor blocks never move: only referenced rows and the Gram matrices travel
-    assert kinds <= {"_select", "_gram_partial", "_add", "_finish_gram"}, kinds
+    assert kinds <= {"routed_rows", "gram_partial", "sum_pair", "finish_gram"}, kinds
 
 
 def _off_owner_rows(blocked, n_workers):
@@ -324,7 +324,7 @@ def test_workers_receive_only_the_routed_rows_with_locality(client):
     params = {**PARAMS, "factors": factors, "iterations": iterations}
     model, rows_received, kinds = _fit_counting_transfers(client, blocked, params)
     assert rows_received == _off_owner_rows(blocked, 2) * iterations
-    assert kinds <= {"_select", "_gram_partial", "_add", "_finish_gram"}, kinds
+    assert kinds <= {"routed_rows", "gram_partial", "sum_pair", "finish_gram"}, kinds
     # and the factors are the one-machine fit's (see test_agrees_with_single_machine)
     single = AlternatingLeastSquares(**params).fit(matrix, show_progress=False)
     for name in ("user_factors", "item_factors"):
@@ -396,7 +396,11 @@ def test_frequency_scaled_regularisation_matches_the_model(client, monkeypatch):
     # into 0.6-4.8% of the largest factor (measured with OPENBLAS_CORETYPE=Haswell; SkylakeX
     # gives 0), which would hide a wrong lambda; the exact solve measured 0 on both kernels.
     params = {
-        **PARAMS, "iterations": 2, "nu": 0.5, "cg_steps": None, "calculate_training_loss": True
+        **PARAMS,
+        "iterations": 2,
+        "nu": 0.5,
+        "cg_steps": None,
+        "calculate_training_loss": True,
     }
     losses, single_losses = [], []
     ours = fit_distributed(
@@ -472,9 +476,9 @@ def test_bad_ids_are_reported(client):
 
 
 def test_a_cluster_without_workers_is_waited_for_then_named(user_items, monkeypatch):
-    import als.distributed
+    from als.distributed import placement
 
-    monkeypatch.setattr(als.distributed, "WORKER_WAIT_SECONDS", 0.5)
+    monkeypatch.setattr(placement, "WORKER_WAIT_SECONDS", 0.5)
     with (
         distributed.LocalCluster(n_workers=0, processes=False, dashboard_address=":0") as cluster,
         distributed.Client(cluster) as empty,
