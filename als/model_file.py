@@ -37,26 +37,6 @@ __all__ = [
 #: version of the files written by ``save``; files written by implicit 0.7 have none (0)
 FORMAT_VERSION = 2
 
-#: the constructor parameters a model file keeps (besides dtype, random_state, backend, use_gpu)
-SAVED_PARAMS = (
-    "factors",
-    "regularization",
-    "alpha",
-    "use_native",
-    "use_cg",
-    "iterations",
-    "calculate_training_loss",
-    "num_threads",
-    "cg_steps",
-    "confidence",
-    "epsilon",
-    "alpha0",
-    "nu",
-    "init_stddev",
-    "solver",
-    "block_size",
-)
-
 #: the parameters implicit 0.7's ``save`` writes besides dtype and random_state
 IMPLICIT_PARAMS = (
     "factors",
@@ -70,14 +50,19 @@ IMPLICIT_PARAMS = (
     "cg_steps",
 )
 
+#: the parameters implicit does not have
+ALS_OPTIONS = ("confidence", "epsilon", "alpha0", "nu", "init_stddev", "solver", "block_size")
+
+#: the constructor parameters a model file keeps (besides dtype, random_state, backend, use_gpu)
+SAVED_PARAMS = IMPLICIT_PARAMS + ALS_OPTIONS
+
 #: format 2's prefix for what implicit's model must not read, and the prefix of ``extra``
 ALS_PREFIX = "als/"
 EXTRA_PREFIX = "extra/"
 
-#: what format 2 keeps under ``als/``: ``use_cg`` and ``cg_steps`` as ``als`` means them
-ALS_PARAMS = ("use_cg", "cg_steps", "backend", "use_gpu") + tuple(
-    name for name in SAVED_PARAMS if name not in IMPLICIT_PARAMS
-)
+#: what format 2 keeps under ``als/``: what implicit has no parameter for, and ``use_cg`` and
+#: ``cg_steps`` as ``als`` means them
+ALS_PARAMS = ("use_cg", "cg_steps", "backend", "use_gpu") + ALS_OPTIONS
 
 #: implicit's default number of CG steps, written where ``als`` solves exactly
 IMPLICIT_CG_STEPS = 3

@@ -29,7 +29,6 @@ from implicit.cpu.als import AlternatingLeastSquares as ImplicitALS
 
 from als import AlternatingLeastSquares, ModelFileError
 from als.model import FORMAT_VERSION
-from tests.conftest import power_law_matrix
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -51,19 +50,14 @@ IMPLICIT_KEYS = {
 }
 
 
-@pytest.fixture(scope="module")
-def user_items():
-    return power_law_matrix(120, 80, 1500, seed=5)
-
-
 def fit(user_items, backend="cpu", **params):
     options = {"factors": 4, "iterations": 2, "random_state": 0, "backend": backend, **params}
     return AlternatingLeastSquares(**options).fit(user_items, show_progress=False)
 
 
 @pytest.fixture(scope="module")
-def small_model(user_items):
-    return fit(user_items, factors=6)
+def small_model(small_matrix):
+    return fit(small_matrix, factors=6)
 
 
 @pytest.fixture
@@ -137,8 +131,8 @@ def test_save_and_load_round_trip(fitted, small_matrix, tmp_path):
     ],
     ids=["exact-by-cg-steps", "exact-by-use-cg", "backend", "ials++", "more-options"],
 )
-def test_every_parameter_survives_save_and_load(user_items, tmp_path, params):
-    model = fit(user_items, **{"backend": "cpu", **params})
+def test_every_parameter_survives_save_and_load(small_matrix, tmp_path, params):
+    model = fit(small_matrix, **{"backend": "cpu", **params})
     model.save(tmp_path / "model.npz")
     loaded = AlternatingLeastSquares.load(tmp_path / "model.npz")
     assert params_of(loaded) == params_of(model)
@@ -221,10 +215,10 @@ def format_1_arrays(model, extra):
     return {key: value for key, value in arrays.items() if value is not None}
 
 
-def test_a_format_1_file_still_loads(user_items, tmp_path):
+def test_a_format_1_file_still_loads(small_matrix, tmp_path):
     params = {"cg_steps": None, "solver": "ials++", "block_size": 2, "confidence": "log"}
     params.update(epsilon=2.0, alpha0=0.5, nu=1.0, init_stddev=0.1, use_gpu=False)
-    model = fit(user_items, "numpy", random_state=3, **params)
+    model = fit(small_matrix, "numpy", random_state=3, **params)
     path = tmp_path / "model.npz"
     np.savez(path, **format_1_arrays(model, {"ids": np.arange(4)}))
     loaded, extra = AlternatingLeastSquares.load(path, return_extra=True)
@@ -235,8 +229,8 @@ def test_a_format_1_file_still_loads(user_items, tmp_path):
     np.testing.assert_array_equal(extra["ids"], np.arange(4))
 
 
-def test_a_float16_model_loads_on_a_cpu_backend_as_float32(user_items, tmp_path):
-    model = fit(user_items, "numpy")
+def test_a_float16_model_loads_on_a_cpu_backend_as_float32(small_matrix, tmp_path):
+    model = fit(small_matrix, "numpy")
     path = tmp_path / "half.npz"
     model.save(path)
     rewrite(
@@ -248,7 +242,7 @@ def test_a_float16_model_loads_on_a_cpu_backend_as_float32(user_items, tmp_path)
     with pytest.warns(UserWarning, match="float16"):
         loaded = AlternatingLeastSquares.load(path, backend="cpu")
     assert loaded.user_factors.dtype == np.float32
-    ids, scores = loaded.recommend(0, user_items[0], N=5)
+    ids, scores = loaded.recommend(0, small_matrix[0], N=5)
     assert np.isfinite(scores).all() and len(ids) == 5
 
 
@@ -270,9 +264,9 @@ def test_loading_peaks_near_the_size_of_the_arrays(tmp_path):
     assert peak <= 1.2 * arrays, f"peak {peak:,} bytes for {arrays:,} bytes of arrays"
 
 
-def test_save_refuses_extras_that_would_need_pickles(user_items, tmp_path):
+def test_save_refuses_extras_that_would_need_pickles(small_matrix, tmp_path):
     with pytest.raises(TypeError, match="pickles"):
-        fit(user_items, "numpy").save(tmp_path / "m.npz", extra={"meta": np.array([{}, 1])})
+        fit(small_matrix, "numpy").save(tmp_path / "m.npz", extra={"meta": np.array([{}, 1])})
     assert not list(tmp_path.iterdir())
 
 
@@ -388,18 +382,19 @@ def test_factor_dtypes_must_be_floating_and_equal(model_file):
         AlternatingLeastSquares.load(model_file)
 
 
-def test_saved_id_maps_are_checked(user_items, tmp_path):
+def test_saved_id_maps_are_checked(small_matrix, tmp_path):
     from als.data import Interactions
     from als.recommend import load_saved
 
-    data = Interactions(user_items, np.arange(120), np.arange(80))
+    n_users, n_items = small_matrix.shape
+    data = Interactions(small_matrix, np.arange(n_users), np.arange(n_items))
     path = tmp_path / "served.npz"
-    fit(user_items).save(path, extra=data.to_arrays())
-    assert load_saved(path)[1].shape == (120, 80)
+    fit(small_matrix).save(path, extra=data.to_arrays())
+    assert load_saved(path)[1].shape == (n_users, n_items)
     with np.load(path) as stored:
         indices, indptr = stored["extra/data_indices"].copy(), stored["extra/data_indptr"]
     for key, value, message in [
-        ("extra/data_indices", np.where(np.arange(len(indices)) == 7, 80, indices), "out of"),
+        ("extra/data_indices", np.where(np.arange(len(indices)) == 7, n_items, indices), "out of"),
         ("extra/data_indices", np.where(np.arange(len(indices)) == 7, -1, indices), "out of"),
         ("extra/data_indptr", indptr[:-1], "indptr"),
         ("extra/data_indptr", indptr[::-1].copy(), "indptr"),

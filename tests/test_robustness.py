@@ -8,6 +8,7 @@ tests/test_persistence.py's.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -333,8 +334,9 @@ def test_blas_limits_are_restored_exactly_after_overlapping_queries(user_items):
     assert blas_threads() == before
 
 
-def test_fit_on_a_model_that_is_fitting_raises(user_items):
-    model = AlternatingLeastSquares(factors=4, iterations=3, random_state=0, backend="numpy")
+@contextlib.contextmanager
+def fitting_in_another_thread(model, user_items):
+    """Run ``model.fit`` in a thread, held in its first iteration while the block runs."""
     started, release = threading.Event(), threading.Event()
 
     def wait_in_first_iteration(iteration, seconds, loss):
@@ -347,11 +349,17 @@ def test_fit_on_a_model_that_is_fitting_raises(user_items):
     first.start()
     try:
         assert started.wait(30)
-        with pytest.raises(RuntimeError, match="already running"):
-            model.fit(user_items, show_progress=False)
+        yield
     finally:
         release.set()
         first.join()
+
+
+def test_fit_on_a_model_that_is_fitting_raises(user_items):
+    model = AlternatingLeastSquares(factors=4, iterations=3, random_state=0, backend="numpy")
+    with fitting_in_another_thread(model, user_items):
+        with pytest.raises(RuntimeError, match="already running"):
+            model.fit(user_items, show_progress=False)
     reference = fit(user_items, "numpy", iterations=3)
     np.testing.assert_allclose(model.user_factors, reference.user_factors, rtol=1e-5, atol=1e-7)
     model.fit(user_items, show_progress=False)  # and once it is done, fit works again
@@ -359,21 +367,9 @@ def test_fit_on_a_model_that_is_fitting_raises(user_items):
 
 def test_partial_fit_while_fitting_raises(user_items):
     model = AlternatingLeastSquares(factors=4, iterations=2, random_state=0, backend="numpy")
-    started, release = threading.Event(), threading.Event()
-
-    def wait(iteration, seconds, loss):
-        started.set()
-        release.wait(30)
-
-    first = threading.Thread(target=model.fit, args=(user_items,), kwargs={"callback": wait})
-    first.start()
-    try:
-        assert started.wait(30)
+    with fitting_in_another_thread(model, user_items):
         with pytest.raises(RuntimeError, match="fit is running"):
             model.partial_fit_users([0], user_items[0])
-    finally:
-        release.set()
-        first.join()
 
 
 # -- sizes and scalars ------------------------------------------------------------------------
