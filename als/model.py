@@ -4,9 +4,9 @@ The model owns parameters, defaults, its factors and the one fit loop, built fro
 core (``als.fitting``: settings, initial factors, the half-iteration, the loss) that the Dask
 fit shares; input checks are ``als.validation``'s; the numerical work is delegated to a
 backend (``backends.base.Backend``) chosen by name. Factors live in backend memory from fit
-to recommend; ``user_factors`` and ``item_factors`` read them as NumPy. The queries
-(recommend, similar_*, explain) are ``als.queries``'s, which the model derives from; what a
-model file holds is ``als.model_file``'s.
+to recommend; ``user_factors`` and ``item_factors`` read them as NumPy. The model derives its
+queries (recommend, similar_*, explain) from ``als.queries`` and its save, load, pickling
+and copies from ``als.portable``; what a model file holds is ``als.model_file``'s.
 """
 
 from __future__ import annotations
@@ -206,7 +206,7 @@ class AlternatingLeastSquares(MatrixFactorizationBase, PortableModelMixin):
         """
         if self._backend is None:
             try:
-                backend = _resolve_backend(self)
+                backend = self._resolve_backend()
             except BackendUnavailable as exc:
                 if self._user_factors is None and self._item_factors is None:
                     raise
@@ -225,6 +225,26 @@ class AlternatingLeastSquares(MatrixFactorizationBase, PortableModelMixin):
     def backend_name(self):
         """Name of the backend in use (resolving it if needed)."""
         return self.backend_.name
+
+    def _resolve_backend(self):
+        threads = check_positive_int(self.num_threads, "num_threads", minimum=0)
+        if isinstance(self.backend, Backend) and not isinstance(self.backend, str):
+            return self.backend
+        if self.backend is not None:
+            if self.use_gpu is not None and (self.backend == "cuda") != bool(self.use_gpu):
+                raise InvalidValueError(
+                    f"use_gpu={self.use_gpu} contradicts backend={self.backend!r}: set one"
+                )
+            return get_backend(self.backend, threads)
+        if self.use_gpu:
+            return get_backend("cuda", threads)
+        cpu = "cpu" if self.use_native else "numpy"
+        if self.use_gpu is None:
+            try:
+                return get_backend("cuda", threads)
+            except BackendUnavailable:
+                pass
+        return get_backend(cpu, threads)
 
     def _host(self, factors):
         """``factors`` as NumPy; before the backend is resolved they already are."""
@@ -493,30 +513,3 @@ class AlternatingLeastSquares(MatrixFactorizationBase, PortableModelMixin):
             self._set_factors(side, factors)
         factors[self.backend_.to_device(ids)] = new
         self._clear_caches()
-
-
-def _resolve_backend(model):
-    """The backend a model's ``backend``, ``use_gpu``, ``use_native`` and ``num_threads`` name.
-
-    A backend given by name or instance wins (a ``use_gpu`` contradicting it is refused);
-    otherwise ``use_gpu=True`` takes the GPU, None the GPU when one is usable, and the CPU
-    is the Numba backend, or NumPy's with ``use_native=False``.
-    """
-    threads = check_positive_int(model.num_threads, "num_threads", minimum=0)
-    if isinstance(model.backend, Backend) and not isinstance(model.backend, str):
-        return model.backend
-    if model.backend is not None:
-        if model.use_gpu is not None and (model.backend == "cuda") != bool(model.use_gpu):
-            raise InvalidValueError(
-                f"use_gpu={model.use_gpu} contradicts backend={model.backend!r}: set one"
-            )
-        return get_backend(model.backend, threads)
-    if model.use_gpu:
-        return get_backend("cuda", threads)
-    cpu = "cpu" if model.use_native else "numpy"
-    if model.use_gpu is None:
-        try:
-            return get_backend("cuda", threads)
-        except BackendUnavailable:
-            pass
-    return get_backend(cpu, threads)

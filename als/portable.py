@@ -94,14 +94,14 @@ class PortableModelMixin:
         to a temporary name and renamed, so a crash never leaves a partial file behind.
 
         The file is an implicit 0.7 model file too:
-        ``implicit.cpu.als.AlternatingLeastSquares.load(path)`` (or ``load`` on a model made by
-        ``implicit.als.AlternatingLeastSquares``) reads the factors and the parameters
-        implicit has, and recommends as this model does. What implicit has no parameter for
-        (``confidence``, ``alpha0``, ``nu``, ``solver``, ``backend``, ...) is stored under
-        ``als/`` names that implicit's model keeps as unused attributes, and ``cg_steps=None``
-        (the exact solve) is ``use_cg=False`` to implicit: implicit training on from the file
-        trains implicit's model. The layout is ``als.model_file``'s (format 2); ``load``
-        reads every format ``save`` ever wrote and implicit's own files.
+        ``implicit.cpu.als.AlternatingLeastSquares.load(path)`` (or ``load`` on a model that
+        ``implicit.als.AlternatingLeastSquares`` made) gives the same factors and
+        recommendations, and the parameters implicit has; ``cg_steps=None`` (the exact solve)
+        reads as implicit's ``use_cg=False``. Options implicit lacks (``confidence``,
+        ``alpha0``, ``nu``, ``solver``, ``backend``, ...) are stored under ``als/`` names,
+        which implicit's loader keeps as unused attributes: a fit continued in implicit trains
+        implicit's model. ``load`` reads these files, those of every earlier format and
+        implicit's own; the layout is ``als.model_file``'s.
 
         Parameters
         ----------
