@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import scipy.sparse
@@ -10,6 +15,8 @@ from als import AlternatingLeastSquares
 from als.backends.base import BackendUnavailable, available_backends, get_backend
 from als.fitting import training_loss
 from tests.conftest import power_law_matrix
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def dense_solution(Cui, Y, regularization):
@@ -479,7 +486,7 @@ def test_ials_plus_plus_loss_decreases_to_the_exact_solvers(backend_name):
     ).fit(Cui, show_progress=False, callback=lambda it, seconds, loss: losses.append(loss))
     # each block step minimises the loss over its block exactly: never an increase (up to
     # rounding), and the same minimum the exact solver's alternation reaches
-    assert all(b <= a * (1 + 1e-12) for a, b in zip(losses, losses[1:]))
+    assert all(b <= a * (1 + 1e-12) for a, b in zip(losses, losses[1:], strict=False))
     assert losses[-1] == pytest.approx(exact_loss, rel=1e-3)
 
 
@@ -531,3 +538,91 @@ def test_numba_gram_over_blocks_of_rows_matches_numpy(dtype, chunks):
         # sums of 40 products of standard normals: float32 rounding ~1e-5 of the ~40 scale
         tolerance = 1e-4 if dtype == np.float32 else 1e-11
         np.testing.assert_allclose(YtY, Y.T.astype(np.float64) @ Y, rtol=tolerance, atol=tolerance)
+
+
+# -- bad input never reaches a kernel; no cache folder is no failure ----------------------------
+
+
+def run_child(code, timeout=120, cwd=ROOT, **env):
+    """Run ``code`` in a fresh interpreter in ``cwd``; return its completed process."""
+    environment = {**os.environ, "PYTHONPATH": str(ROOT), **env}
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=cwd,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_narrowing_to_int32_is_checked():
+    from als.backends.base import as_int32
+
+    np.testing.assert_array_equal(as_int32(np.array([0, 5], np.int64), "ids", 10), [0, 5])
+    assert as_int32(np.array([2**31 - 1]), "ids").dtype == np.int32
+    with pytest.raises(ValueError, match="2,147,483,648.*int32"):
+        as_int32(np.array([1, 2**31], np.int64), "ids")
+    with pytest.raises(ValueError, match="int32"):
+        as_int32(np.array([-(2**31) - 1], np.int64), "ids", None)
+
+
+KERNEL_INDEX = """
+import numpy as np, scipy.sparse as sp
+from als.backends.base import get_backend
+backend = get_backend("cpu")
+factors = np.ones((4, 2), np.float32)
+big = 2**31 + 5
+exclude = sp.csr_matrix((np.ones(1, np.float32), (np.array([0]), np.array([big]))),
+                        shape=(1, big + 1))
+try:
+    backend.topk(np.ones((1, 2), np.float32), factors, 2, exclude=exclude)
+    print("ran")
+except ValueError as exc:
+    print("refused", exc)
+"""
+
+
+def test_an_index_beyond_int32_never_reaches_a_kernel():
+    done = run_child(KERNEL_INDEX)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("refused") and "int32" in done.stdout
+
+
+UNCACHED = """
+import warnings
+import numpy as np, scipy.sparse as sp
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    from backends.base import get_backend  # the copy, as a package of its own
+    backend = get_backend("cpu")
+X, Y = np.zeros((3, 2), np.float32), np.full((4, 2), 0.1, np.float32)
+Cui = sp.csr_matrix(np.eye(3, 4, dtype=np.float32))
+with backend.threads():
+    backend.solve(Cui, X, Y, Y.T @ Y + 0.1 * np.eye(2, dtype=np.float32), None)
+assert np.isfinite(X).all() and np.abs(X).sum() > 0
+messages = [str(w.message) for w in caught if "uncached" in str(w.message)]
+print(len(messages))
+"""
+
+
+def test_without_a_writable_cache_the_cpu_backend_runs_uncached(tmp_path):
+    # a copy of the backends whose __pycache__ is a file, HOME and NUMBA_CACHE_DIR under a
+    # file: no cache folder can be made anywhere, even by root
+    package = tmp_path / "backends"
+    package.mkdir()
+    for source in (ROOT / "backends").glob("*.py"):
+        (package / source.name).write_bytes(source.read_bytes())
+    (package / "__pycache__").write_text("not a folder")
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    env = {
+        "PYTHONPATH": str(tmp_path),
+        "HOME": str(blocker / "home"),
+        "NUMBA_CACHE_DIR": str(blocker / "numba"),
+        "XDG_CACHE_HOME": str(blocker / "cache"),
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
+    done = run_child(UNCACHED, timeout=300, cwd=tmp_path, **env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "1"  # one warning, not one per kernel

@@ -330,8 +330,9 @@ def test_zero_iterations_with_loss(backend_name):
     assert model.user_factors.shape == (10, 128)
 
 
-def test_cg_stays_finite_on_implicit_issue_19(backend_name):
-    # two copies of a 6 x 6 block whose rows are 2, 3/2, 4/3, ... shifted right; last row empty
+def test_cg_stays_finite_on_a_shifted_block_matrix(backend_name):
+    # implicit's test_cg_nan: two copies of a 6 x 6 block whose rows are 2, 3/2, 4/3, ...
+    # shifted right; last row empty
     block = np.zeros((6, 6))
     for row in range(5):
         block[row, row + 1 :] = [(k + 2) / (k + 1) for k in range(5 - row)]
@@ -342,7 +343,8 @@ def test_cg_stays_finite_on_implicit_issue_19(backend_name):
     assert np.isfinite(model.user_factors).all() and np.isfinite(model.item_factors).all()
 
 
-def test_cg_stays_finite_on_implicit_issue_106(backend_name):
+def test_cg_stays_finite_on_a_nearly_empty_matrix_with_strong_regularization(backend_name):
+    # implicit's test_cg_nan2: 5 entries in 100 x 100, lambda 10
     matrix = scipy.sparse.random(
         100, 100, density=0.0005, format="coo", dtype=np.float32, random_state=42
     ).T.tocsr()
@@ -510,7 +512,9 @@ def test_pickle_round_trip_recommends_exactly_as_the_original(backend_name, smal
     assert reloaded.backend_name == backend_name
     users = np.arange(small_matrix.shape[0])
     for left, right in zip(
-        model.recommend(users, small_matrix, N=10), reloaded.recommend(users, small_matrix, N=10)
+        model.recommend(users, small_matrix, N=10),
+        reloaded.recommend(users, small_matrix, N=10),
+        strict=True,
     ):
         np.testing.assert_array_equal(left, right)
     np.testing.assert_array_equal(model.similar_items(0)[0], reloaded.similar_items(0)[0])
@@ -568,7 +572,7 @@ def test_save_and_load_with_paths_and_files(board50, tmp_path):
         model.load(tmp_path / "model.npz"),
         AlternatingLeastSquares.load(open(tmp_path / "model.npz", "rb")),
     ):
-        for left, right in zip(model.similar_items(1), reloaded.similar_items(1)):
+        for left, right in zip(model.similar_items(1), reloaded.similar_items(1), strict=True):
             np.testing.assert_array_equal(left, right)
         assert reloaded.backend_name == model.backend_name
 

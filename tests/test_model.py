@@ -1,15 +1,15 @@
-"""Behaviour of the model on every backend: API contracts, persistence and bad input."""
+"""Behaviour of the model on every backend: API contracts, queries, copies and bad input.
+
+Model files are tests/test_persistence.py's.
+"""
 
 from __future__ import annotations
-
-import io
 
 import numpy as np
 import pytest
 import scipy.sparse
-from implicit.cpu.als import AlternatingLeastSquares as ImplicitALS
 
-from als import AlternatingLeastSquares, ModelFileError, ModelFitError, ParameterWarning
+from als import AlternatingLeastSquares, ModelFitError, ParameterWarning
 
 
 @pytest.fixture
@@ -118,51 +118,6 @@ def test_refit_continues_from_current_factors(backend_name, small_matrix):
     twice = AlternatingLeastSquares(factors=4, iterations=1, random_state=1, backend=backend_name)
     twice.fit(small_matrix, show_progress=False).fit(small_matrix, show_progress=False)
     np.testing.assert_allclose(once.user_factors, twice.user_factors, rtol=1e-5, atol=1e-7)
-
-
-def test_save_and_load_round_trip(fitted, small_matrix, tmp_path):
-    path = tmp_path / "model"
-    fitted.save(path, extra={"item_ids": np.array(["a", "b"])})
-    loaded, extra = AlternatingLeastSquares.load(
-        path, backend=fitted.backend_name, return_extra=True
-    )
-    assert (tmp_path / "model.npz").exists()
-    assert extra["item_ids"].tolist() == ["a", "b"]
-    np.testing.assert_array_equal(loaded.item_factors, fitted.item_factors)
-    assert loaded.factors == 8 and loaded.iterations == 3 and loaded.cg_steps == 3
-    np.testing.assert_array_equal(
-        loaded.recommend(1, small_matrix[1])[0], fitted.recommend(1, small_matrix[1])[0]
-    )
-
-
-def test_load_reads_an_implicit_file(backend_name, small_matrix):
-    theirs = ImplicitALS(factors=6, iterations=2, regularization=0.2, random_state=4)
-    theirs.fit(small_matrix, show_progress=False)
-    buffer = io.BytesIO()
-    theirs.save(buffer)
-    buffer.seek(0)
-    ours = AlternatingLeastSquares.load(buffer, backend=backend_name)
-    assert ours.regularization == 0.2 and ours.factors == 6 and ours.random_state == 4
-    np.testing.assert_array_equal(ours.user_factors, theirs.user_factors)
-    np.testing.assert_array_equal(
-        ours.recommend(2, small_matrix[2])[0], theirs.recommend(2, small_matrix[2])[0]
-    )
-
-
-def test_load_refuses_pickles_and_future_versions(tmp_path):
-    path = tmp_path / "evil.npz"
-    np.savez(path, user_factors=np.array([object()], dtype=object))
-    with pytest.raises(ModelFileError, match="never contain pickles"):
-        AlternatingLeastSquares.load(path)
-    np.savez(
-        path,
-        user_factors=np.zeros((1, 1)),
-        item_factors=np.zeros((1, 1)),
-        factors=1,
-        format_version=99,
-    )
-    with pytest.raises(ModelFileError, match="newer als"):
-        AlternatingLeastSquares.load(path)
 
 
 def test_to_cpu_keeps_the_factors(fitted):
