@@ -50,7 +50,14 @@ def test_wheel_installs_one_top_level_package_of_its_own(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     top = {name.split("/")[0] for name in names if not name.split("/")[0].endswith(".dist-info")}
     assert top == {"als"}
-    assert "als/backends/base.py" in names and "als/backends/numba_cpu.py" in names
+    sources = {
+        f"{installed}/{path.relative_to(ROOT / folder).as_posix()}"
+        for folder, installed in (("als", "als"), ("backends", "als/backends"))
+        for path in (ROOT / folder).rglob("*.py")
+    }
+    # every module of the checkout is installed (a sub-package missing from pyproject's list
+    # would be left out silently)
+    assert sources <= set(names), sorted(sources - set(names))
 
 
 def test_wheel_holds_the_registry_the_kernels_and_the_licence(wheel):
