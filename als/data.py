@@ -46,7 +46,7 @@ import pandas as pd
 
 from als import errors
 from als.datasets import (
-    PROJECT_DATA_DIR,  # noqa: F401 (public in als.data before the split: kept importable)
+    PROJECT_DATA_DIR,  # noqa: F401 (public here too)
     REGISTRY_PATH,  # noqa: F401
     dataset_name_of,
     dataset_names,
@@ -58,7 +58,8 @@ from als.datasets import (
 )
 from als.errors import *  # noqa: F403 (every error of als.errors is importable from here)
 from als.errors import DataFormatError, EmptyDataError, InvalidTypeError
-from als.interactions import Interactions, csr_from_entries, python_scalar
+from als.interactions import Interactions, csr_from_entries
+from als.lookups import python_scalar
 from als.readers import (
     ITEM_NAMES,
     USER_NAMES,
