@@ -224,11 +224,11 @@ class Interactions:
 
     @cached_property
     def _users(self) -> IdIndex:
-        return IdIndex(self._user_ids)
+        return IdIndex(self._user_ids, "user")
 
     @cached_property
     def _items(self) -> IdIndex:
-        return IdIndex(self._item_ids)
+        return IdIndex(self._item_ids, "item")
 
     @cached_property
     def _titles(self) -> TitleIndex:
@@ -246,10 +246,7 @@ class Interactions:
         """
         row = self._users.find(user_id)
         if row is None:
-            raise UnknownUserError(
-                f"Unknown user id {user_id!r} in {self._name} "
-                f"({self.n_users:,} users{self._users.id_range()})."
-            )
+            raise UnknownUserError(self._users.unknown(user_id, self._name))
         return row
 
     def item_index(self, item_id) -> int:
@@ -262,11 +259,7 @@ class Interactions:
         """
         column = self._items.find(item_id)
         if column is None:
-            raise UnknownItemError(
-                f"Unknown item id {item_id!r} in {self._name} "
-                f"({self.n_items:,} items{self._items.id_range()}).",
-                key=item_id,
-            )
+            raise UnknownItemError(self._items.unknown(item_id, self._name), key=item_id)
         return column
 
     def user_id(self, row: int):

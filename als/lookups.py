@@ -26,16 +26,19 @@ def python_scalar(value):
 
 
 class IdIndex:
-    """The position of each raw id of one side, and the ids' range for messages.
+    """The position of each raw id of one side, and what to say when an id is not there.
 
     Parameters
     ----------
     ids : numpy.ndarray
         Raw ids (int64 or str), without repeats; position ``p`` holds ``ids[p]``.
+    side : {"user", "item"}
+        Whose ids they are, for messages.
     """
 
-    def __init__(self, ids: np.ndarray):
+    def __init__(self, ids: np.ndarray, side: str):
         self._ids = ids
+        self._side = side
         self._positions = {python_scalar(raw): position for position, raw in enumerate(ids)}
 
     def key(self, raw):
@@ -62,11 +65,15 @@ class IdIndex:
     def __contains__(self, raw) -> bool:
         return self.find(raw) is not None
 
-    def id_range(self) -> str:
-        """``", ids 1..6040"`` for integer ids (what a message adds to a count), else ``""``."""
-        if self._ids.size and self._ids.dtype.kind in "iu":
-            return f", ids {self._ids.min()}..{self._ids.max()}"
-        return ""
+    def unknown(self, raw, data_name: str) -> str:
+        """Return the message for a missing id: ``"Unknown user id 99 in ml-1m (6,040 users,
+        ids 1..6040)."`` (the range for integer ids only)."""
+        ids = self._ids
+        id_range = f", ids {ids.min()}..{ids.max()}" if ids.size and ids.dtype.kind in "iu" else ""
+        return (
+            f"Unknown {self._side} id {raw!r} in {data_name} "
+            f"({ids.size:,} {self._side}s{id_range})."
+        )
 
 
 class TitleIndex:
@@ -99,15 +106,8 @@ class TitleIndex:
         return text in self._exact
 
     def find(self, title: str) -> int:
-        """Return the column of the item called ``title``.
-
-        Raises
-        ------
-        UnknownItemError
-            No item has this title; the message lists up to five close matches.
-        AmbiguousItemError
-            Several items have this title (their raw ids) or fit it loosely (their titles).
-        """
+        """Return the column of the item called ``title``, as :meth:`Interactions.title_index`
+        describes (and with the errors it lists)."""
         matches = self._exact.get(title) or self._folded.get(title.strip().casefold())
         if not matches and _query_key(title) in self._loose:
             matches = self._loose[_query_key(title)]
