@@ -46,7 +46,7 @@ import pandas as pd
 
 from als import errors
 from als.datasets import (
-    PROJECT_DATA_DIR,  # noqa: F401 (public in als.data before the split: kept importable)
+    PROJECT_DATA_DIR,  # noqa: F401 (public here too)
     REGISTRY_PATH,  # noqa: F401
     dataset_name_of,
     dataset_names,
@@ -58,7 +58,8 @@ from als.datasets import (
 )
 from als.errors import *  # noqa: F403 (every error of als.errors is importable from here)
 from als.errors import DataFormatError, EmptyDataError, InvalidTypeError
-from als.interactions import Interactions, csr_from_entries, python_scalar
+from als.interactions import Interactions, csr_from_entries
+from als.lookups import python_scalar
 from als.readers import (
     ITEM_NAMES,
     USER_NAMES,
@@ -247,20 +248,19 @@ def read_table(
     """
     path = check_file(Path(path))
     _check_rules(on_bad_lines, duplicates)
-    label = name or path.name
+    columns = (user_col, item_col, weight_col)
     if path.suffix.lower() in (".parquet", ".pq"):
         frame = read_parquet(path)
-        return from_dataframe(
-            frame, user_col, item_col, weight_col, name=label, titles=titles,
-            on_bad_lines=on_bad_lines, duplicates=duplicates, _source=str(path),
-        )  # fmt: skip
-    text = read_text(path, encoding)
-    if not text.strip():
-        raise EmptyDataError(f"{path} is empty.")
-    records, weight = parse_table(text, path, user_col, item_col, weight_col, sep, on_bad_lines)
+        records, titles, weight = _frame_records(frame, columns, str(path), titles, on_bad_lines)
+    else:
+        text = read_text(path, encoding)
+        if not text.strip():
+            raise EmptyDataError(f"{path} is empty.")
+        records, weight = parse_table(text, path, *columns, sep, on_bad_lines)
     return _records_to_interactions(
-        records, path, label, "interactions", titles, duplicates, weighted=weight is not None
-    )
+        records, path, name or path.name, "interactions", titles, duplicates,
+        weighted=weight is not None,
+    )  # fmt: skip
 
 
 def _records_to_interactions(records, path, name, unit, titles, duplicates, *, weighted):
@@ -288,7 +288,6 @@ def from_dataframe(
     title_col: str | None = None,
     on_bad_lines: str = "error",
     duplicates: str = "sum",
-    _source: str | None = None,
 ) -> Interactions:
     """Build an :class:`Interactions` from a pandas DataFrame of user, item, weight rows.
 
@@ -319,13 +318,26 @@ def from_dataframe(
     UnknownColumnError, DataFormatError, EmptyDataError
     """
     _check_rules(on_bad_lines, duplicates)
-    where = _source or f"the DataFrame {name!r}"
-    columns = list(frame.columns)
-    user = pick_column(columns, user_col, USER_NAMES, "user", where)
-    item = pick_column(columns, item_col, ITEM_NAMES, "item", where)
-    weight = find_weight(columns, weight_col, where)
+    where = f"the DataFrame {name!r}"
+    columns = (user_col, item_col, weight_col)
+    records, titles, weight = _frame_records(
+        frame, columns, where, titles, on_bad_lines, title_col=title_col
+    )
+    return _records_to_interactions(
+        records, where, name, "interactions", titles, duplicates, weighted=weight is not None
+    )
+
+
+def _frame_records(frame, columns, where, titles, on_bad_lines, *, title_col=None):
+    """The records of a DataFrame's user, item and weight columns (found by name where not
+    given), its titles (``title_col``'s merged into ``titles``) and its weight column."""
+    names = list(frame.columns)
+    user_col, item_col, weight_col = columns
+    user = pick_column(names, user_col, USER_NAMES, "user", where)
+    item = pick_column(names, item_col, ITEM_NAMES, "item", where)
+    weight = find_weight(names, weight_col, where)
     if title_col is not None:
-        pick_column(columns, title_col, (), "title", where)
+        pick_column(names, title_col, (), "title", where)
         pairs = frame[[item, title_col]].dropna().drop_duplicates(subset=item)
         titles = {
             **dict(zip(pairs[item].map(python_scalar), pairs[title_col].astype(str), strict=True)),
@@ -349,9 +361,7 @@ def from_dataframe(
         _frame_ids(frame[user]), _frame_ids(frame[item]),
         weights.to_numpy(dtype=np.float64, na_value=np.nan), n_bad, first_bad,
     )  # fmt: skip
-    return _records_to_interactions(
-        records, where, name, "interactions", titles, duplicates, weighted=weight is not None
-    )
+    return records, titles, weight
 
 
 def _bad_row_message(frame, position, user, item, weight, where) -> str:

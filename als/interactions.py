@@ -2,26 +2,25 @@
 
 An :class:`Interactions` holds a ``scipy.sparse.csr_matrix`` of float32 weights in canonical
 form (sorted indices, no duplicates, no stored zeros), the raw id of each row and column, and
-the item titles where the data set has them. It looks ids and titles up (with close-match
-suggestions), filters, adds a new user, and round-trips through plain numpy arrays. It never
-changes after construction: :meth:`Interactions.filter` and :meth:`Interactions.add_user`
-return new objects.
+the item titles where the data set has them. It looks ids and titles up (through
+:mod:`als.lookups`, which also suggests close titles), filters, adds a new user, and
+round-trips through plain numpy arrays. It never changes after construction:
+:meth:`Interactions.filter` and :meth:`Interactions.add_user` return new objects.
 
 Building one from files, tables and DataFrames is :mod:`als.data`, which also re-exports it.
 """
 
 from __future__ import annotations
 
-import difflib
-import re
+import operator
 from collections.abc import Mapping, Sequence
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
 from als.errors import (
-    AmbiguousItemError,
     DataFormatError,
     EmptyDataError,
     InvalidValueError,
@@ -29,15 +28,10 @@ from als.errors import (
     UnknownItemError,
     UnknownUserError,
 )
-from als.readers import SPACED_INTEGER
+from als.lookups import IdIndex, TitleIndex, python_scalar
 from als.validation import check_choice, check_user_items
 
 __all__ = ["Interactions"]
-
-
-# --------------------------------------------------------------------------------------------
-# Helpers shared with als.data: CSR building and scalars.
-# --------------------------------------------------------------------------------------------
 
 
 def _index_dtype(*sizes: int) -> type:
@@ -58,16 +52,6 @@ def csr_from_entries(rows, cols, data, shape) -> sp.csr_matrix:
     return matrix
 
 
-def python_scalar(value):
-    """A numpy scalar as the plain Python int or str it stands for."""
-    return value.item() if isinstance(value, np.generic) else value
-
-
-# --------------------------------------------------------------------------------------------
-# The Interactions object.
-# --------------------------------------------------------------------------------------------
-
-
 def _frozen(array: np.ndarray) -> np.ndarray:
     array = np.array(array, copy=True)
     array.flags.writeable = False
@@ -83,6 +67,11 @@ def _check_ids(ids, what: str) -> np.ndarray:
     if np.unique(ids).size != ids.size:
         raise InvalidValueError(f"{what} holds repeated ids.")
     return ids
+
+
+def _stored(attribute: str, doc: str) -> property:
+    """A read-only property giving ``self.<attribute>``, which only the constructor sets."""
+    return property(operator.attrgetter(attribute), doc=doc)
 
 
 class Interactions:
@@ -151,39 +140,23 @@ class Interactions:
         self._name, self._unit = str(name), str(unit)
         self._n_duplicates, self._n_bad_lines = int(n_duplicates), int(n_bad_lines)
         self._history = tuple(str(h) for h in history)
-        self._user_lookup = self._item_lookup = self._title_lookup = None
 
-    # ---- read-only views ------------------------------------------------------------------
+    # ---- read-only views: set once, by the constructor ----------------------------------
 
-    @property
-    def user_items(self) -> sp.csr_matrix:
-        """The users x items float32 CSR matrix of weights."""
-        return self._user_items
-
-    @property
-    def user_ids(self) -> np.ndarray:
-        """Raw user id of each row (read-only int64 or str array)."""
-        return self._user_ids
-
-    @property
-    def item_ids(self) -> np.ndarray:
-        """Raw item id of each column (read-only int64 or str array)."""
-        return self._item_ids
-
-    @property
-    def item_titles(self) -> np.ndarray | None:
-        """Title of each column (``""`` where unknown), or None when the data has no titles."""
-        return self._item_titles
-
-    @property
-    def name(self) -> str:
-        """What the data set is called in messages."""
-        return self._name
-
-    @property
-    def unit(self) -> str:
-        """What one stored entry is ("ratings", "interactions")."""
-        return self._unit
+    user_items = _stored("_user_items", "The users x items float32 CSR matrix of weights.")
+    user_ids = _stored("_user_ids", "Raw user id of each row (read-only int64 or str array).")
+    item_ids = _stored("_item_ids", "Raw item id of each column (read-only int64 or str array).")
+    item_titles = _stored(
+        "_item_titles",
+        'Title of each column (``""`` where unknown), or None when the data has no titles.',
+    )
+    name = _stored("_name", "What the data set is called in messages.")
+    unit = _stored("_unit", 'What one stored entry is ("ratings", "interactions").')
+    n_duplicates = _stored("_n_duplicates", "Duplicate (user, item) rows merged while loading.")
+    n_bad_lines = _stored(
+        "_n_bad_lines", 'Bad lines skipped while loading (``on_bad_lines="skip"``).'
+    )
+    history = _stored("_history", "What was done to the data, one sentence per step.")
 
     @property
     def n_users(self) -> int:
@@ -204,21 +177,6 @@ class Interactions:
     def nnz(self) -> int:
         """Number of stored (user, item) entries."""
         return self._user_items.nnz
-
-    @property
-    def n_duplicates(self) -> int:
-        """Duplicate (user, item) rows merged while loading."""
-        return self._n_duplicates
-
-    @property
-    def n_bad_lines(self) -> int:
-        """Bad lines skipped while loading (``on_bad_lines="skip"``)."""
-        return self._n_bad_lines
-
-    @property
-    def history(self) -> tuple[str, ...]:
-        """What was done to the data, one sentence per step."""
-        return self._history
 
     def __len__(self) -> int:
         return self.nnz
@@ -262,7 +220,19 @@ class Interactions:
             }
         )
 
-    # ---- id lookups -----------------------------------------------------------------------
+    # ---- id and title lookups --------------------------------------------------------------
+
+    @cached_property
+    def _users(self) -> IdIndex:
+        return IdIndex(self._user_ids, "user")
+
+    @cached_property
+    def _items(self) -> IdIndex:
+        return IdIndex(self._item_ids, "item")
+
+    @cached_property
+    def _titles(self) -> TitleIndex:
+        return TitleIndex(self._item_titles, self._item_ids, self._name)
 
     def user_index(self, user_id) -> int:
         """Return the row of raw user id ``user_id``.
@@ -274,14 +244,9 @@ class Interactions:
         UnknownUserError
             The id is not in the data.
         """
-        if self._user_lookup is None:
-            self._user_lookup = {python_scalar(u): row for row, u in enumerate(self._user_ids)}
-        row = self._user_lookup.get(_coerce_key(user_id, self._user_ids))
+        row = self._users.find(user_id)
         if row is None:
-            raise UnknownUserError(
-                f"Unknown user id {user_id!r} in {self._name} "
-                f"({self.n_users:,} users{_id_range(self._user_ids)})."
-            )
+            raise UnknownUserError(self._users.unknown(user_id, self._name))
         return row
 
     def item_index(self, item_id) -> int:
@@ -292,19 +257,10 @@ class Interactions:
         UnknownItemError
             The id is not in the data.
         """
-        column = self._item_lookup_table().get(_coerce_key(item_id, self._item_ids))
+        column = self._items.find(item_id)
         if column is None:
-            raise UnknownItemError(
-                f"Unknown item id {item_id!r} in {self._name} "
-                f"({self.n_items:,} items{_id_range(self._item_ids)}).",
-                key=item_id,
-            )
+            raise UnknownItemError(self._items.unknown(item_id, self._name), key=item_id)
         return column
-
-    def _item_lookup_table(self) -> dict:
-        if self._item_lookup is None:
-            self._item_lookup = {python_scalar(i): col for col, i in enumerate(self._item_ids)}
-        return self._item_lookup
 
     def user_id(self, row: int):
         """Return the raw id (int or str) of user row ``row``."""
@@ -333,69 +289,7 @@ class Interactions:
         AmbiguousItemError
             Several items have this title (their raw ids) or fit it loosely (their titles).
         """
-        exact, folded, loose = self._titles()
-        matches = exact.get(title) or folded.get(title.strip().casefold())
-        if not matches and _query_key(title) in loose:
-            matches = loose[_query_key(title)]
-            if len(matches) > 1:
-                titles = sorted(str(self._item_titles[c]) for c in matches)
-                shown = "; ".join(titles[:10]) + ("; ..." if len(titles) > 10 else "")
-                raise AmbiguousItemError(
-                    f"{len(titles)} items in {self._name} fit {title!r}: {shown}; "
-                    "give the full title.",
-                    key=title,
-                    candidates=[self.item_id(c) for c in matches],
-                )
-        if not matches:
-            suggestions = self._close_titles(title)
-            hint = f"; did you mean: {'; '.join(suggestions)}?" if suggestions else ""
-            raise UnknownItemError(
-                f"No item titled {title!r} in {self._name}{hint}",
-                key=title,
-                suggestions=suggestions,
-            )
-        if len(matches) > 1:
-            ids = [self.item_id(c) for c in matches]
-            raise AmbiguousItemError(
-                f"{len(ids)} items in {self._name} are titled {title!r} (ids "
-                f"{', '.join(map(repr, ids))}); pass the raw item id instead.",
-                key=title,
-                candidates=ids,
-            )
-        return matches[0]
-
-    def _titles(self) -> tuple[dict, dict, dict]:
-        if self._title_lookup is None:
-            exact, folded, loose = {}, {}, {}
-            for column, title in enumerate(() if self._item_titles is None else self._item_titles):
-                if title:
-                    exact.setdefault(str(title), []).append(column)
-                    folded.setdefault(str(title).strip().casefold(), []).append(column)
-                    for key in _loose_keys(str(title)):
-                        loose.setdefault(key, []).append(column)
-            self._title_lookup = (exact, folded, loose)
-        return self._title_lookup
-
-    def _close_titles(self, title: str) -> list[str]:
-        exact, folded, loose = self._titles()
-        query, key = title.strip().casefold(), _query_key(title)
-        # titles that go on from what was typed ("star wars" -> "Star Wars: Episode IV ...")
-        close = [loose[c] for c in sorted(loose) if key and re.match(rf"{re.escape(key)}\W", c)]
-        close += [folded[c] for c in difflib.get_close_matches(query, list(folded), 5, 0.6)]
-        close += [loose[c] for c in difflib.get_close_matches(key, list(loose), 5, 0.75)]
-        if not close and key:
-            # a misspelt start of a long title ("star warz" for "Star Wars: Episode IV ...")
-            starts = {}
-            for loose_key, columns in loose.items():
-                starts.setdefault(loose_key[: len(key)], []).extend(columns)
-            close = [starts[c] for c in difflib.get_close_matches(key, list(starts), 3, 0.8)]
-        suggestions = []
-        for columns in close:
-            for column in columns:
-                name = str(self._item_titles[column])
-                if name not in suggestions:
-                    suggestions.append(name)
-        return suggestions[:5]
+        return self._titles.find(title)
 
     def resolve_item(self, key, *, by: str = "auto") -> int:
         """Return the column of an item given by raw id or by title.
@@ -417,8 +311,8 @@ class Interactions:
             return self.title_index(str(key))
         if by == "id" or not isinstance(key, str) or self._item_titles is None:
             return self.item_index(key)
-        column = self._item_lookup_table().get(_coerce_key(key, self._item_ids))
-        if column is not None and key not in self._titles()[0]:
+        column = self._items.find(key)
+        if column is not None and not self._titles.is_title(key):
             return column
         return self.title_index(key)
 
@@ -466,28 +360,9 @@ class Interactions:
         ):
             if int(value) != value or value < 1:
                 raise InvalidValueError(f"{label} must be an integer >= 1; got {value!r}.")
-        matrix = self._user_items
-        rows = np.repeat(np.arange(self.n_users), np.diff(matrix.indptr))
-        cols, data = matrix.indices, matrix.data
-        keep_users = np.ones(self.n_users, dtype=bool)
-        keep_items = np.ones(self.n_items, dtype=bool)
-        if min_weight is not None:
-            strong = data >= min_weight
-            rows, cols, data = rows[strong], cols[strong], data[strong]
-        while True:
-            user_counts = np.bincount(rows, minlength=self.n_users)
-            item_counts = np.bincount(cols, minlength=self.n_items)
-            drop_users = keep_users & (user_counts < min_user_interactions)
-            drop_items = keep_items & (item_counts < min_item_interactions)
-            keep_users &= ~drop_users
-            keep_items &= ~drop_items
-            entries = keep_users[rows] & keep_items[cols]
-            rows, cols, data = rows[entries], cols[entries], data[entries]
-            if not iterate or not (drop_users.any() or drop_items.any()):
-                break
-        # Users/items with no entries at all (e.g. after iterate=False) go too.
-        keep_users &= np.bincount(rows, minlength=self.n_users) > 0
-        keep_items &= np.bincount(cols, minlength=self.n_items) > 0
+        rows, cols, data, keep_users, keep_items = _surviving_entries(
+            self._user_items, min_weight, min_user_interactions, min_item_interactions, iterate
+        )
         step = (
             f"filter(min_weight={min_weight}, min_user_interactions={min_user_interactions}, "
             f"min_item_interactions={min_item_interactions}, iterate={iterate})"
@@ -605,16 +480,16 @@ class Interactions:
         if user_id is None:
             if self._user_ids.dtype.kind == "i":
                 return int(self._user_ids.max()) + 1
-            taken, n = set(self._user_ids.tolist()), 1
-            while (candidate := "new-user" + (f"-{n}" if n > 1 else "")) in taken:
+            n = 1
+            while (candidate := "new-user" + (f"-{n}" if n > 1 else "")) in self._users:
                 n += 1
             return candidate
-        key = _coerce_key(user_id, self._user_ids)
+        key = self._users.key(user_id)
         if key is None:
             raise InvalidValueError(
                 f"User id {user_id!r} does not fit the data's {self._user_ids.dtype} ids."
             )
-        if key in set(self._user_ids.tolist()):
+        if key in self._users:
             raise InvalidValueError(f"User id {user_id!r} already exists in {self._name}.")
         return key
 
@@ -677,75 +552,71 @@ class Interactions:
             A required array is missing.
         """
 
-        def get(key, default=None):
-            return arrays[prefix + key] if prefix + key in arrays else default
+        return cls(**_saved_arguments(arrays, prefix))
 
-        if get("user_ids") is None or get("item_ids") is None:
-            raise MissingDataError(
-                f"No {prefix}user_ids / {prefix}item_ids arrays to rebuild from."
-            )
-        user_ids, item_ids = np.asarray(get("user_ids")), np.asarray(get("item_ids"))
-        shape = (user_ids.size, item_ids.size)
-        stored_shape = get("shape")
-        if stored_shape is not None and np.asarray(stored_shape).reshape(-1).tolist() != list(
-            shape
-        ):
-            raise DataFormatError(
-                f"The saved interactions are corrupted: shape {np.asarray(stored_shape)} but "
-                f"{shape[0]} user ids and {shape[1]} item ids."
-            )
-        if get("indptr") is not None:
-            matrix = _matrix_from_arrays(get("indptr"), get("indices"), get("weights"), shape)
-        else:
-            matrix = sp.csr_matrix(shape, dtype=np.float32)
-        titles = get("item_titles")
-        counts = get("counts", np.zeros(2, dtype=np.int64))
-        return cls(
-            matrix,
-            user_ids,
-            item_ids,
-            titles if titles is not None and titles.size else None,
-            name=str(get("name", "data")),
-            unit=str(get("unit", "interactions")),
-            n_duplicates=int(counts[0]),
-            n_bad_lines=int(counts[1]),
-            history=[str(h) for h in get("history", [])],
+
+def _surviving_entries(matrix, min_weight, min_user_interactions, min_item_interactions, iterate):
+    """The entries (rows, cols, data) and the users and items (masks) that a filter keeps."""
+    n_users, n_items = matrix.shape
+    rows = np.repeat(np.arange(n_users), np.diff(matrix.indptr))
+    cols, data = matrix.indices, matrix.data
+    keep_users = np.ones(n_users, dtype=bool)
+    keep_items = np.ones(n_items, dtype=bool)
+    if min_weight is not None:
+        strong = data >= min_weight
+        rows, cols, data = rows[strong], cols[strong], data[strong]
+    while True:
+        user_counts = np.bincount(rows, minlength=n_users)
+        item_counts = np.bincount(cols, minlength=n_items)
+        drop_users = keep_users & (user_counts < min_user_interactions)
+        drop_items = keep_items & (item_counts < min_item_interactions)
+        keep_users &= ~drop_users
+        keep_items &= ~drop_items
+        entries = keep_users[rows] & keep_items[cols]
+        rows, cols, data = rows[entries], cols[entries], data[entries]
+        if not iterate or not (drop_users.any() or drop_items.any()):
+            break
+    # Users/items with no entries at all (e.g. after iterate=False) go too.
+    keep_users &= np.bincount(rows, minlength=n_users) > 0
+    keep_items &= np.bincount(cols, minlength=n_items) > 0
+    return rows, cols, data, keep_users, keep_items
+
+
+def _saved_arguments(arrays: Mapping, prefix: str) -> dict:
+    """The constructor's arguments held by :meth:`Interactions.to_arrays` output, checked."""
+
+    def get(key, default=None):
+        return arrays[prefix + key] if prefix + key in arrays else default
+
+    if get("user_ids") is None or get("item_ids") is None:
+        raise MissingDataError(f"No {prefix}user_ids / {prefix}item_ids arrays to rebuild from.")
+    user_ids, item_ids = np.asarray(get("user_ids")), np.asarray(get("item_ids"))
+    shape = (user_ids.size, item_ids.size)
+    stored_shape = get("shape")
+    if stored_shape is not None and np.asarray(stored_shape).reshape(-1).tolist() != list(shape):
+        raise DataFormatError(
+            f"The saved interactions are corrupted: shape {np.asarray(stored_shape)} but "
+            f"{shape[0]} user ids and {shape[1]} item ids."
         )
+    if get("indptr") is not None:
+        matrix = _matrix_from_arrays(get("indptr"), get("indices"), get("weights"), shape)
+    else:
+        matrix = sp.csr_matrix(shape, dtype=np.float32)
+    titles = get("item_titles")
+    counts = get("counts", np.zeros(2, dtype=np.int64))
+    return {
+        "user_items": matrix,
+        "user_ids": user_ids,
+        "item_ids": item_ids,
+        "item_titles": titles if titles is not None and titles.size else None,
+        "name": str(get("name", "data")),
+        "unit": str(get("unit", "interactions")),
+        "n_duplicates": int(counts[0]),
+        "n_bad_lines": int(counts[1]),
+        "history": [str(h) for h in get("history", [])],
+    }
 
 
-_YEAR = re.compile(r"\s*\((\d{4})\)\s*$")
-_ARTICLES = r"(?:the|a|an|la|le|les|l'|il|el|der|die|das)"
-_TRAILING_ARTICLE = re.compile(rf",\s*{_ARTICLES}(?=\s*\(|$)")
-_LEADING_ARTICLE = re.compile(r"^(?:the|a|an)\s+")
-_PARENTHESES = re.compile(r"\s*\([^)]*\)")
-
-
-def _without_article(text: str) -> str:
-    """Drop a leading or trailing article: "matrix, the" and "the matrix" give "matrix"."""
-    text = _TRAILING_ARTICLE.sub("", text.strip(), count=1)
-    return _LEADING_ARTICLE.sub("", text).strip()
-
-
-def _query_key(title: str) -> str:
-    """The loose form of a title someone typed: no article, its year kept if given."""
-    text = title.strip().casefold()
-    year = _YEAR.search(text)
-    base = _without_article(text[: year.start()] if year else text)
-    return f"{base} ({year.group(1)})" if year else base
-
-
-def _loose_keys(title: str) -> set[str]:
-    """The loose forms a title answers to: with and without its year and alternative title."""
-    text = title.strip().casefold()
-    year = _YEAR.search(text)
-    base = text[: year.start()] if year else text
-    keys = set()
-    for form in {base, _PARENTHESES.sub("", base)}:
-        form = _without_article(form)
-        keys.add(form)
-        if year:
-            keys.add(f"{form} ({year.group(1)})")
-    return keys
 def _matrix_from_arrays(indptr, indices, weights, shape) -> sp.csr_matrix:
     """The CSR matrix of saved arrays, after checking that they describe one of ``shape``."""
     n_users, n_items = shape
@@ -767,23 +638,3 @@ def _matrix_from_arrays(indptr, indices, weights, shape) -> sp.csr_matrix:
     if problem is not None:
         raise DataFormatError(f"The saved interactions are corrupted: {problem}.")
     return sp.csr_matrix((weights, indices, indptr), shape=shape)
-
-
-def _coerce_key(key, ids: np.ndarray):
-    """Turn a lookup key into the Python type of ``ids``; None when it cannot be one."""
-    key = python_scalar(key)
-    if ids.dtype.kind in "iu":
-        if isinstance(key, bool):
-            return None
-        if isinstance(key, int):
-            return key
-        if isinstance(key, str) and SPACED_INTEGER.fullmatch(key):
-            return int(key)
-        return None
-    return key if isinstance(key, str) else str(key)
-
-
-def _id_range(ids: np.ndarray) -> str:
-    if ids.size and ids.dtype.kind in "iu":
-        return f", ids {ids.min()}..{ids.max()}"
-    return ""

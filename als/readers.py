@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from als.errors import (
-    DataError,  # noqa: F401 (importable from here before als.errors existed: kept)
+    DataError,  # noqa: F401 (importable from here too)
     DataFormatError,
     EmptyDataError,
     UnknownColumnError,

@@ -122,50 +122,8 @@ def check_user_items(
     ValueError
         For a wrong shape, NaN or infinite weights, or a malformed CSR structure.
     """
-    if scipy.sparse.issparse(matrix):
-        if matrix.format != "csr":
-            start = time.perf_counter()
-            converted = matrix.tocsr()
-            if warn:
-                warnings.warn(
-                    f"{name} should be a CSR matrix, got {matrix.format.upper()}; converting "
-                    f"it took {time.perf_counter() - start:.3f}s",
-                    ParameterWarning,
-                    stacklevel=3,
-                )
-            matrix = converted
-    elif allow_dense and isinstance(matrix, np.ndarray) and matrix.ndim == 2:
-        _check_weight_dtype(matrix.dtype, name)
-        if warn:
-            warnings.warn(
-                f"{name} should be a sparse CSR matrix, got a dense array; converting it",
-                ParameterWarning,
-                stacklevel=3,
-            )
-        matrix = scipy.sparse.csr_matrix(matrix)
-    else:
-        kind = "CSR matrix of weights" if allow_dense else "matrix"
-        raise InvalidTypeError(f"{name} must be a scipy.sparse {kind}, not {type(matrix).__name__}")
-    if matrix.ndim != 2:
-        raise InvalidValueError(f"{name} must be 2-dimensional, got shape {matrix.shape}")
-    _check_weight_dtype(matrix.dtype, name)
-    if shape is not None and matrix.shape != tuple(shape):
-        raise InvalidValueError(f"{name} has shape {matrix.shape}, expected {tuple(shape)}")
-    if rows is not None and matrix.shape[0] != rows:
-        raise InvalidValueError(f"{name} has {matrix.shape[0]} rows, expected {rows}")
-    if widen and columns is not None and matrix.shape[1] > columns:
-        raise InvalidValueError(
-            f"{name} has {matrix.shape[1]} columns but the model has only {columns}: a matrix "
-            "may be narrower than the model (missing columns have no interactions), not wider"
-        )
-    if columns is not None and matrix.shape[1] != columns and not widen:
-        raise InvalidValueError(f"{name} has {matrix.shape[1]} columns, expected {columns}")
-
-    if require_entries and 0 in matrix.shape:
-        raise InvalidValueError(f"{name} is empty: shape {matrix.shape}")
-    if require_entries and matrix.nnz == 0:
-        raise InvalidValueError(f"{name} has no interactions: every weight is missing")
-
+    matrix = _as_sparse(matrix, name, allow_dense, warn)
+    _check_matrix_shape(matrix, name, shape, rows, columns, require_entries, widen)
     try:
         matrix.check_format(full_check=True)
     except ValueError as exc:
@@ -200,6 +158,64 @@ def check_user_items(
     if finite and not np.isfinite(matrix.data).all():
         raise InvalidValueError(f"{name} has weights that overflow {matrix.dtype}")
     return matrix
+
+
+def _as_sparse(matrix, name, allow_dense, warn):
+    """``matrix`` as a scipy.sparse CSR matrix, converted (with a warning when ``warn``) from
+    another sparse format or, when ``allow_dense``, a 2-D ndarray.
+
+    Its warnings name the same line as :func:`check_user_items`'s own (the caller of the
+    public function that checks its argument): one frame further up, so ``stacklevel=4``.
+    """
+    if scipy.sparse.issparse(matrix):
+        if matrix.format != "csr":
+            start = time.perf_counter()
+            converted = matrix.tocsr()
+            if warn:
+                warnings.warn(
+                    f"{name} should be a CSR matrix, got {matrix.format.upper()}; converting "
+                    f"it took {time.perf_counter() - start:.3f}s",
+                    ParameterWarning,
+                    stacklevel=4,
+                )
+            matrix = converted
+    elif allow_dense and isinstance(matrix, np.ndarray) and matrix.ndim == 2:
+        _check_weight_dtype(matrix.dtype, name)
+        if warn:
+            warnings.warn(
+                f"{name} should be a sparse CSR matrix, got a dense array; converting it",
+                ParameterWarning,
+                stacklevel=4,
+            )
+        matrix = scipy.sparse.csr_matrix(matrix)
+    else:
+        kind = "CSR matrix of weights" if allow_dense else "matrix"
+        raise InvalidTypeError(f"{name} must be a scipy.sparse {kind}, not {type(matrix).__name__}")
+    return matrix
+
+
+def _check_matrix_shape(matrix, name, shape, rows, columns, require_entries, widen):
+    """Refuse a matrix that is not 2-D, has the wrong weight dtype or shape, or (with
+    ``require_entries``) nothing to learn from."""
+    if matrix.ndim != 2:
+        raise InvalidValueError(f"{name} must be 2-dimensional, got shape {matrix.shape}")
+    _check_weight_dtype(matrix.dtype, name)
+    if shape is not None and matrix.shape != tuple(shape):
+        raise InvalidValueError(f"{name} has shape {matrix.shape}, expected {tuple(shape)}")
+    if rows is not None and matrix.shape[0] != rows:
+        raise InvalidValueError(f"{name} has {matrix.shape[0]} rows, expected {rows}")
+    if widen and columns is not None and matrix.shape[1] > columns:
+        raise InvalidValueError(
+            f"{name} has {matrix.shape[1]} columns but the model has only {columns}: a matrix "
+            "may be narrower than the model (missing columns have no interactions), not wider"
+        )
+    if columns is not None and matrix.shape[1] != columns and not widen:
+        raise InvalidValueError(f"{name} has {matrix.shape[1]} columns, expected {columns}")
+
+    if require_entries and 0 in matrix.shape:
+        raise InvalidValueError(f"{name} is empty: shape {matrix.shape}")
+    if require_entries and matrix.nnz == 0:
+        raise InvalidValueError(f"{name} has no interactions: every weight is missing")
 
 
 def _check_weight_dtype(dtype, name):

@@ -8,6 +8,8 @@ the largest difference relative to the largest factor: measured on the 2,000 x 1
 power-law matrix below it stays under 4e-3 after 1, 5 and 15 iterations on every CPU
 backend; we allow 1e-2 (DESIGN.md's figure for ML-1M-sized data). Rankings computed from
 factors that differ by that much still agree on >= 99.9% of top-10 items; we require 99%.
+Where implicit's own float32 fit is far from its float64 fit (3-step CG on a small, strongly
+weighted matrix), a float32 CG fit is held to a small multiple of that distance instead.
 Queries on identical factors (recommend, similar_*, explain, loss) must agree to float32
 rounding: rtol 1e-5 on scores.
 """
@@ -25,10 +27,33 @@ from tests.conftest import dataset_path
 
 FACTOR_TOLERANCE = 1e-2
 MIN_TOP10_OVERLAP = 0.99
+#: a float32 CG fit may be this many times implicit's own float32 error away from implicit's
+FLOAT32_CG_ERROR_MULTIPLE = 3.0
 
 
 def relative_difference(ours, theirs):
     return float(np.abs(ours - theirs).max() / np.abs(theirs).max())
+
+
+def relative_rms(ours, theirs):
+    """The difference's Frobenius norm relative to ``theirs``: the size of a difference spread
+    over all factors, steadier from seed to seed than the largest single difference."""
+    return float(np.linalg.norm(ours - theirs) / np.linalg.norm(theirs))
+
+
+def implicit_float32_error(user_items, theirs, **params):
+    """How far implicit's float32 fit ``theirs`` lies from implicit's float64 fit started from
+    the same initial factors (``relative_rms``, the larger of the two sides)."""
+    start = ImplicitALS(**{**params, "iterations": 0})  # the float32 fit's initial factors
+    start.fit(user_items, show_progress=False)
+    exact = ImplicitALS(**{**params, "dtype": np.float64})
+    exact.user_factors = start.user_factors.astype(np.float64)
+    exact.item_factors = start.item_factors.astype(np.float64)
+    exact.fit(user_items, show_progress=False)
+    return max(
+        relative_rms(theirs.user_factors, exact.user_factors),
+        relative_rms(theirs.item_factors, exact.item_factors),
+    )
 
 
 def top10_overlap(ours, theirs, user_items):
@@ -58,19 +83,12 @@ def test_factors_match_implicit(backend_name, medium_matrix, iterations):
 
 @pytest.mark.parametrize(
     "use_cg, dtype",
-    [(True, np.float64), (False, np.float64), (False, np.float32)],
-    ids=["cg-float64", "exact-float64", "exact-float32"],
+    [(True, np.float64), (False, np.float64), (True, np.float32), (False, np.float32)],
+    ids=["cg-float64", "exact-float64", "cg-float32", "exact-float32"],
 )
 def test_parameters_match_implicit(backend_name, small_matrix, use_cg, dtype):
-    """alpha, regularization, dtype, the exact solver and disliked (negative) entries.
-
-    float32 CG is left to the test above: with alpha=2.5 and lambda=0.3 this small matrix
-    makes 3-step CG sensitive to rounding, and implicit's own float32 and float64 fits from
-    identical initial factors differ by 3-6% after 4 iterations (ours by as much).
-    """
-    ours, theirs = fit_both(
-        small_matrix,
-        backend_name,
+    """alpha, regularization, dtype, the exact solver and disliked (negative) entries."""
+    params = dict(
         factors=8,
         iterations=4,
         alpha=2.5,
@@ -79,10 +97,22 @@ def test_parameters_match_implicit(backend_name, small_matrix, use_cg, dtype):
         dtype=dtype,
         random_state=7,
     )
+    ours, theirs = fit_both(small_matrix, backend_name, **params)
     assert ours.user_factors.dtype == theirs.user_factors.dtype == np.dtype(dtype)
-    tolerance = FACTOR_TOLERANCE if dtype == np.float32 else 1e-9
-    assert relative_difference(ours.user_factors, theirs.user_factors) < tolerance
-    assert relative_difference(ours.item_factors, theirs.item_factors) < tolerance
+    if use_cg and dtype == np.float32:
+        # 3-step CG carries rounding from one iteration to the next, and with alpha=2.5 and
+        # lambda=0.3 this small matrix amplifies it: implicit's own float32 fit lies 1.7% from
+        # its float64 fit (relative_rms; 3.5% in the largest factor). Two float32 fits that
+        # each lie about that far from the float64 fit can be twice that far apart; we allow
+        # three times. Measured with random_state 0..39 on the numpy and cpu backends: at most
+        # 2.05 times, 1.25 times on average; 1.64 (numpy) and 1.93 (cpu) with random_state 7.
+        limit = FLOAT32_CG_ERROR_MULTIPLE * implicit_float32_error(small_matrix, theirs, **params)
+        assert relative_rms(ours.user_factors, theirs.user_factors) < limit
+        assert relative_rms(ours.item_factors, theirs.item_factors) < limit
+    else:
+        tolerance = FACTOR_TOLERANCE if dtype == np.float32 else 1e-9
+        assert relative_difference(ours.user_factors, theirs.user_factors) < tolerance
+        assert relative_difference(ours.item_factors, theirs.item_factors) < tolerance
     # a user with no interactions gets zero factors, as in implicit's native solvers
     assert not ours.user_factors[7].any()
 

@@ -131,7 +131,7 @@ def test_argument_choices_are_checked(tmp_path, ml1m_dir):
         load(ml1m_dir, duplicates="mean")
 
 
-def test_data_reexports_the_split_modules():
+def test_data_reexports_its_modules_public_names():
     assert als.data.Interactions is als.interactions.Interactions
     for name in als.errors.__all__:
         assert getattr(als.data, name) is getattr(als.errors, name)

@@ -1,5 +1,6 @@
-"""Tests of als.datasets: the search order, offline errors, downloads checked by sha256 or (when
-only that is recorded) md5, safe zip extraction, and the registry file.
+"""Tests of als.datasets: the search order, search folders that cannot be read, offline errors,
+downloads checked by sha256 or (when only that is recorded) md5, safe zip extraction, and the
+registry file.
 
 No test touches the network: ``_fetch`` is replaced by a copy of a zip the test builds.
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import re
 import shutil
 import zipfile
@@ -60,6 +62,50 @@ def test_find_dataset_search_order(places):
     write(places["home"] / ".cache" / "als" / "hetrec2011-lastfm-2k" / "user_artists.dat", "a")
     assert find_dataset("lastfm-2k").parent == cache
     assert load("ml-100k").name == "ml-100k"
+
+
+def ml_100k(root):
+    folder = root / "ml-100k"
+    folder.mkdir(parents=True)
+    (folder / "u.data").write_text("1\t1\t5\t0\n")
+    return folder
+
+
+@pytest.fixture
+def unreadable(tmp_path):
+    """A search folder whose entries cannot be looked at, even by root: a too-long name."""
+    return tmp_path / ("x" * 300)
+
+
+def test_unreadable_search_folders_are_skipped_with_a_note(
+    tmp_path, unreadable, monkeypatch, caplog
+):
+    good = ml_100k(tmp_path / "good")
+    monkeypatch.setenv("ALS_DATA_DIR", os.pathsep.join([str(unreadable), str(good.parent)]))
+    with caplog.at_level(logging.WARNING, logger="als.datasets"):
+        assert find_dataset("ml-100k", download=False) == good
+    assert any("skipping" in record.getMessage() for record in caplog.records)
+
+
+def test_unreadable_search_folders_are_named_when_nothing_is_found(unreadable, monkeypatch):
+    monkeypatch.setenv("ALS_DATA_DIR", str(unreadable))
+    monkeypatch.setenv("HOME", str(unreadable))  # the user cache is unreadable too
+    with pytest.raises(DatasetNotFoundError, match="unreadable") as caught:
+        find_dataset("lastfm-2k", download=False)
+    assert any("unreadable" in place and "x" * 300 in place for place in caught.value.searched)
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root reads anything")
+def test_a_folder_without_permission_is_skipped(tmp_path, monkeypatch):
+    locked = tmp_path / "locked"
+    ml_100k(locked)
+    locked.chmod(0)
+    good = ml_100k(tmp_path / "good")
+    monkeypatch.setenv("ALS_DATA_DIR", os.pathsep.join([str(locked), str(good.parent)]))
+    try:
+        assert find_dataset("ml-100k", download=False) == good
+    finally:
+        locked.chmod(0o755)
 
 
 def use_registry(monkeypatch, tmp_path: Path, name: str, **fields) -> None:

@@ -1,11 +1,13 @@
 """Tests of reading files (als.readers, through als.data.load / read_table): the data set
 layouts (ml-1m, ml-100k, Last.fm 2k, MovieLens CSV), generic CSV/TSV/Parquet tables, gzip, and
-bad lines, encodings, columns and missing files; and read_titles_table (the CLI's --titles).
+bad lines, encodings, byte-order marks, separators inside titles, damaged gzip files, columns,
+missing and special files; and read_titles_table (the CLI's --titles).
 """
 
 from __future__ import annotations
 
 import gzip
+import os
 
 import numpy as np
 import pandas as pd
@@ -14,6 +16,8 @@ import pytest
 from als.data import DataFormatError, UnknownColumnError, from_dataframe, load, read_table
 from als.readers import read_titles_table
 from tests.test_data import assert_canonical, dense, make_ml1m_dir, write
+
+BOM = b"\xef\xbb\xbf"
 
 
 @pytest.fixture
@@ -127,6 +131,49 @@ def test_parquet_and_dataframe(tmp_path):
     assert dense(load(tmp_path / "t.parquet")) == dense(from_frame)
 
 
+@pytest.mark.parametrize(
+    "ratings, ratings_text, items, items_text, title",
+    [
+        (
+            "ratings.dat",
+            "1::1::5::0\n2::1::3::0\n",
+            "movies.dat",
+            "1::Two Parts:: The Sequel (1999)::Drama|Comedy\n",
+            "Two Parts:: The Sequel (1999)",
+        ),
+        (
+            "u.data",
+            "1\t1\t5\t0\n2\t1\t3\t0\n",
+            "u.item",
+            "1|A|B (1995)|01-Jan-1995||http://x|" + "|".join("0" * 19) + "\n",
+            "A|B (1995)",
+        ),
+        (
+            "user_artists.dat",
+            "userID\tartistID\tweight\n1\t1\t5\n2\t1\t3\n",
+            "artists.dat",
+            "id\tname\turl\tpictureURL\n1\tTab\tBand\thttp://a\thttp://b\n",
+            "Tab\tBand",
+        ),
+    ],
+    ids=["movies.dat", "u.item", "artists.dat"],
+)
+def test_titles_containing_the_separator_are_kept_whole(
+    tmp_path, ratings, ratings_text, items, items_text, title
+):
+    (tmp_path / ratings).write_text(ratings_text, encoding="utf-8")
+    (tmp_path / items).write_text(items_text, encoding="utf-8")
+    data = load(tmp_path)
+    assert data.item_title(0) == title
+
+
+def test_a_layout_file_with_a_byte_order_mark(tmp_path):
+    (tmp_path / "ratings.dat").write_bytes(BOM + b"1::1::5::0\n2::1::3::0\n")
+    (tmp_path / "movies.dat").write_bytes(BOM + "1::Café (1999)::Drama\n".encode())
+    data = load(tmp_path)
+    assert data.nnz == 2 and data.item_title(0) == "Café (1999)"
+
+
 # ---------------------------------------------------------------------------------------------
 # Bad input.
 # ---------------------------------------------------------------------------------------------
@@ -177,6 +224,16 @@ def test_missing_file_names_the_path(tmp_path):
         load(tmp_path)  # a folder without a ratings file
 
 
+def test_special_files_are_not_read_as_data(tmp_path):
+    fifo = tmp_path / "plays.csv"
+    os.mkfifo(fifo)
+    link = tmp_path / "zero.csv"
+    link.symlink_to("/dev/zero")
+    for path in (fifo, link, tmp_path):
+        with pytest.raises(FileNotFoundError, match="not a regular file"):
+            read_table(path if path != tmp_path else tmp_path / ".")
+
+
 def test_unknown_column_lists_the_columns(tmp_path):
     path = write(tmp_path / "t.csv", "who,what,how_much\n1,2,3\n")
     with pytest.raises(UnknownColumnError, match="its columns are who, what, how_much"):
@@ -195,6 +252,23 @@ def test_bad_encoding_is_a_format_error(tmp_path):
     assert load(path, encoding="iso-8859-1").item_ids.tolist() == ["é"]
 
 
+def test_csv_with_a_byte_order_mark(tmp_path):
+    path = tmp_path / "plays.csv"
+    path.write_bytes(BOM + b"user,item,weight\n1,10,2\n2,10,1\n2,11,4\n")
+    data = read_table(path)
+    assert data.shape == (2, 2) and data.nnz == 3
+    zipped = tmp_path / "plays.csv.gz"
+    zipped.write_bytes(gzip.compress(path.read_bytes()))
+    assert read_table(zipped).nnz == 3
+
+
+def test_a_damaged_gzip_file_is_a_data_format_error(tmp_path):
+    path = tmp_path / "plays.csv.gz"
+    path.write_bytes(gzip.compress(b"user,item,weight\n" + b"1,2,3\n" * 1000)[:-30])
+    with pytest.raises(DataFormatError, match="plays.csv.gz.*truncated"):
+        read_table(path)
+
+
 def test_read_titles_table(tmp_path):
     path = write(tmp_path / "titles.tsv", "id\ttitle\textra\n7\tHeat (1995)\tx\n8\t\ty\n")
     titles = read_titles_table(path)
@@ -206,3 +280,17 @@ def test_read_titles_table(tmp_path):
         read_titles_table(write(tmp_path / "empty.csv", "id,title\n"))
     with pytest.raises(FileNotFoundError, match="nope.csv"):
         read_titles_table(tmp_path / "nope.csv")
+
+
+def test_titles_table_with_a_byte_order_mark_and_separators_in_titles(tmp_path):
+    path = tmp_path / "titles.csv"
+    path.write_bytes(BOM + b'item,title\n1,"Quoted, Title"\n2,Hello, World\n3,Plain\n4,\n')
+    assert read_titles_table(path) == {
+        1: "Quoted, Title",
+        2: "Hello, World",
+        3: "Plain",
+        4: "",
+    }
+    tabs = tmp_path / "titles.tsv"
+    tabs.write_text("id\ttitle\nA\tOne\tTwo\nB\tThree\n", encoding="utf-8")
+    assert read_titles_table(tabs) == {"A": "One\tTwo", "B": "Three"}
