@@ -625,6 +625,7 @@ def draw_chart(result, path):
         return False
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     panels = list(dict.fromkeys(m.get(spec.get("panels")) for m in rows))
     figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
@@ -638,6 +639,10 @@ def draw_chart(result, path):
         axis.set(xlabel=spec.get("xlabel", spec["x"]), ylabel=spec.get("ylabel", spec["y"]))
         if spec.get("xlog"):
             axis.set_xscale("log", base=2 if spec["x"] == "factors" else 10)
+            values = sorted({m[spec["x"]] for m in mine})
+            if all(isinstance(value, int) for value in values):  # factor counts, as numbers
+                axis.set_xticks(values, [str(value) for value in values], minor=False)
+                axis.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
         if spec.get("ylog"):
             axis.set_yscale("log")
         axis.set_title(str(panel) if panel is not None else "", fontsize=10)
