@@ -49,7 +49,6 @@ Results go to ``results/distributed/`` (``--out``), rewritten after every row.
 
 from __future__ import annotations
 
-import argparse
 import ctypes
 import os
 import statistics
@@ -546,12 +545,7 @@ MODES = {
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.distributed",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__.split("\n\n", 1)[1],
-    )
+    parser = harness.argument_parser("distributed", __doc__)
     parser.add_argument("mode", choices=list(MODES))
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke test")
     parser.add_argument("--users", type=int, help="traffic, routes, estimate: matrix rows")

@@ -447,12 +447,7 @@ MODES = {
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.fit",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__.split("\n\n", 1)[1],
-    )
+    parser = harness.argument_parser("fit", __doc__)
     parser.add_argument("mode", nargs="?", choices=sorted(MODES), default="grid")
     parser.add_argument("--quick", action="store_true", help="ml-100k, 32 factors, 1 repeat")
     parser.add_argument(

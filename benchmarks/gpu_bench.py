@@ -38,7 +38,6 @@ written once and read once, the least any method moves) over the copy rate.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
@@ -427,10 +426,8 @@ def implicit_measurement(report, Cui, factors=128):
     )
 
 
-def run(args, report):
-    import cupy
-
-    cuda = get_backend("cuda")
+def record_device(cupy, cuda, report):
+    """The GPU's name, SM count, memory and CUDA runtime, in the result's provenance."""
     props = cupy.cuda.runtime.getDeviceProperties(cuda.device_id)
     report.data["provenance"]["device"] = {
         "name": props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"]),
@@ -440,6 +437,13 @@ def run(args, report):
         "cuda_runtime": cupy.cuda.runtime.runtimeGetVersion(),
     }
     report.save(render=False)
+
+
+def run(args, report):
+    import cupy
+
+    cuda = get_backend("cuda")
+    record_device(cupy, cuda, report)
     ceiling = ceilings(cupy, report, args.sgemm_n, args.copy_bytes)
 
     started = time.perf_counter()
@@ -535,12 +539,7 @@ def dry_run(args, report):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.gpu_bench",
-        description=__doc__.split("\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__.split("\n\n", 1)[1],
-    )
+    parser = harness.argument_parser("gpu_bench", __doc__)
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--budget", type=float, default=170.0, help="seconds for everything")
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of ML-20M's size")

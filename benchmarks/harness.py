@@ -459,6 +459,20 @@ def utc_now():
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
+def argument_parser(entry_point, doc):
+    """The parser of ``python -m benchmarks.<entry point>``: the docstring's first paragraph
+    as its description, the rest (usage, modes) after the options."""
+    import argparse
+
+    first, _, rest = doc.partition("\n\n")
+    return argparse.ArgumentParser(
+        prog=f"python -m benchmarks.{entry_point}",
+        description=first,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=rest,
+    )
+
+
 def command_line(entry_point, argv):
     """The command as typed: ``python -m benchmarks.<entry point> args...``."""
     argv = sys.argv[1:] if argv is None else argv

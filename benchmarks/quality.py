@@ -35,7 +35,6 @@ Results go to ``results/quality/`` (``--out``), rewritten after every step.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -297,12 +296,7 @@ CHART = {
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.quality",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__.split("\n\n", 1)[1],
-    )
+    parser = harness.argument_parser("quality", __doc__)
     parser.add_argument("mode", nargs="?", choices=["tune", "time"], default="tune")
     parser.add_argument("--quick", action="store_true", help="ml-100k, tiny budgets")
     parser.add_argument("--datasets", nargs="+", choices=list(DATASETS), help="tune")

@@ -37,7 +37,6 @@ Results go to ``results/queries/`` (``--out``).
 
 from __future__ import annotations
 
-import argparse
 import json
 import tempfile
 import warnings
@@ -282,12 +281,7 @@ TABLES = {
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.queries",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__.split("\n\n", 1)[1],
-    )
+    parser = harness.argument_parser("queries", __doc__)
     parser.add_argument("mode", nargs="?", choices=list(MODES), default="turns")
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke test")
     parser.add_argument("--datasets", nargs="+", choices=harness.dataset_names(), metavar="NAME")
