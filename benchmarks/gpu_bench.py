@@ -1,11 +1,13 @@
-"""Stage 3 of benchmarks/gpu_check.sh: CUDA vs our Numba backend (vs implicit) on ML-20M's shape.
+"""GPU fit and top-k on ML-20M's shape: our CUDA backend against our Numba backend and implicit.
 
-    PYTHONUNBUFFERED=1 python3 benchmarks/gpu_bench.py --out DIR [--budget SECONDS]
-    python3 benchmarks/gpu_bench.py --out DIR --dry-run --scale 0.01    # CPU only: the plan
+    python -m benchmarks.gpu_bench --out DIR [--budget SECONDS]
+    python -m benchmarks.gpu_bench --out DIR --dry-run --scale 0.002   # CPU only: the plan
+    bash benchmarks/gpu_check.sh                                       # on a device: all stages
 
-Every measurement is appended to ``DIR/gpu_bench.json`` the moment it is taken (the file is
-rewritten whole each time), so a run stopped by its time box keeps what it measured. In order:
-
+Stage 3 of ``benchmarks/gpu_check.sh``. Every measurement is appended to
+``DIR/gpu_bench.json`` (the harness's result schema) the moment it is taken, so a run
+stopped by its time box keeps what it measured; ``gpu_bench.md`` is written at the end.
+In order:
 1. ceilings: SGEMM (8192^3 float32 through cuBLAS; FLOPs = 2 n^3) and a device-to-device
    copy of 1 GiB (bytes = read + written), each the median of 10 runs timed with CUDA events;
 2. the ML-20M-shaped matrix (:func:`ml20m_like`: 138,493 users, 26,744 items, 20,000,263
@@ -36,10 +38,7 @@ written once and read once, the least any method moves) over the copy rate.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -47,11 +46,10 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from als.backends.base import BackendUnavailable, get_backend  # noqa: E402
-from als.backends.cuda_plan import CHUNK_ENTRIES, plan_chunks  # noqa: E402
-from als.fitting import initial_factors  # noqa: E402
+from als.backends.base import BackendUnavailable, get_backend
+from als.backends.cuda_plan import CHUNK_ENTRIES, plan_chunks
+from als.fitting import initial_factors
+from benchmarks import harness
 
 ML20M = {
     "n_users": 138_493,
@@ -109,15 +107,6 @@ def item_probabilities(n_items, degrees, top_item):
     return p / p.sum()
 
 
-def _sorted_unique(values):
-    """np.unique by sorting (NumPy 2's hash-based unique is many times slower on 20M keys)."""
-    values = np.sort(values)
-    keep = np.empty(len(values), dtype=bool)
-    keep[:1] = True
-    np.not_equal(values[1:], values[:-1], out=keep[1:])
-    return values[keep]
-
-
 def ml20m_like(n_users, n_items, nnz, top_item, top_user, min_user, seed=0):
     """A users x items CSR of ratings 1..5 calibrated to ML-20M's size and skew.
 
@@ -135,7 +124,7 @@ def ml20m_like(n_users, n_items, nnz, top_item, top_user, min_user, seed=0):
     for _ in range(3):  # draw again for the users that collisions left short
         users = np.repeat(np.arange(n_users, dtype=np.int64), wanted)
         items = np.minimum(np.searchsorted(cdf, rng.random(len(users)) * cdf[-1]), n_items - 1)
-        keys = _sorted_unique(np.concatenate([keys, users * n_items + items]))
+        keys = harness.sorted_unique(np.concatenate([keys, users * n_items + items]))
         wanted = np.maximum(target - np.bincount(keys // n_items, minlength=n_users), 0)
         if wanted.sum() < nnz // 10_000:
             break
@@ -193,39 +182,89 @@ def max_relative_difference(got, expected):
 # -- the report ---------------------------------------------------------------------------------
 
 
-class Report:
-    """The JSON result, written again after every measurement."""
+class Report(harness.Result):
+    """The result, written again after every measurement, with a time budget."""
 
-    def __init__(self, out, budget, **header):
-        self.path = out / "gpu_bench.json"
+    def __init__(self, out, budget, command, params):
+        super().__init__(
+            "gpu_bench",
+            "GPU fit and top-k on an ML-20M-shaped matrix",
+            command,
+            params,
+            Path(out) / "gpu_bench",
+            tables=TABLES,
+            notes=[WORK_NOTE],
+        )
         self.started = time.perf_counter()
         self.budget = budget
-        self.data = {**header, "measurements": [], "skipped": []}
-        self.write()
+        self.save(render=False)
 
     def left(self):
         return self.budget - (time.perf_counter() - self.started)
 
     def add(self, kind, **fields):
-        fields = {
-            "kind": kind,
-            "at_seconds": round(time.perf_counter() - self.started, 2),
-            **fields,
-        }
-        self.data["measurements"].append(fields)
-        print(json.dumps(fields, default=float), flush=True)
-        self.write()
-        return fields
+        return super().add(kind, at_seconds=round(time.perf_counter() - self.started, 2), **fields)
 
-    def skip(self, what, why):
-        self.data["skipped"].append({"what": what, "why": why})
-        print(f"skipped {what}: {why}", flush=True)
-        self.write()
 
-    def write(self):
-        temporary = self.path.with_suffix(".json.tmp")
-        temporary.write_text(json.dumps(self.data, indent=1, default=float))
-        os.replace(temporary, self.path)
+HALVES = [
+    ["factors", "factors", "{:d}"],
+    ["dtype", "dtype", "{}"],
+    ["user_half_seconds", "user half s", "{:.4f}"],
+    ["item_half_seconds", "item half s", "{:.4f}"],
+    ["iteration_seconds", "iteration s", "{:.4f}"],
+    ["flops_fraction", "of SGEMM rate", "{:.2f}"],
+    ["bytes_fraction", "of copy rate", "{:.2f}"],
+    ["finite", "finite", "{}"],
+]
+TABLES = [
+    {
+        "kind": "matrix",
+        "title": "The matrix",
+        "columns": [
+            ["shape", "users, items", "{}"],
+            ["nnz", "entries", "{:,}"],
+            ["heaviest_user", "heaviest user", "{:,}"],
+            ["most_popular_item", "most popular item", "{:,}"],
+            ["user_chunks", "user chunks", "{:,}"],
+            ["item_chunks", "item chunks", "{:,}"],
+        ],
+    },
+    {"kind": "sgemm_ceiling", "title": "SGEMM", "columns": [["flops_per_s", "FLOP/s", "{:.3g}"]]},
+    {"kind": "copy_ceiling", "title": "Copy", "columns": [["bytes_per_s", "bytes/s", "{:.3g}"]]},
+    {"kind": "cuda", "title": "CUDA backend, per iteration", "columns": HALVES},
+    {"kind": "numba_cpu", "title": "Numba backend, all cores", "columns": HALVES[:5]},
+    {
+        "kind": "agreement_with_numba",
+        "title": "CUDA factors against Numba's (largest difference / largest factor)",
+        "columns": [
+            ["iteration", "iteration", "{:d}"],
+            ["user_factors", "user factors", "{:.1e}"],
+            ["item_factors", "item factors", "{:.1e}"],
+        ],
+    },
+    {
+        "kind": "implicit_cpu",
+        "title": "implicit, CPU",
+        "columns": [["factors", "factors", "{:d}"], ["iteration_seconds", "s/iter", "{:.3f}"]],
+    },
+    {
+        "kind": "topk",
+        "title": "Top-k, k = 10",
+        "columns": [
+            ["dtype", "dtype", "{}"],
+            ["queries", "queries", "{:,}"],
+            ["items", "items", "{:,}"],
+            ["seconds", "seconds", "{:.3f}"],
+            ["flops_fraction", "of SGEMM rate", "{:.2f}"],
+            ["bytes_fraction", "of copy rate", "{:.2f}"],
+        ],
+    },
+]
+WORK_NOTE = (
+    "Fractions: FLOPs / s over the measured SGEMM rate and bytes / s over the measured copy "
+    "rate, by the counting in `benchmarks/gpu_bench.py`'s docstring (a no-cache model: L2 "
+    "serves part of the gathers, so the bandwidth fraction can pass 1)."
+)
 
 
 # -- GPU measurements ---------------------------------------------------------------------------
@@ -387,19 +426,24 @@ def implicit_measurement(report, Cui, factors=128):
     )
 
 
-def run(args, report):
-    import cupy
-
-    cuda = get_backend("cuda")
+def record_device(cupy, cuda, report):
+    """The GPU's name, SM count, memory and CUDA runtime, in the result's provenance."""
     props = cupy.cuda.runtime.getDeviceProperties(cuda.device_id)
-    report.data["device"] = {
+    report.data["provenance"]["device"] = {
         "name": props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"]),
         "sms": cuda.sm_count,
         "memory_bytes": int(props["totalGlobalMem"]),
         "cupy": cupy.__version__,
         "cuda_runtime": cupy.cuda.runtime.runtimeGetVersion(),
     }
-    report.write()
+    report.save(render=False)
+
+
+def run(args, report):
+    import cupy
+
+    cuda = get_backend("cuda")
+    record_device(cupy, cuda, report)
     ceiling = ceilings(cupy, report, args.sgemm_n, args.copy_bytes)
 
     started = time.perf_counter()
@@ -494,15 +538,8 @@ def dry_run(args, report):
         report.add("work_model_user_half", factors=factors, flops=flops, bytes=moved)
 
 
-def _version(module):
-    try:
-        return __import__(module).__version__
-    except ImportError:
-        return None
-
-
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = harness.argument_parser("gpu_bench", __doc__)
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--budget", type=float, default=170.0, help="seconds for everything")
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of ML-20M's size")
@@ -513,28 +550,19 @@ def main(argv=None):
     parser.add_argument("--dry-run", action="store_true", help="no GPU: the matrix and plan only")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    report = Report(
-        args.out,
-        args.budget,
-        command=" ".join([Path(sys.executable).name, *sys.argv]),
-        python=platform.python_version(),
-        numpy=np.__version__,
-        scipy=scipy.__version__,
-        numba=_version("numba"),
-        implicit=_version("implicit"),
-        cpu_count=os.cpu_count(),
-        machine=platform.machine(),
-        dry_run=args.dry_run,
-    )
+    params = {"scale": args.scale, "budget_s": args.budget, "dry_run": args.dry_run}
+    report = Report(args.out, args.budget, harness.command_line("gpu_bench", argv), params)
+    status = 0
     if args.dry_run:
         dry_run(args, report)
-        return 0
-    try:
-        run(args, report)
-    except BackendUnavailable as exc:
-        report.skip("everything", str(exc))
-        return 2
-    return 0
+    else:
+        try:
+            run(args, report)
+        except BackendUnavailable as exc:
+            report.skip("everything", str(exc))
+            status = 2
+    report.save()
+    return status
 
 
 if __name__ == "__main__":

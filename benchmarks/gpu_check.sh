@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
-# The one prepared script for the accelerator machine. Ends inside 6 minutes (stage budgets
-# below, each enforced by `timeout`), so a fix and a second run fit in one 15-minute session.
+# The one script for a GPU machine: every check and the benchmark, ending inside 6 minutes
+# (the stage time limits below, each enforced by `timeout`).
 #
 #   stage 0 (60 s)  NVRTC-compile every kernel instance, launch each once on tiny input against
-#                   the NumPy reference (benchmarks/gpu_smoke.py compile); on failure the full
+#                   the NumPy reference (benchmarks.gpu_smoke compile); on failure the full
 #                   compiler log or traceback is in $OUT and the script stops
 #   stage 1 (60 s)  compute-sanitizer memcheck, then racecheck, on a tiny solve and top-k
-#                   (benchmarks/gpu_smoke.py tiny); logs in $OUT/memcheck.txt, racecheck.txt
-#   stage 2 (100 s) the GPU tests (-k cuda) with a 45 s per-test timeout; the nvcc compile tests
-#                   are skipped (ALS_SKIP_NVCC=1: CI runs them); junit XML in $OUT
-#   stage 3 (130 s) the benchmark, writing $OUT/gpu_bench.json after every measurement
+#                   (benchmarks.gpu_smoke tiny); logs in $OUT/memcheck.txt, racecheck.txt
+#   stage 2 (100 s) the GPU tests (TEST_FILES below, -k cuda) with a 45 s per-test timeout; the
+#                   nvcc compile tests are skipped (ALS_SKIP_NVCC=1: CI runs them); junit XML
+#   stage 3 (130 s) benchmarks.gpu_bench, writing $OUT/gpu_bench.json after every measurement
+#                   and gpu_bench.md at the end (copy both to benchmarks/results/gpu/, named
+#                   by the device, e.g. gpu-ml20m-shape-h100)
 #
 # Usage: OUT=dir bash benchmarks/gpu_check.sh          (on the device: `run` sets OUT)
 #        OUT=dir bash benchmarks/gpu_check.sh --dry-run  (anywhere: CPU plan of every stage)
@@ -19,7 +21,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 DRY_RUN=0
 [ "${1:-}" = "--dry-run" ] && DRY_RUN=1
-OUT="${OUT:-benchmarks/results/gpu-$(date +%Y%m%d-%H%M%S)}"
+OUT="${OUT:-/tmp/als-gpu-check}"
 mkdir -p "$OUT"
 exec > >(tee -a "$OUT/log.txt") 2>&1
 PYTHON="${PYTHON:-python3}"
@@ -44,9 +46,9 @@ stage() {  # stage NAME SECONDS COMMAND...: run under a time box, report status 
 }
 
 if [ $DRY_RUN -eq 1 ]; then
-    stage "stage 0 dry run" "$STAGE0" "$PYTHON" benchmarks/gpu_smoke.py compile --dry-run \
+    stage "stage 0 dry run" "$STAGE0" "$PYTHON" -m benchmarks.gpu_smoke compile --dry-run \
         || exit 1
-    stage "stage 3 dry run" "$STAGE3" "$PYTHON" benchmarks/gpu_bench.py --out "$OUT" \
+    stage "stage 3 dry run" "$STAGE3" "$PYTHON" -m benchmarks.gpu_bench --out "$OUT" \
         --dry-run --scale "${SCALE:-0.002}" || exit 3
     echo "== dry run done in $((SECONDS - started))s"
     exit 0
@@ -69,7 +71,7 @@ for name in ("numpy", "scipy", "numba", "cupy", "implicit", "pytest", "pytest_ti
 PY
 
 stage "stage 0: compile and launch every kernel" "$STAGE0" \
-    "$PYTHON" benchmarks/gpu_smoke.py compile --out "$OUT" || {
+    "$PYTHON" -m benchmarks.gpu_smoke compile --out "$OUT" || {
     echo "STOP: stage 0 failed; see $OUT/stage0-failure.txt, $OUT/stage-compile-failure.txt"
     exit 10
 }
@@ -79,7 +81,7 @@ if [ -n "$sanitizer" ]; then
     half=$((STAGE1 / 2))
     for tool in memcheck racecheck; do
         stage "stage 1: $tool" "$half" "$sanitizer" --tool "$tool" --error-exitcode 99 \
-            --log-file "$OUT/$tool.txt" "$PYTHON" benchmarks/gpu_smoke.py tiny --out "$OUT"
+            --log-file "$OUT/$tool.txt" "$PYTHON" -m benchmarks.gpu_smoke tiny --out "$OUT"
         status=$?
         tail -n 5 "$OUT/$tool.txt" 2>/dev/null
         if [ $status -eq 99 ]; then
@@ -91,9 +93,14 @@ else
     echo "NOT RUN: stage 1, compute-sanitizer is not on PATH"
 fi
 
+# -- stage 2: the tests that run on the device ------------------------------------------------
+# TEST_FILES and TEST_SELECTION are the one place that says which tests run here; -k cuda
+# picks every test of the CUDA modules and every backend test run with the cuda backend.
+# (The CPU-only test_cuda_plan.py and test_cuda_emulated.py are left to CI.)
+TEST_FILES=(tests/test_cuda.py tests/test_backends.py tests/test_model.py tests/test_options.py)
+TEST_SELECTION=(-k cuda)
 files=()
-# (the CPU-only test_cuda_plan.py and test_cuda_emulated.py are left to CI)
-for file in tests/test_cuda.py tests/test_backends.py tests/test_model.py tests/test_options.py; do
+for file in "${TEST_FILES[@]}"; do
     if why=$("$PYTHON" -c "import tests.$(basename "$file" .py)" 2>&1); then
         files+=("$file")
     else
@@ -101,12 +108,11 @@ for file in tests/test_cuda.py tests/test_backends.py tests/test_model.py tests/
     fi
 done
 export ALS_SKIP_NVCC=1
-# -k cuda: every test of the CUDA modules and every backend test run with the cuda backend
-stage "stage 2: GPU tests" "$STAGE2" "$PYTHON" -m pytest "${files[@]}" -k cuda -q -rs \
-    -p no:cacheprovider --timeout 45 --junitxml="$OUT/pytest.xml"
+stage "stage 2: GPU tests" "$STAGE2" "$PYTHON" -m pytest "${files[@]}" "${TEST_SELECTION[@]}" \
+    -q -rs -p no:cacheprovider --timeout 45 --junitxml="$OUT/pytest.xml"
 tests=$?
 
-stage "stage 3: benchmark" "$STAGE3" "$PYTHON" benchmarks/gpu_bench.py --out "$OUT" \
+stage "stage 3: benchmark" "$STAGE3" "$PYTHON" -m benchmarks.gpu_bench --out "$OUT" \
     --budget $((STAGE3 - 15))
 bench=$?
 echo "== done in $((SECONDS - started))s: tests $tests, benchmark $bench"

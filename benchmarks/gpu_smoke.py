@@ -1,8 +1,8 @@
 """Stages 0 and 1 of benchmarks/gpu_check.sh: compile every kernel, launch each once, tiny runs.
 
-    python3 benchmarks/gpu_smoke.py compile --out DIR   # stage 0
-    python3 benchmarks/gpu_smoke.py tiny                # stage 1, under compute-sanitizer
-    python3 benchmarks/gpu_smoke.py compile --dry-run   # CPU only: the same cases, emulated
+    python -m benchmarks.gpu_smoke compile --out DIR   # stage 0
+    python -m benchmarks.gpu_smoke tiny                # stage 1, under compute-sanitizer
+    python -m benchmarks.gpu_smoke compile --dry-run   # CPU only: the same cases, emulated
 
 ``compile`` builds the CUDA module (NVRTC, every template instance), then runs one tiny solve
 per case of :data:`CG_CASES` (together they launch every ``cg_*`` instance: checked before
@@ -30,12 +30,10 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from als.backends import cupy_cuda  # noqa: E402
-from als.backends.base import CG_TOLERANCE  # noqa: E402
-from als.backends.chunked_cg import EmulatedKernels, chunked_cg_solve  # noqa: E402
-from als.backends.numpy_ref import NumpyBackend  # noqa: E402
+from als.backends import cupy_cuda
+from als.backends.base import CG_TOLERANCE
+from als.backends.chunked_cg import EmulatedKernels, chunked_cg_solve
+from als.backends.numpy_ref import NumpyBackend
 
 #: factor counts whose solves, in float16, float32 and float64, launch every cg_* instance
 CG_FACTORS = (7, 32, 63, 64, 100, 128, 255, 256, 500, 1000)

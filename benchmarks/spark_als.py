@@ -1,4 +1,4 @@
-"""Spark MLlib's implicit ALS on a saved matrix, run by ``distributed_bench spark`` in its own venv.
+"""Spark MLlib's implicit ALS on a saved matrix, run by ``benchmarks.distributed spark``.
 
 Usage (pyspark needs only NumPy, pandas and a Java runtime; not ``als``)::
 
