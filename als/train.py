@@ -259,10 +259,7 @@ def main(argv):
     run.say(describe_data(data, columns))
     if name is not None and str(data.user_id(user)) != name:
         run.say(f"  - the new user {name!r} is user id {data.user_id(user)}")
-    details = {"history": list(data.history)}
-    if columns is not None:
-        details["columns"] = columns.as_dict()
-    run.loaded(data.name, data.shape, data.nnz, **details)
+    run.loaded(data.name, data.shape, data.nnz, columns, history=list(data.history))
     run.say_params()
     model = run.model()
     run.say(

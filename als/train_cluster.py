@@ -117,12 +117,7 @@ def train_on_workers(args, run):
         )
         if columns is not None:
             run.say(f"  - {columns.describe()}")
-        run.loaded(
-            args.data,
-            shape,
-            blocked.nnz,
-            **({} if columns is None else {"columns": columns.as_dict()}),
-        )
+        run.loaded(args.data, shape, blocked.nnz, columns)
         model = run.model()
         run.say(f"training on all {blocked.nnz:,} interactions on the workers, seed {args.seed}")
         run.trained(model, fit_blocks(run, client, model, blocked))
@@ -133,8 +128,8 @@ def train_on_workers(args, run):
             scored = evaluate_on_workers(run, client, encoded, shape)
     run.summary.update(answer(model, data, questions, run.say))
     if args.evaluate:
-        model_, train, test, users, record = scored
-        metrics = ranking_metrics_at_k(model_, train, test, K=args.k, show_progress=False)
+        second, train, test, users, record = scored
+        metrics = ranking_metrics_at_k(second, train, test, K=args.k, show_progress=False)
         run.held_out(metrics, record, users=len(users))
     if args.save:
         run.save(model, data.to_arrays(include_matrix=False))

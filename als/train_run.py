@@ -124,13 +124,15 @@ class TrainingRun:
         """A new, unfitted model with the run's settings."""
         return make_model(self.args, self.params)
 
-    def loaded(self, name, shape, interactions, **details):
-        """Keep what was loaded (``details``: more fields, e.g. the history) for the JSON."""
+    def loaded(self, name, shape, interactions, columns=None, **details):
+        """Keep what was loaded for the JSON: its size, the generic table's ``columns`` (see
+        :func:`als.cli_data.table_columns`) and ``details`` (more fields, e.g. the history)."""
         self.summary["data"] = {
             "name": str(name),
             "users": int(shape[0]),
             "items": int(shape[1]),
             "interactions": int(interactions),
+            **({} if columns is None else {"columns": columns.as_dict()}),
             **details,
             "load_seconds": time.perf_counter() - self.started,
         }

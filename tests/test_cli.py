@@ -416,3 +416,27 @@ def test_counts_agree_with_their_nouns(table, capsys):
     path, _ = table
     assert train_cli.main(table_argv(path)) == 0
     assert "\n1 iteration, " in capsys.readouterr().out
+
+
+def test_workers_read_the_columns_and_titles_the_client_would(table, capsys):
+    """With --scheduler the workers read the table: the same columns (the weight column found
+    by name, as on the client) and the --titles, checked before the fit."""
+    distributed = pytest.importorskip("distributed")
+    path, titles = table
+    argv = ["--data", str(path), "--user-col", "listener", "--item-col", "track",
+            "--titles", str(titles), "--factors", "2", "--iterations", "1", "--threads", "1",
+            "--quiet", "--backend", "numpy", "--json", "--user", "u1"]  # fmt: skip
+    with distributed.LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0"
+    ) as cluster:
+        scheduler = ["--scheduler", cluster.scheduler_address]
+        assert train_cli.main([*argv, *scheduler, "--predict", "Song 3"]) == 0
+        out, report = capsys.readouterr()
+        assert train_cli.main([*argv, *scheduler, "--predict", "Song 99"]) == 2
+        refused = capsys.readouterr()
+    summary = json.loads(out)
+    assert "read on the workers" in report
+    assert "columns: user 'listener', item 'track', weight 'plays' (guessed" in report
+    assert summary["data"]["columns"]["weight"] == "plays"
+    assert [entry["title"] for entry in summary["predictions"]] == ["Song 3"]
+    assert "Song 99" in refused.err and "training on" not in refused.err
