@@ -247,14 +247,18 @@ def implicit_scores(user_items, user, item):
 
 
 def assert_top_by_score(ours, theirs, candidates, n, tolerance):
-    """``ours`` ({column: score}) is a top ``n`` of ``candidates`` under implicit's ``theirs``
-    scores, within ``tolerance``: each score matches implicit's for the same item, and none
-    ranks below implicit's n-th best by more than the tolerance (ties may fall either way)."""
+    """Assert ``ours`` ({column: score}) is a top ``n`` of ``candidates`` under implicit's
+    ``theirs`` scores, within ``tolerance``: each score matches implicit's for the same item,
+    and none falls below implicit's n-th best by more than the tolerance (ties either way)."""
     columns = np.fromiter(ours, dtype=np.int64)
     np.testing.assert_allclose([ours[c] for c in columns], theirs[columns], atol=tolerance)
     nth_best = np.sort(theirs[candidates])[-n]
     assert theirs[columns].min() >= nth_best - tolerance
-    return set(candidates[np.argsort(-theirs[candidates])[:n]])
+
+
+def best(scores, candidates, n):
+    """The ``n`` best-scoring columns of ``candidates`` (ties broken either way)."""
+    return set(candidates[np.argsort(-scores[candidates])[:n]])
 
 
 @pytest.mark.data
@@ -293,29 +297,23 @@ def test_without_arguments_runs_the_reference_notebook():
     data = load("ml-1m").filter(min_weight=3).add_user(REFERENCE["like"], 5.0)
     braum, gump = data.n_users - 1, data.resolve_item("Forrest Gump (1994)")
     scores, cosines = implicit_scores(data.user_items, braum, gump)
-    column = {entry["item"]: data.item_index(entry["item"]) for entry in summary["predictions"]}
+    predicted = [data.item_index(entry["item"]) for entry in summary["predictions"]]
     np.testing.assert_allclose(
         [entry["score"] for entry in summary["predictions"]],
-        scores[list(column.values())],
+        scores[predicted],
         atol=SCORE_TOLERANCE * np.abs(scores).max(),
     )
     unliked = np.setdiff1d(np.arange(data.n_items), data.user_items[braum].indices)
     ours = {data.item_index(e["item"]): e["score"] for e in summary["recommendations"]}
-    implicit_top = assert_top_by_score(
-        ours, scores, unliked, 20, SCORE_TOLERANCE * scores[unliked].max()
-    )
+    assert_top_by_score(ours, scores, unliked, 20, SCORE_TOLERANCE * scores[unliked].max())
     # and the lists are nearly the same (implicit's own lists share 17-19 of 20 across seeds)
-    assert len(set(ours) & implicit_top) >= 17
+    assert len(set(ours) & best(scores, unliked, 20)) >= 17
+    similar = summary["similar"]["Forrest Gump (1994)"]
+    ours = {data.item_index(e["item"]): e["score"] for e in similar}
     others = np.setdiff1d(np.arange(data.n_items), [gump])
-    ours = {
-        data.item_index(e["item"]): e["score"] for e in summary["similar"]["Forrest Gump (1994)"]
-    }
-    implicit_similar = assert_top_by_score(ours, cosines, others, 10, SCORE_TOLERANCE)
+    assert_top_by_score(ours, cosines, others, 10, SCORE_TOLERANCE)
     # (implicit's own lists share 6-8 of their first 9 similar films across seeds)
-    first_nine = [data.item_index(e["item"]) for e in summary["similar"]["Forrest Gump (1994)"]]
-    assert (
-        len(set(first_nine[:9]) & set(sorted(implicit_similar, key=lambda c: -cosines[c])[:9])) >= 6
-    )
+    assert len(set(list(ours)[:9]) & best(cosines, others, 9)) >= 6
 
 
 # -- the command line checks before it trains -------------------------------------------------
