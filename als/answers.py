@@ -1,54 +1,45 @@
 """Questions a person asks a trained model, answered with titles: used by both CLIs.
 
 ``als.train`` (train, then answer) and ``als.recommend`` (answer from a saved model) share
-these helpers, so the two commands print and serialise the same things the same way. Each
+these functions, so the two commands print and serialise the same things the same way. Each
 function returns plain dicts (ready for ``--json``); ``format_*`` turns them into text.
+:class:`Questions` holds what a training run will ask, with every title already looked up,
+so that a mistyped title fails before the fit rather than after it; :func:`answer` asks them.
 """
 
 from __future__ import annotations
 
-import argparse
-import csv
-import functools
-import math
-import os
-import sys
-import traceback
-import warnings
+import dataclasses
 
 import numpy as np
 
-from als.backends.base import BackendUnavailable
-
-from .errors import UsageError, UserError
+from .interactions import python_scalar
 
 __all__ = [
+    "Questions",
+    "answer",
+    "counted",
+    "explain_for_row",
+    "format_explanation",
+    "format_predictions",
+    "format_ranking",
     "predict_for_user",
     "recommend_for_row",
     "similar_to",
-    "explain_for_row",
-    "format_predictions",
-    "format_ranking",
-    "format_explanation",
-    "user_errors",
-    "OneLineParser",
-    "number",
-    "add_count",
-    "add_repeatable",
 ]
+
+
+def counted(number, noun, plural=None):
+    """``number`` and ``noun``, the noun plural unless there is one: "1 film", "5 films"."""
+    return f"{number:,} {noun if number == 1 else plural or noun + 's'}"
 
 
 def _item(data, column, score):
     return {
-        "item": _plain(data.item_id(int(column))),
+        "item": python_scalar(data.item_id(int(column))),
         "title": data.item_title(int(column)),
         "score": float(score),
     }
-
-
-def _plain(value):
-    """A NumPy scalar as the Python value JSON understands."""
-    return value.item() if isinstance(value, np.generic) else value
 
 
 def recommend_for_row(model, data, row, N=20, userid=None):
@@ -84,13 +75,22 @@ def similar_to(model, data, column, N=10):
     return [_item(data, i, s) for i, s in zip(ids, scores, strict=True) if i != column][:N]
 
 
-def explain_for_row(model, data, row, column, N=10):
-    """Why a user with interactions ``row`` would score item ``column`` as they do."""
+def explain_for_row(model, data, row, column, N=10, userid=None):
+    """Why a user with interactions ``row`` would score item ``column`` as they do.
+
+    The explanation solves the user's factors afresh, exactly, against the final item
+    factors (Hu, Koren, Volinsky 2008, section 5), so its score differs a little from the
+    trained factors' prediction: those were solved before the fit's last item update. Given
+    ``userid`` (the user's row in the model), that prediction comes as ``trained_score``.
+    """
     total, contributions, _ = model.explain(0, row, column, N=N)
-    return {
+    explanation = {
         **_item(data, column, total),
         "because_of": [_item(data, i, s) for i, s in contributions],
     }
+    if userid is not None:
+        explanation["trained_score"] = predict_for_user(model, data, userid, column)["score"]
+    return explanation
 
 
 def format_ranking(heading, ranking):
@@ -111,132 +111,96 @@ def format_predictions(heading, predictions):
     return "\n".join(lines)
 
 
-def format_explanation(heading, explanation):
-    """The total score and the liked items that contribute most to it."""
-    lines = [heading, f"  predicted score {explanation['score']:.4f}, mostly because of:"]
+def format_explanation(heading, explanation, who="the user"):
+    """The score, the liked items that contribute most to it, and where it comes from."""
+    score, trained = explanation["score"], explanation.get("trained_score")
+    if trained is None:
+        lines = [heading, f"  predicted score {score:.4f}, mostly because of:"]
+    else:
+        lines = [
+            heading,
+            f"  score {score:.4f}, from {who}'s factors solved exactly for the final item factors",
+            f"  (the trained factors predict {trained:.4f}); mostly because of:",
+        ]
     for entry in explanation["because_of"]:
         lines.append(f"    {entry['score']:+8.4f}  {entry['title']}")
     return "\n".join(lines)
 
 
-#: what a user can cause or meet, printed as their message alone: their mistakes (UserError:
-#: bad data, options, arguments, a failed fit or query), a backend that cannot run here, a
-#: file or folder that cannot be read or written (OSError: missing, unreadable, a folder,
-#: BadGzipFile, ENOSPC ...; EOFError: a truncated file), a malformed CSV, a missing optional
-#: package (ImportError: its message names the install command), memory. Anything else is a
-#: bug: one line with its type, and the traceback with --debug or ALS_DEBUG=1.
-USER_ERRORS = (
-    UserError,
-    BackendUnavailable,
-    OSError,
-    EOFError,
-    ImportError,
-    MemoryError,
-    csv.Error,
-)
+@dataclasses.dataclass(frozen=True)
+class Questions:
+    """What a training run asks its model about one user, items looked up as columns.
 
-
-def _one_line(exc):
-    """The message of ``exc`` on one line (KeyError's quotes and OSError's errno dropped)."""
-    if isinstance(exc, KeyError) and not isinstance(exc, UserError) and exc.args:
-        text = str(exc.args[0])
-    elif isinstance(exc, OSError) and exc.strerror:
-        where = exc.filename if exc.filename is not None else ""
-        text = f"{where}: {exc.strerror}" if where else exc.strerror
-    elif isinstance(exc, MemoryError):
-        text = f"out of memory {exc}".strip()
-    else:
-        text = str(exc)
-    if not isinstance(exc, USER_ERRORS):
-        # not a failure we know: name it, and keep its first line (Numba's run to pages)
-        first = next((line for line in text.splitlines() if line.strip()), "")
-        text = f"{type(exc).__name__}: {first.strip()} (run with --debug for the traceback)"
-    return " ".join(line.strip() for line in text.splitlines() if line.strip()) or type(
-        exc
-    ).__name__
-
-
-def _show_warning(message, category, filename, lineno, file=None, line=None):
-    """A warning as one line on stderr, like the errors (no source line under it)."""
-    print(f"warning: {' '.join(str(message).split())}", file=sys.stderr)
-
-
-def user_errors(main):
-    """Run a CLI ``main``; any failure prints one line on stderr and exits with 2.
-
-    Set ``ALS_DEBUG=1`` (or pass ``--debug``) to see the traceback as well.
-    """
-
-    @functools.wraps(main)
-    def wrapper(argv=None):
-        argv = sys.argv[1:] if argv is None else list(argv)
-        try:
-            with warnings.catch_warnings():
-                warnings.showwarning = _show_warning
-                return main(argv)
-        except KeyboardInterrupt:
-            print("interrupted", file=sys.stderr)
-            return 130
-        except Exception as exc:  # noqa: BLE001 (a command line never shows a traceback)
-            if "--debug" in argv or os.environ.get("ALS_DEBUG"):
-                traceback.print_exc()
-            print(f"error: {_one_line(exc)}", file=sys.stderr)
-            return 2
-
-    return wrapper
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """An ``argparse`` parser that reports a mistake on one line, without the usage block.
-
-    The mistake is raised as :class:`~als.errors.UsageError`, which ``user_errors`` prints as
-    one line with exit status 2, like every other failure.
-    """
-
-    def error(self, message):
-        raise UsageError(f"{message} (see {self.prog} --help)")
-
-
-def number(kind, minimum=None, maximum=None, *, above=None, below=None):
-    """An ``argparse`` ``type`` that parses ``kind`` and refuses values out of range.
-
-    Parameters
+    Attributes
     ----------
-    kind : type
-        ``int`` or ``float``; floats must also be finite.
-    minimum, maximum : number, optional
-        Inclusive bounds.
-    above, below : number, optional
-        Exclusive bounds.
+    user : int
+        The user's row.
+    who : str
+        What the report calls the user ("braum", "user 42").
+    name : str or None
+        The name given to a new user (None: an existing user).
+    predict, similar, explain : tuple of int
+        Item columns: predicted preferences, items similar to each, explanations (empty:
+        the user's top recommendation).
+    count : int
+        How many recommendations (similar items: at most 10).
     """
 
-    def parse(text):
-        try:
-            value = kind(text)
-        except ValueError:
-            what = "an integer" if kind is int else "a number"
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-        if kind is float and not math.isfinite(value):
-            raise argparse.ArgumentTypeError(f"must be finite, got {text}")
-        for bound, fails, word in (
-            (minimum, lambda b: value < b, ">="),
-            (maximum, lambda b: value > b, "<="),
-            (above, lambda b: value <= b, ">"),
-            (below, lambda b: value >= b, "<"),
-        ):
-            if bound is not None and fails(bound):
-                raise argparse.ArgumentTypeError(f"must be {word} {bound:g}, got {text}")
-        return value
+    user: int
+    who: str
+    name: str | None = None
+    predict: tuple = ()
+    similar: tuple = ()
+    explain: tuple = ()
+    count: int = 20
 
-    parse.__name__ = kind.__name__
-    return parse
+    @classmethod
+    def ask(cls, data, user, name, predict=(), similar=(), explain=(), count=20):
+        """Look every title up in ``data`` now (an unknown one raises before any training).
 
-
-def add_repeatable(parser, flag, help, metavar="TITLE"):
-    """Add an option that may be given several times; its values collect in a list ([])."""
-    parser.add_argument(flag, action="append", default=[], metavar=metavar, help=help)
+        ``name`` is what the report calls a new user (None: an existing user, called by id).
+        """
+        columns = [
+            tuple(data.resolve_item(title) for title in titles)
+            for titles in (predict, similar, explain)
+        ]
+        who = name or f"user {data.user_id(user)}"
+        return cls(user, who, name, *columns, count=count)
 
 
-def add_count(parser, help):
-    """Add ``-N``/``--count``, how many answers to print (an integer >= 1, default 20)."""
-    parser.add_argument("-N", "--count", type=number(int, 1), default=20, dest="count", help=help)
+def answer(model, data, questions, say):
+    """Answer ``questions`` in the reference notebook's order; return them for the JSON.
+
+    Predictions, similar items, the top recommendations (liked items left out), then the
+    explanations, each said under a plain heading.
+    """
+    who, user = questions.who, questions.user
+    row = data.user_items[user]
+    answers = {"user": str(data.user_id(user)), "user_name": questions.name}
+    predictions = [predict_for_user(model, data, user, c) for c in questions.predict]
+    if predictions:
+        say("")
+        say(format_predictions(f"{who}'s predicted preference:", predictions))
+    answers["predictions"] = predictions
+
+    answers["similar"] = {}
+    for column in questions.similar:
+        similar = similar_to(model, data, column, N=min(questions.count, 10))
+        say("")
+        say(format_ranking(f"most similar to {data.item_title(column)}:", similar))
+        answers["similar"][data.item_title(column)] = similar
+
+    ranking = recommend_for_row(model, data, row, N=questions.count, userid=user)
+    say("")
+    say(format_ranking(f"top {questions.count} for {who} (liked items left out):", ranking))
+    answers["recommendations"] = ranking
+
+    targets = questions.explain or [data.item_index(entry["item"]) for entry in ranking[:1]]
+    answers["explanations"] = {}
+    for column in targets:
+        explanation = explain_for_row(model, data, row, column, userid=user)
+        heading = f"why {who} would like {data.item_title(column)}:"
+        say("")
+        say(format_explanation(heading, explanation, who))
+        answers["explanations"][data.item_title(column)] = explanation
+    return answers

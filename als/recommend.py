@@ -11,33 +11,30 @@ id maps and interactions). Examples::
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
 from .answers import (
-    OneLineParser,
-    add_count,
-    add_repeatable,
     explain_for_row,
     format_explanation,
     format_ranking,
-    number,
     recommend_for_row,
     similar_to,
-    user_errors,
 )
+from .cli_args import OneLineParser, add_backend, add_count, add_repeatable, number
+from .cli_errors import user_errors
 from .data import Interactions
 from .errors import InvalidValueError
 from .model import AlternatingLeastSquares
 
+DESCRIPTION = (
+    "Answer from a model saved by python -m als.train --save, without retraining: "
+    "recommendations for a user or for a new one, similar items, explanations."
+)
+
 
 def build_parser():
-    parser = OneLineParser(
-        prog="python -m als.recommend",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    parser = OneLineParser(prog="python -m als.recommend", description=DESCRIPTION)
     parser.add_argument("model", help="a .npz written by python -m als.train --save")
     who = parser.add_mutually_exclusive_group()
     who.add_argument("--user", metavar="ID", help="recommend for this user (raw id)")
@@ -49,14 +46,11 @@ def build_parser():
         help="weight of each --like interaction",
     )
     add_repeatable(parser, "--similar", "print the items most similar to this one; repeatable")
-    add_repeatable(parser, "--explain", "explain the user's score for this item; repeatable")
-    add_count(parser, "how many recommendations and similar items to print")
-    parser.add_argument(
-        "--backend",
-        default="auto",
-        choices=["auto", "cpu", "cuda", "numpy"],
-        help="where to compute: auto picks cuda when a GPU is usable, else cpu",
+    add_repeatable(
+        parser, "--explain", "explain the user's score for this item (needs --user or --like)"
     )
+    add_count(parser, "how many recommendations and similar items to print")
+    add_backend(parser, "where to answer: auto picks cuda when a GPU is usable, else cpu")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     return parser
@@ -83,7 +77,12 @@ def main(argv):
     args = build_parser().parse_args(argv)
     if not (args.user or args.like or args.similar or args.explain):
         raise InvalidValueError("nothing to answer: give --user, --like, --similar or --explain")
+    if args.explain and not (args.user or args.like):
+        raise InvalidValueError("--explain needs a user: give --user or --like")
     model, data = load_saved(args.model, args.backend)
+    # every title looked up before any answer is computed
+    similar = [data.resolve_item(title) for title in args.similar]
+    explain = [data.resolve_item(title) for title in args.explain]
     output = {}
     lines = []
     row, userid, who = None, None, None
@@ -96,18 +95,14 @@ def main(argv):
         ranking = recommend_for_row(model, data, row, N=args.count, userid=userid)
         lines.append(format_ranking(f"top {args.count} for {who}:", ranking))
         output["recommendations"] = ranking
-    for title in args.similar:
-        column = data.resolve_item(title)
-        similar = similar_to(model, data, column, N=args.count)
-        lines.append(format_ranking(f"most similar to {data.item_title(column)}:", similar))
-        output.setdefault("similar", {})[title] = similar
-    if args.explain and row is None:
-        raise InvalidValueError("--explain needs a user: give --user or --like")
-    for title in args.explain:
-        column = data.resolve_item(title)
-        explanation = explain_for_row(model, data, row, column)
+    for title, column in zip(args.similar, similar, strict=True):
+        answers = similar_to(model, data, column, N=args.count)
+        lines.append(format_ranking(f"most similar to {data.item_title(column)}:", answers))
+        output.setdefault("similar", {})[title] = answers
+    for title, column in zip(args.explain, explain, strict=True):
+        explanation = explain_for_row(model, data, row, column, userid=userid)
         heading = f"why {who} would like {data.item_title(column)}:"
-        lines.append(format_explanation(heading, explanation))
+        lines.append(format_explanation(heading, explanation, who))
         output.setdefault("explanations", {})[title] = explanation
     print(json.dumps(output, indent=2) if args.json else "\n".join(lines))
     return 0

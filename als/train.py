@@ -1,13 +1,17 @@
 """``python -m als.train``: load interactions, train, and answer, in one command.
 
-Without ``--data`` it runs the reference MovieLens-1M workflow (the notebook this project
-was built from): keep ratings >= 3 (the rating is the confidence), add a new user,
-``braum``, who gave 5 to five films, fit 15 iterations with 100 factors and regularization
-0.01 on all the interactions, then print braum's predicted preference for Forrest Gump and
-for Toy Story, the films most similar to Forrest Gump, braum's top 20 (liked films left
-out) and why braum would like Forrest Gump. ``--evaluate`` adds a second, separate fit on
-80% of the interactions and reports precision, MAP, NDCG and AUC on the other 20%; the
-answers always come from the model trained on everything.
+Without ``--data`` it runs the reference MovieLens-1M workflow: keep ratings >= 3 (the
+rating is the confidence), add a new user, ``braum``, who gave 5 to five films, fit 15
+iterations with 100 factors and regularization 0.01 on all the interactions, then print
+braum's predicted preference for Forrest Gump and for Toy Story, the films most similar to
+Forrest Gump, braum's top 20 (liked films left out) and why braum would like Forrest Gump.
+``--evaluate`` adds a second, separate fit on 80% of the interactions and reports precision,
+MAP, NDCG and AUC on the other 20%; the answers always come from the model trained on
+everything.
+
+Everything that can be checked is checked before the fit: the options, ``--params``, the
+``--save`` path, a generic table's columns (from its header, before it is read in full),
+the user and every title the answers name.
 
 Examples
 --------
@@ -20,36 +24,27 @@ Examples
 
 from __future__ import annotations
 
-import argparse
-import inspect
-import json
 import sys
-import time
 
-import numpy as np
-import scipy.sparse
-
-from .answers import (
-    OneLineParser,
-    add_count,
-    add_repeatable,
-    explain_for_row,
-    format_explanation,
-    format_predictions,
-    format_ranking,
-    number,
-    predict_for_user,
-    recommend_for_row,
-    similar_to,
-    user_errors,
+from .answers import Questions, answer, counted
+from .cli_args import OneLineParser, add_backend, add_count, add_repeatable, number
+from .cli_data import (
+    add_data_arguments,
+    add_split_arguments,
+    describe_data,
+    load_interactions,
+    split,
+    table_columns,
 )
-from .compile_note import compile_note
-from .data import load
+from .cli_errors import user_errors
+from .cluster_data import table_format
 from .errors import InvalidValueError
-from .evaluation import ranking_metrics_at_k, train_test_split
-from .model import AlternatingLeastSquares
+from .evaluation import ranking_metrics_at_k
 from .persistence import check_save_path
-from .readers import read_titles_table
+from .train_cluster import fit_here, train_on_workers
+from .train_run import TrainingRun
+
+__all__ = ["REFERENCE", "build_parser", "main"]
 
 #: the reference notebook's workflow, used when --data is not given
 REFERENCE = {
@@ -67,17 +62,33 @@ REFERENCE = {
     "explain": ["Forrest Gump (1994)"],
 }
 
+DESCRIPTION = (
+    "Load interactions, train an implicit-feedback ALS model, and answer with it, in one "
+    "command. Without --data: the reference workflow (ml-1m, ratings >= 3, a new user "
+    "'braum' with five films, 15 iterations, 100 factors, trained on all interactions). "
+    "Options, titles and columns are checked before the fit."
+)
+
+DATA_HELP = (
+    "a known data set (ml-1m, ml-100k, lastfm-2k, ml-20m, ...) or a path to a folder, "
+    "ratings file, CSV or Parquet table; without it, the reference workflow: ml-1m, "
+    "--min-weight 3, braum's five films as --like, and the notebook's questions"
+)
+
 
 def build_parser():
-    parser = OneLineParser(
-        prog="python -m als.train",
-        description=__doc__.split("\n\n")[0] + " Without --data: the reference workflow "
-        "(ml-1m, ratings >= 3, a new user 'braum' with five films, 15 iterations, 100 factors, "
-        "trained on all interactions).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    add_data_arguments(parser)
+    """The parser of ``python -m als.train``, one argument group at a time."""
+    parser = OneLineParser(prog="python -m als.train", description=DESCRIPTION)
+    add_data_arguments(parser, DATA_HELP)
+    add_model_arguments(parser)
+    add_evaluation_arguments(parser)
+    add_answer_arguments(parser)
+    add_output_arguments(parser)
+    return parser
 
+
+def add_model_arguments(parser):
+    """The model's settings, where it computes, and the Dask cluster it may fit on."""
     model = parser.add_argument_group("model")
     model.add_argument("--factors", type=number(int, 1), default=100, help="latent factors")
     model.add_argument(
@@ -104,12 +115,7 @@ def build_parser():
     model.add_argument(
         "--seed", type=number(int, 0), default=0, help="seed for the initial factors"
     )
-    model.add_argument(
-        "--backend",
-        default="auto",
-        choices=["auto", "cpu", "cuda", "numpy"],
-        help="where to compute: auto picks cuda when a GPU is usable, else cpu",
-    )
+    add_backend(model, "where to compute: auto picks cuda when a GPU is usable, else cpu")
     model.add_argument(
         "--threads", type=number(int, 0), default=0, help="CPU threads, 0 = all cores"
     )
@@ -124,12 +130,16 @@ def build_parser():
     cluster.add_argument(
         "--workers",
         type=number(int, 1),
-        help="fit on a local Dask cluster of this many worker processes (None: no cluster)",
+        help="fit on a local Dask cluster of this many worker processes; without it (and "
+        "without --scheduler), fit in this process",
     )
     cluster.add_argument(
         "--scheduler", metavar="ADDRESS", help="fit on the Dask cluster at this address"
     )
 
+
+def add_evaluation_arguments(parser):
+    """``--evaluate`` and how it splits and scores."""
     evaluation = parser.add_argument_group("evaluation")
     evaluation.add_argument(
         "--evaluate",
@@ -137,15 +147,7 @@ def build_parser():
         help="also fit a second model on a split and report held-out metrics; the answers "
         "still come from the model trained on all interactions",
     )
-    evaluation.add_argument(
-        "--test-fraction",
-        type=number(float, above=0, below=1),
-        default=0.2,
-        help="share of interactions --evaluate holds out",
-    )
-    evaluation.add_argument(
-        "--k", type=number(int, 1), default=10, help="cutoff of the ranking metrics"
-    )
+    add_split_arguments(evaluation, "share of interactions --evaluate holds out")
     evaluation.add_argument(
         "--eval-users",
         type=number(int, 1),
@@ -154,12 +156,13 @@ def build_parser():
         "--evaluate scores this many sampled users, whose rows alone come to the client",
     )
 
-    answers = parser.add_argument_group("answers")
-    answers.add_argument(
-        "--user",
-        metavar="ID",
-        help="answer for this existing user (raw id) instead of a new one",
+
+def add_answer_arguments(parser):
+    """Whom the answers are for, and what they say."""
+    answers = parser.add_argument_group(
+        "answers", "for --user, for the new user of --like, or else for the data's first user"
     )
+    answers.add_argument("--user", metavar="ID", help="answer for this existing user (raw id)")
     add_repeatable(
         answers,
         "--like",
@@ -175,22 +178,24 @@ def build_parser():
         "--user-name", default="braum", help="raw id given to the new user of --like"
     )
     add_repeatable(
-        answers,
-        "--predict",
-        "print the user's predicted preference for this item; repeatable",
+        answers, "--predict", "print the user's predicted preference for this item; repeatable"
     )
     add_repeatable(
         answers,
         "--similar",
-        "print the items most similar to this one; repeatable (default: the first --like)",
+        "print the items most similar to this one; repeatable; without it, those most "
+        "similar to the first --like",
     )
     add_repeatable(
         answers,
         "--explain",
-        "explain the user's score for this item; repeatable (default: their top item)",
+        "explain the user's score for this item; repeatable; without it, their top recommendation",
     )
     add_count(answers, "how many recommendations to print (similar items: at most 10)")
 
+
+def add_output_arguments(parser):
+    """Where the report and the model go."""
     output = parser.add_argument_group("output")
     output.add_argument("--save", metavar="PATH", help="save the model and id maps to one .npz")
     output.add_argument(
@@ -203,87 +208,6 @@ def build_parser():
         "--quiet", action="store_true", help="no progress bar (shown only on a terminal)"
     )
     output.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-    return parser
-
-
-def add_data_arguments(parser):
-    """Add the data options (``--data``, ``--user-col`` ...); ``python -m als.tune`` shares
-    them."""
-    data = parser.add_argument_group("data")
-    data.add_argument(
-        "--data",
-        help="a known data set (ml-1m, ml-100k, lastfm-2k, ml-20m, ...) or a path to a folder, "
-        "ratings file, CSV or Parquet table; when not given, the reference workflow: ml-1m, "
-        "--min-weight 3, braum's five films as --like, and the notebook's questions",
-    )
-    data.add_argument("--user-col", help="user column of a generic table (default: guessed)")
-    data.add_argument("--item-col", help="item column of a generic table (default: guessed)")
-    data.add_argument("--weight-col", help="weight column of a generic table (None: 1 per row)")
-    data.add_argument("--titles", help="a table of item id, title for a generic table")
-    data.add_argument("--sep", help="field separator of a generic text table (None: guessed)")
-    data.add_argument(
-        "--min-weight",
-        type=number(float),
-        help="drop interactions weighing less (None: keep all; 3 in the reference workflow)",
-    )
-    data.add_argument(
-        "--min-user-interactions",
-        type=number(int, 1),
-        default=1,
-        help="drop users with fewer interactions (repeated to a fixed point)",
-    )
-    data.add_argument(
-        "--min-item-interactions",
-        type=number(int, 1),
-        default=1,
-        help="drop items with fewer interactions (repeated to a fixed point)",
-    )
-    data.add_argument(
-        "--skip-bad-lines",
-        action="store_true",
-        help="skip malformed lines (and count them) instead of stopping",
-    )
-    return data
-
-
-#: model arguments --params may set; the rest (backend, threads, seed) stay command-line flags
-PARAMS = frozenset(inspect.signature(AlternatingLeastSquares).parameters) - {
-    "backend",
-    "num_threads",
-    "random_state",
-    "use_gpu",
-    "use_native",
-}
-
-
-def read_params(value):
-    """``AlternatingLeastSquares`` keyword arguments from ``--params``.
-
-    ``value`` is a JSON object or the path of a file holding one; ``python -m als.tune
-    --json`` output (``{"best": {"params": ...}}``) is read too.
-    """
-    text = value
-    if not value.lstrip().startswith("{"):
-        try:
-            with open(value, encoding="utf-8") as file:
-                text = file.read()
-        except OSError as exc:
-            raise InvalidValueError(f"--params: cannot read {value!r}: {exc.strerror}") from exc
-    try:
-        params = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InvalidValueError(f"--params is not a JSON object: {exc}") from exc
-    if isinstance(params, dict) and isinstance(params.get("best"), dict):
-        params = params["best"].get("params")
-    if not isinstance(params, dict):
-        raise InvalidValueError("--params must hold a JSON object of model settings")
-    unknown = sorted(set(params) - PARAMS)
-    if unknown:
-        raise InvalidValueError(
-            f"--params has settings AlternatingLeastSquares does not take: {', '.join(unknown)}"
-            f" (it takes {', '.join(sorted(PARAMS))})"
-        )
-    return params
 
 
 def apply_reference_workflow(args, say):
@@ -294,127 +218,25 @@ def apply_reference_workflow(args, say):
     if not (args.like or args.user or args.predict or args.similar or args.explain):
         for name in ("like", "predict", "similar", "explain"):
             setattr(args, name, list(REFERENCE[name]))
-    who = f"a new user {args.user_name!r} who likes {len(args.like)} films" if args.like else ""
-    say(
-        f"no --data: the reference workflow on {args.data}, ratings >= {args.min_weight:g}"
-        + (f", {who}" if who else "")
+    who = (
+        f", a new user {args.user_name!r} who likes {counted(len(args.like), 'film')}"
+        if args.like
+        else ""
     )
+    say(f"no --data: the reference workflow on {args.data}, ratings >= {args.min_weight:g}{who}")
 
 
-def load_interactions(args):
-    """Load and filter the data named by the arguments."""
-    options = {"sep": args.sep} if args.sep else {}
-    if args.titles:
-        options["titles"] = read_titles_table(args.titles)
-    data = load(
-        args.data,
-        user_col=args.user_col,
-        item_col=args.item_col,
-        weight_col=args.weight_col,
-        on_bad_lines="skip" if args.skip_bad_lines else "error",
-        **options,
-    )
-    if (
-        args.min_weight is not None
-        or args.min_user_interactions > 1
-        or args.min_item_interactions > 1
-    ):
-        data = data.filter(
-            min_weight=args.min_weight,
-            min_user_interactions=args.min_user_interactions,
-            min_item_interactions=args.min_item_interactions,
+def with_user(data, args):
+    """``data`` with the user the answers are for, that user's row, and a new user's name."""
+    if args.like:
+        # integer ids (MovieLens) cannot hold a name: the user gets the next id, and the
+        # report calls them by the name
+        named = data.user_ids.dtype.kind in "OUS"
+        data = data.add_user(
+            args.like, weights=args.like_weight, user_id=args.user_name if named else None
         )
-    return data
-
-
-def split(user_items, fraction, seed, keep_rows=()):
-    """Hold out ``fraction`` of the interactions; rows in ``keep_rows`` stay in train."""
-    if not 0 < fraction < 1:
-        raise InvalidValueError(f"--test-fraction must be in (0, 1), got {fraction}")
-    train, test = train_test_split(user_items, 1 - fraction, random_state=seed)
-    if len(keep_rows):
-        train, test = train.tolil(), test.tolil()
-        for row in keep_rows:
-            train[row] = user_items[row]
-            test[row] = 0
-        train, test = train.tocsr(), test.tocsr()
-        test.eliminate_zeros()
-    return train, test
-
-
-def make_model(args, params=None):
-    """The model the flags describe; ``params`` (from ``--params``) override them."""
-    settings = {
-        "factors": args.factors,
-        "regularization": args.regularization,
-        "alpha": args.alpha,
-        "dtype": np.dtype(args.dtype),
-        "iterations": args.iterations,
-        "calculate_training_loss": True,
-        "num_threads": args.threads,
-        "random_state": args.seed,
-        "backend": args.backend,
-        "use_cg": args.cg_steps > 0,
-        "cg_steps": args.cg_steps if args.cg_steps > 0 else None,
-    }
-    return AlternatingLeastSquares(**{**settings, **(params or {})})
-
-
-def progress(args):
-    """Whether to show a progress bar: for a terminal only (in a log it is noise around the
-    one-line error), and never with --quiet."""
-    return not args.quiet and sys.stderr.isatty()
-
-
-def fit(model, train, args, say):
-    """Fit ``model`` on ``train`` (on a cluster when asked); return per-iteration records."""
-    seconds, losses = [], []
-
-    def record(iteration, elapsed, loss):
-        seconds.append(elapsed)
-        losses.append(loss)
-
-    if args.workers or args.scheduler:
-        try:
-            import distributed  # noqa: F401
-        except ImportError:
-            raise ImportError(
-                "--workers and --scheduler need Dask: pip install 'dask[distributed]' "
-                "(or the 'dask' extra of als)."
-            ) from None
-        from .distributed import fit_on_cluster
-
-        fit_on_cluster(
-            model,
-            train,
-            workers=args.workers,
-            scheduler=args.scheduler,
-            log=say,
-            show_progress=progress(args),
-            callback=record,
-        )
-    else:
-        model.fit(train, show_progress=progress(args), callback=record)
-    return iteration_record(model, train.nnz, seconds, losses, say)
-
-
-def iteration_record(model, interactions, seconds, losses, say):
-    """Say how a fit went and return it for the JSON summary."""
-    per_iteration = float(np.median(seconds)) if seconds else 0.0
-    say(
-        f"{model.iterations} iterations, {per_iteration:.3f} s per iteration (median), "
-        f"final loss {losses[-1]:.6f}"
-        if losses
-        else "0 iterations"
-    )
-    return {
-        "factors": model.factors,
-        "iterations": model.iterations,
-        "interactions": int(interactions),
-        "seconds_per_iteration": per_iteration,
-        "iteration_seconds": seconds,
-        "loss": losses,
-    }
+        return data, data.n_users - 1, args.user_name
+    return data, 0 if args.user is None else data.user_index(args.user), None
 
 
 @user_errors
@@ -424,241 +246,50 @@ def main(argv):
         check_save_path(args.save)  # before training, not after
     if args.user is not None and args.like:
         raise InvalidValueError("give --user (an existing user) or --like (a new user), not both")
-    report = sys.stderr if args.json else sys.stdout
-
-    def say(text=""):
-        print(text, file=report, flush=True)
-
+    run = TrainingRun(args)
     if args.data is None:
-        apply_reference_workflow(args, say)
-    started = time.perf_counter()
-    if args.workers or args.scheduler:
-        from .cluster_data import table_format
-
-        if table_format(args.data):
-            return train_on_workers(args, say, started)
-    data = load_interactions(args)
-    name = None
-    if args.like:
-        # integer ids (MovieLens) cannot hold a name: the user gets the next id, and the
-        # report calls them by the name
-        named = data.user_ids.dtype.kind in "OUS"
-        data = data.add_user(
-            args.like, weights=args.like_weight, user_id=args.user_name if named else None
-        )
-        user = data.n_users - 1
-        name = args.user_name
-    elif args.user is not None:
-        user = data.user_index(args.user)
-    else:
-        user = 0
-    say(data.summary())
+        apply_reference_workflow(args, run.say)
+    if (args.workers or args.scheduler) and table_format(args.data):
+        return train_on_workers(args, run)
+    columns = table_columns(args)
+    data, user, name = with_user(load_interactions(args, columns), args)
+    questions = Questions.ask(
+        data, user, name, args.predict, args.similar or args.like[:1], args.explain, args.count
+    )
+    run.say(describe_data(data, columns))
     if name is not None and str(data.user_id(user)) != name:
-        say(f"  - the new user {name!r} is user id {data.user_id(user)}")
-    summary = {
-        "parameters": {k: v for k, v in vars(args).items() if k not in ("debug", "quiet")},
-        "seed": args.seed,
-        "data": {
-            "name": data.name,
-            "users": data.n_users,
-            "items": data.n_items,
-            "interactions": data.nnz,
-            "history": list(data.history),
-            "load_seconds": time.perf_counter() - started,
-        },
-    }
-
-    params = read_params(args.params) if args.params else {}
-    if params:
-        say(f"model settings from --params: {json.dumps(params)}")
-        summary["params"] = params
-    model = make_model(args, params)
-    say(
+        run.say(f"  - the new user {name!r} is user id {data.user_id(user)}")
+    run.loaded(data.name, data.shape, data.nnz, columns, history=list(data.history))
+    run.say_params()
+    model = run.model()
+    run.say(
         f"training on all {data.nnz:,} interactions with the {model.backend_name!r} backend, "
         f"seed {args.seed}"
     )
-    with compile_note(lambda text: say(text + " ...")):
-        record = fit(model, data.user_items, args, say)
-        summary["training"] = {"backend": model.backend_name, **record}
-        summary.update(answer(model, data, user, name, args, say))
+    with run.compiling():
+        run.trained(model, fit_here(run, model, data.user_items))
+        run.summary.update(answer(model, data, questions, run.say))
         if args.evaluate:
-            summary["evaluation"] = evaluate(data, user if args.like else None, args, params, say)
+            evaluate(run, data, user if args.like else None)
     if args.save:
-        model.save(args.save, extra=data.to_arrays())
-        say(f"saved the model and id maps to {args.save}")
-        summary["saved"] = args.save
-    summary["seconds"] = time.perf_counter() - started
-    if args.json:
-        print(json.dumps(summary, indent=2))
-    return 0
+        run.save(model, data.to_arrays())
+    return run.finish()
 
 
-def answer(model, data, user, name, args, say):
-    """The questions the arguments ask, answered in the notebook's order.
-
-    ``name`` is what the report calls a new user (None: an existing user, called by id).
-    """
-    answers = {"user": str(data.user_id(user)), "user_name": name}
-    row = data.user_items[user]
-    who = name or f"user {data.user_id(user)}"
-
-    columns = [data.resolve_item(title) for title in args.predict]
-    predictions = [predict_for_user(model, data, user, c) for c in columns]
-    if predictions:
-        say("")
-        say(format_predictions(f"{who}'s predicted preference:", predictions))
-    answers["predictions"] = predictions
-
-    similar_titles = args.similar or args.like[:1]
-    answers["similar"] = {}
-    for title in similar_titles:
-        column = data.resolve_item(title)
-        similar = similar_to(model, data, column, N=min(args.count, 10))
-        say("")
-        say(format_ranking(f"most similar to {data.item_title(column)}:", similar))
-        answers["similar"][data.item_title(column)] = similar
-
-    ranking = recommend_for_row(model, data, row, N=args.count, userid=user)
-    say("")
-    say(format_ranking(f"top {args.count} for {who} (liked items left out):", ranking))
-    answers["recommendations"] = ranking
-
-    targets = [data.resolve_item(title) for title in args.explain]
-    if not targets and ranking:
-        targets = [data.item_index(ranking[0]["item"])]
-    answers["explanations"] = {}
-    for column in targets:
-        explanation = explain_for_row(model, data, row, column)
-        say("")
-        say(format_explanation(f"why {who} would like {data.item_title(column)}:", explanation))
-        answers["explanations"][data.item_title(column)] = explanation
-    return answers
-
-
-def evaluate(data, new_user, args, params, say):
+def evaluate(run, data, new_user):
     """A second model, fitted on a split, scored on the held-out interactions."""
+    args = run.args
     train, test = split(
         data.user_items, args.test_fraction, args.seed, [] if new_user is None else [new_user]
     )
-    say("")
-    say(
+    run.say("")
+    run.say(
         f"evaluation: a second model trained on {train.nnz:,} interactions, "
         f"{args.test_fraction:.0%} held out ({test.nnz:,})"
     )
-    model = make_model(args, params)
-    record = fit(model, train, args, say)
-    metrics = ranking_metrics_at_k(model, train, test, K=args.k, show_progress=False)
-    say(
-        f"held-out at k={args.k}: "
-        + ", ".join(f"{name} {value:.4f}" for name, value in metrics.items())
-    )
-    return {"test_fraction": args.test_fraction, "k": args.k, **metrics, "training": record}
-
-
-def train_on_workers(args, say, started):
-    """``--workers``/``--scheduler`` with a CSV or Parquet table: the workers read it, map the
-    ids, build the blocks (and, with ``--evaluate``, hold out a hashed split); the client
-    holds the id maps and the rows of the users it answers for or scores (``--eval-users``).
-    """
-    from .cluster_data import read_table, sample_rows, sampled_users, split_frame
-    from .distributed import cluster_client, describe_cluster, encode_ids, partition_interactions
-    from .interactions import Interactions
-
-    if args.like or args.min_user_interactions > 1 or args.min_item_interactions > 1:
-        raise InvalidValueError(
-            "--like, --min-user-interactions and --min-item-interactions need the data on "
-            "the client: leave out --workers/--scheduler, or filter the table beforehand"
-        )
-    frame = read_table(
-        args.data,
-        args.user_col or "user",
-        args.item_col or "item",
-        args.weight_col,
-        sep=args.sep,
-        min_weight=args.min_weight,
-        skip_bad_lines=args.skip_bad_lines,
-    )
-    params = read_params(args.params) if args.params else {}
-    if params:
-        say(f"model settings from --params: {json.dumps(params)}")
-    note = compile_note(lambda text: say(text + " ..."))
-    with cluster_client(args.workers, args.scheduler) as client, note:
-        say(describe_cluster(client, args.workers, args.scheduler))
-        encoded, user_ids, item_ids = encode_ids(frame)
-        shape = (len(user_ids), len(item_ids))
-        ids = Interactions(scipy.sparse.csr_matrix(shape, dtype=np.float32), user_ids, item_ids)
-        user = 0 if args.user is None else ids.user_index(args.user)
-        blocked = partition_interactions(client, encoded, shape=shape)
-        say(
-            f"{args.data} read on the workers: {shape[0]:,} users x {shape[1]:,} items, "
-            f"{blocked.nnz:,} interactions"
-        )
-        summary = {
-            "parameters": {k: v for k, v in vars(args).items() if k not in ("debug", "quiet")},
-            "seed": args.seed,
-            "data": {
-                "name": str(args.data),
-                "users": shape[0],
-                "items": shape[1],
-                "interactions": blocked.nnz,
-                "load_seconds": time.perf_counter() - started,
-            },
-        }
-        model = make_model(args, params)
-        say(f"training on all {blocked.nnz:,} interactions on the workers, seed {args.seed}")
-        record = cluster_fit(client, model, blocked, args, say)
-        summary["training"] = {"backend": model.backend_name, **record}
-        data = Interactions(
-            sample_rows(encoded, [user], shape), user_ids, item_ids, name=str(args.data)
-        )
-        if args.evaluate:
-            train, test = split_frame(encoded, args.test_fraction, args.seed, shape[1])
-            users = sampled_users(shape[0], args.eval_users, args.seed)
-            say("")
-            say(
-                f"evaluation: a second model trained on the workers, {args.test_fraction:.0%} "
-                f"held out by a hash of (user, item, seed), scored on {len(users):,} users"
-            )
-            scored = make_model(args, params)
-            blocks = partition_interactions(client, train, shape=shape)
-            evaluation = cluster_fit(client, scored, blocks, args, say)
-            train, test = sample_rows(train, users, shape), sample_rows(test, users, shape)
-    summary.update(answer(model, data, user, None, args, say))
-    if args.evaluate:
-        metrics = ranking_metrics_at_k(scored, train, test, K=args.k, show_progress=False)
-        say(
-            f"held-out at k={args.k}: "
-            + ", ".join(f"{name} {value:.4f}" for name, value in metrics.items())
-        )
-        summary["evaluation"] = {
-            "test_fraction": args.test_fraction,
-            "k": args.k,
-            "users": len(users),
-            **metrics,
-            "training": evaluation,
-        }
-    if args.save:
-        model.save(args.save, extra=data.to_arrays(include_matrix=False))
-        say(f"saved the model and id maps to {args.save}")
-        summary["saved"] = args.save
-    summary["seconds"] = time.perf_counter() - started
-    if args.json:
-        print(json.dumps(summary, indent=2))
-    return 0
-
-
-def cluster_fit(client, model, blocked, args, say):
-    """Fit ``model`` on blocks already on the workers; the records ``fit`` returns."""
-    from .distributed import fit_distributed
-
-    seconds, losses = [], []
-
-    def record(iteration, elapsed, loss):
-        seconds.append(elapsed)
-        losses.append(loss)
-
-    fit_distributed(client, model, blocked, show_progress=progress(args), callback=record)
-    return iteration_record(model, blocked.nnz, seconds, losses, say)
+    model = run.model()
+    record = fit_here(run, model, train)
+    run.held_out(ranking_metrics_at_k(model, train, test, K=args.k, show_progress=False), record)
 
 
 if __name__ == "__main__":

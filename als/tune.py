@@ -24,12 +24,11 @@ Examples
     python -m als.tune --data lastfm-2k --space implicit --trials 40 --json > best.json
     python -m als.train --data ml-1m --min-weight 3 --params best.json --evaluate
 
-Needs Optuna (``pip install als[tune]``).
+Needs Optuna (``pip install 'als-recommender[tune]'``).
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import shlex
@@ -39,15 +38,18 @@ import time
 import numpy as np
 from tqdm.auto import tqdm
 
-from .answers import user_errors
+from . import cli_data
+from .answers import counted
+from .cli_args import OneLineParser, add_backend, number
+from .cli_errors import user_errors
 from .errors import ModelFitError, TunerUnavailable, UserError
 from .evaluation import ranking_metrics_at_k, train_test_split
 from .fitting import CONFIDENCE_FUNCTIONS
+from .interactions import python_scalar
 from .model import AlternatingLeastSquares
-from .train import add_data_arguments, load_interactions, split
 from .validation import check_choice, check_finite_real, check_positive_int
 
-__all__ = ["SPACES", "TuneResult", "build_parser", "main", "suggest", "tune"]
+__all__ = ["SPACES", "Search", "TuneResult", "build_parser", "main", "suggest", "tune"]
 
 SPACES = ("als", "implicit")
 
@@ -63,7 +65,7 @@ def _optuna():
         import optuna
     except ImportError as exc:
         raise TunerUnavailable(
-            "python -m als.tune needs Optuna: pip install 'als[tune]' (or optuna)"
+            "python -m als.tune needs Optuna: pip install 'als-recommender[tune]' (or optuna)"
         ) from exc
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     return optuna
@@ -140,20 +142,61 @@ def fit_model(params, user_items, seed=0, backend="auto", threads=0, callback=No
     return model.fit(user_items, show_progress=False, callback=callback)
 
 
-def tune(
-    train,
-    space="als",
-    trials=20,
-    minutes=None,
-    seed=0,
-    k=10,
-    validation_fraction=0.2,
-    backend="auto",
-    threads=0,
-    max_factors=256,
-    max_iterations=25,
-    show_progress=True,
-):
+@dataclasses.dataclass(frozen=True)
+class Search:
+    """How one search runs: its space, budget, scoring, model limits and where it computes.
+
+    Parameters
+    ----------
+    space : {"als", "implicit"}
+    trials : int
+        Trials to run (fewer when ``minutes`` runs out first).
+    minutes : float, optional
+        Stop starting trials after this many minutes.
+    seed : int
+        Seeds the validation split (``seed`` + 1), the sampler and every model.
+    k : int
+        Cutoff of the validation NDCG.
+    validation_fraction : float
+        Share of the training part the trials are scored on, in (0, 1).
+    max_factors, max_iterations : int
+        The largest factor count and iteration count a trial may propose.
+    backend : str
+        The backend of every fit.
+    threads : int
+        CPU threads, 0 for all cores.
+
+    Raises
+    ------
+    InvalidValueError, InvalidTypeError
+        For a setting out of its range, named as the argument of :func:`tune`.
+    """
+
+    space: str = "als"
+    trials: int = 20
+    minutes: float | None = None
+    seed: int = 0
+    k: int = 10
+    validation_fraction: float = 0.2
+    max_factors: int = 256
+    max_iterations: int = 25
+    backend: str = "auto"
+    threads: int = 0
+
+    def __post_init__(self):
+        check_choice(self.space, SPACES, "space")
+        check_positive_int(self.trials, "trials")
+        check_positive_int(self.max_factors, "max_factors")
+        check_positive_int(self.max_iterations, "max_iterations")
+        check_finite_real(
+            self.validation_fraction,
+            "validation_fraction",
+            exclusive_minimum=0,
+            exclusive_maximum=1,
+        )
+
+
+def tune(train, space="als", *, show_progress=True, **settings):
     """Search the settings that maximise validation NDCG at ``k``, with Optuna's TPE.
 
     Parameters
@@ -161,38 +204,37 @@ def tune(
     train : scipy.sparse.csr_matrix
         The training part; the validation split is carved from it (``seed`` + 1).
     space : {"als", "implicit"}
-    trials : int
-        Trials to run (fewer when ``minutes`` runs out first).
-    minutes : float, optional
-        Stop starting trials after this many minutes.
-    seed : int
-        Seeds the validation split, the sampler and every model.
+    show_progress : bool
+        Show a progress bar of the trials.
+    **settings
+        The other fields of :class:`Search` (``trials``, ``minutes``, ``seed``, ``k``,
+        ``validation_fraction``, ``backend``, ``threads``, ``max_factors``,
+        ``max_iterations``).
 
     Returns
     -------
     TuneResult
     """
     optuna = _optuna()
-    check_choice(space, SPACES, "space")
-    trials = check_positive_int(trials, "trials")
-    max_factors = check_positive_int(max_factors, "max_factors")
-    max_iterations = check_positive_int(max_iterations, "max_iterations")
-    check_finite_real(
-        validation_fraction, "validation_fraction", exclusive_minimum=0, exclusive_maximum=1
-    )
-    fit_part, validation = train_test_split(train, 1 - validation_fraction, random_state=seed + 1)
+    search = Search(space, **settings)
+    seed, k = search.seed, search.k
+    limits = (search.max_factors, search.max_iterations)
+    fraction = search.validation_fraction
+    fit_part, validation = train_test_split(train, 1 - fraction, random_state=seed + 1)
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
-    study.enqueue_trial(starting_point(space, fit_part, max_factors, max_iterations))
+    study.enqueue_trial(starting_point(search.space, fit_part, *limits))
 
     def objective(trial):
-        params = suggest(trial, space, fit_part, max_factors, max_iterations)
+        params = suggest(trial, search.space, fit_part, *limits)
         started = time.perf_counter()
-        model = fit_model(params, fit_part, seed, backend, threads)
+        model = fit_model(params, fit_part, seed, search.backend, search.threads)
         trial.set_user_attr("fit_seconds", time.perf_counter() - started)
         trial.set_user_attr("params", params)
         return ranking_metrics_at_k(model, fit_part, validation, K=k, show_progress=False)["ndcg"]
 
-    with tqdm(total=trials, disable=not show_progress, desc=f"tuning ({space})") as bar:
+    with tqdm(
+        total=search.trials, disable=not show_progress, desc=f"tuning ({search.space})"
+    ) as bar:
 
         def progress(study, trial):
             bar.update(1)
@@ -202,8 +244,8 @@ def tune(
 
         study.optimize(
             objective,
-            n_trials=trials,
-            timeout=None if minutes is None else 60 * minutes,
+            n_trials=search.trials,
+            timeout=None if search.minutes is None else 60 * search.minutes,
             callbacks=[progress],
             catch=(ModelFitError,),
         )
@@ -222,35 +264,80 @@ def tune(
     return TuneResult(study.best_trial.user_attrs["params"], study.best_value, records)
 
 
+DESCRIPTION = (
+    "Search model settings with Optuna: every trial fits on part of the training split and "
+    "is scored by NDCG on a validation split carved from it; the best settings are refitted "
+    "and scored on the held-out test split, with the python -m als.train command line that "
+    "reproduces them. Needs Optuna."
+)
+
+DATA_HELP = (
+    "the data to tune on (required): a known data set (ml-1m, ml-100k, lastfm-2k, ml-20m, "
+    "...) or a path to a folder, ratings file, CSV or Parquet table"
+)
+
+
 def build_parser():
-    parser = argparse.ArgumentParser(
-        prog="python -m als.tune",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    add_data_arguments(parser)
-    search = parser.add_argument_group("search")
-    search.add_argument("--trials", type=int, default=20, help="trials to run")
-    search.add_argument("--minutes", type=float, help="stop starting trials after this long")
-    search.add_argument("--space", default="als", choices=SPACES, help="parameters searched")
-    search.add_argument("--seed", type=int, default=0, help="split, sampler and model seed")
-    search.add_argument("--test-fraction", type=float, default=0.2, help="held out for testing")
-    search.add_argument(
-        "--validation-fraction",
-        type=float,
-        default=0.2,
-        help="share of the training part the trials are scored on",
-    )
-    search.add_argument("--k", type=int, default=10, help="cutoff of the ranking metrics")
-    search.add_argument("--max-factors", type=int, default=256)
-    search.add_argument("--max-iterations", type=int, default=25)
-    search.add_argument("--backend", default="auto", choices=["auto", "cpu", "cuda", "numpy"])
-    search.add_argument("--threads", type=int, default=0, help="CPU threads, 0 = all cores")
+    """The parser of ``python -m als.tune``: data, search and output options."""
+    parser = OneLineParser(prog="python -m als.tune", description=DESCRIPTION)
+    cli_data.add_data_arguments(parser, DATA_HELP)
+    add_search_arguments(parser)
     output = parser.add_argument_group("output")
-    output.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
-    output.add_argument("--quiet", action="store_true", help="no progress bar")
+    output.add_argument(
+        "--json",
+        action="store_true",
+        help="print the best settings, their metrics, every trial and the reproducing "
+        "command as JSON on stdout (the report goes to stderr)",
+    )
+    output.add_argument("--quiet", action="store_true", help="no progress bar of the trials")
     output.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     return parser
+
+
+def add_search_arguments(parser):
+    """What is searched, for how long, how trials are scored, and where they compute."""
+    search = parser.add_argument_group("search")
+    search.add_argument(
+        "--trials", type=number(int, 1), default=20, help="model fits to try, at most"
+    )
+    search.add_argument(
+        "--minutes",
+        type=number(float, above=0),
+        help="start no trial after this many minutes; without it, run every trial",
+    )
+    search.add_argument(
+        "--space",
+        default="als",
+        choices=SPACES,
+        help="als: factors, regularization, alpha, iterations and the opt-in model options; "
+        "implicit: implicit's four parameters only",
+    )
+    search.add_argument(
+        "--seed",
+        default=0,
+        type=number(int, 0),
+        help="seeds the splits (the test one as als.train --evaluate's), the sampler, the models",
+    )
+    cli_data.add_split_arguments(
+        search, "share of interactions held out to test the best settings, never seen by a trial"
+    )
+    search.add_argument(
+        "--validation-fraction",
+        type=number(float, above=0, below=1),
+        default=0.2,
+        help="share of the training part the trials are scored on (NDCG at --k)",
+    )
+    for flag, default, what in (
+        ("--max-factors", 256, "factor count (of 32, 64, 128, 192, 256)"),
+        ("--max-iterations", 25, "iteration count (from 3 up)"),
+    ):
+        search.add_argument(
+            flag, type=number(int, 1), default=default, help=f"largest {what} a trial may try"
+        )
+    add_backend(search, "where every trial fits: auto picks cuda when a GPU is usable, else cpu")
+    search.add_argument(
+        "--threads", type=number(int, 0), default=0, help="CPU threads, 0 = all cores"
+    )
 
 
 #: data options passed on to the reproducing als.train command
@@ -261,6 +348,7 @@ _DATA_FLAGS = (
     "weight_col",
     "titles",
     "sep",
+    "encoding",
     "min_weight",
     "min_user_interactions",
     "min_item_interactions",
@@ -290,23 +378,12 @@ def main(argv):
         raise UserError("--data is required: a data set name or a path")
     report = sys.stderr if args.json else sys.stdout
     _optuna()  # fail before loading data when Optuna is missing
-    data = load_interactions(args)
-    print(data.summary(), file=report)
-    train, test = split(data.user_items, args.test_fraction, args.seed)
-    result = tune(
-        train,
-        space=args.space,
-        trials=args.trials,
-        minutes=args.minutes,
-        seed=args.seed,
-        k=args.k,
-        validation_fraction=args.validation_fraction,
-        backend=args.backend,
-        threads=args.threads,
-        max_factors=args.max_factors,
-        max_iterations=args.max_iterations,
-        show_progress=not args.quiet,
-    )
+    columns = cli_data.table_columns(args)
+    data = cli_data.load_interactions(args, columns)
+    print(cli_data.describe_data(data, columns), file=report)
+    train, test = cli_data.split(data.user_items, args.test_fraction, args.seed)
+    settings = {f.name: getattr(args, f.name) for f in dataclasses.fields(Search)}
+    result = tune(train, show_progress=not args.quiet, **settings)
     started = time.perf_counter()
     model = fit_model(result.best_params, train, args.seed, args.backend, args.threads)
     fit_seconds = time.perf_counter() - started
@@ -314,7 +391,10 @@ def main(argv):
     metrics = {"k": args.k, **metrics, "validation_ndcg": result.best_value}
     command = reproducing_command(args, result.best_params)
     done = sum(t["state"] == "complete" for t in result.trials)
-    print(f"{done} of {len(result.trials)} trials finished ({args.space} space)", file=report)
+    print(
+        f"{done} of {counted(len(result.trials), 'trial')} finished ({args.space} space)",
+        file=report,
+    )
     print(f"best settings: {json.dumps(result.best_params, sort_keys=True)}", file=report)
     print(
         f"held-out test at k={args.k}: "
@@ -335,8 +415,9 @@ def main(argv):
 
 
 def _plain(value):
+    """JSON's ``default``: a NumPy scalar (Optuna's, in the trial records) as its Python value."""
     if isinstance(value, np.generic):
-        return value.item()
+        return python_scalar(value)
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 

@@ -12,6 +12,7 @@ pytest.importorskip("optuna", reason="als.tune needs Optuna (the tune extra)")
 from als import train as train_cli  # noqa: E402
 from als import tune as tune_cli  # noqa: E402
 from als.errors import InvalidValueError  # noqa: E402
+from als.train_run import PARAMS, read_params  # noqa: E402
 from tests.conftest import power_law_matrix  # noqa: E402
 
 IMPLICIT_KEYS = {"factors", "iterations", "alpha", "regularization"}
@@ -65,8 +66,10 @@ def test_cli_json_shape_and_the_printed_command_reproduces_the_test_metrics(
     assert set(best["metrics"]) >= {"precision", "map", "ndcg", "auc", "k"}
     assert len(summary["trials"]) == 2
     assert best["params"] in [t["params"] for t in summary["trials"]]
-    assert set(best["params"]) <= train_cli.PARAMS
+    assert set(best["params"]) <= PARAMS
     assert "reproduce with" in captured.err and "--params" in summary["command"]
+    # the columns were named: the report says so, and guessed none
+    assert "columns: user 'user', item 'item', weight 'weight'\n" in captured.err
 
     (tmp_path / "best.json").write_text(captured.out)
     # the same split (seed, fraction) and settings as the tuner's refit
@@ -83,13 +86,13 @@ def test_cli_json_shape_and_the_printed_command_reproduces_the_test_metrics(
 
 
 def test_params_must_be_model_arguments(tmp_path):
-    assert train_cli.read_params('{"factors": 8, "nu": 1.0}') == {"factors": 8, "nu": 1.0}
+    assert read_params('{"factors": 8, "nu": 1.0}') == {"factors": 8, "nu": 1.0}
     with pytest.raises(InvalidValueError, match="does not take: colour"):
-        train_cli.read_params('{"colour": 1}')
+        read_params('{"colour": 1}')
     with pytest.raises(InvalidValueError, match="cannot read"):
-        train_cli.read_params(str(tmp_path / "missing.json"))
+        read_params(str(tmp_path / "missing.json"))
     nested = {"best": {"params": {"alpha": 2.0}, "metrics": {}}, "trials": []}
-    assert train_cli.read_params(json.dumps(nested)) == {"alpha": 2.0}
+    assert read_params(json.dumps(nested)) == {"alpha": 2.0}
 
 
 def test_tune_refuses_a_zero_test_fraction(table, capsys):
@@ -117,3 +120,22 @@ def test_the_validation_split_comes_from_the_training_part_only():
     # together they are exactly the training part, with no entry in both
     np.testing.assert_array_equal((fit_part + validation).toarray(), train.toarray())
     assert fit_part.multiply(validation).nnz == 0
+
+
+def test_search_settings_are_checked_before_any_trial():
+    train = power_law_matrix(50, 30, 300, seed=1)
+    with pytest.raises(InvalidValueError, match="validation_fraction"):
+        tune_cli.tune(train, validation_fraction=1.0, show_progress=False)
+    with pytest.raises(InvalidValueError, match="space"):
+        tune_cli.tune(train, "lightfm", show_progress=False)
+    with pytest.raises(TypeError, match="colour"):
+        tune_cli.tune(train, colour="red", show_progress=False)
+
+
+def test_cli_refuses_bad_search_options_in_one_line(table, capsys):
+    for flag, value in (("--trials", "0"), ("--max-factors", "0"), ("--minutes", "-1")):
+        assert tune_cli.main(data_flags(table) + [flag, value]) == 2
+        (line,) = capsys.readouterr().err.strip().splitlines()
+        assert line.startswith(f"error: argument {flag}: must be")
+    assert tune_cli.main(["--trials", "1"]) == 2
+    assert "--data is required" in capsys.readouterr().err
