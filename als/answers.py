@@ -13,7 +13,7 @@ import dataclasses
 
 import numpy as np
 
-from .interactions import python_scalar
+from .lookups import python_scalar
 
 __all__ = [
     "Questions",

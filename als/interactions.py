@@ -473,7 +473,8 @@ class Interactions:
         new_id = self._new_user_id(user_id)
         matrix = sp.vstack([self._user_items, row], format="csr")
         user_ids = np.append(self._user_ids, new_id)
-        note = f"added user {new_id!r} with {row.nnz} liked items"
+        items = "item" if row.nnz == 1 else "items"
+        note = f"added user {new_id!r} with {row.nnz} liked {items}"
         return self._derive(matrix, user_ids, self._item_ids, self._item_titles, note)
 
     def _new_user_id(self, user_id):

@@ -379,7 +379,7 @@ def read_parquet(path: Path) -> pd.DataFrame:
         return pd.read_parquet(path)
     except ImportError as exc:
         raise ImportError(
-            f"Reading {path} needs pyarrow: pip install pyarrow (or 'als[parquet]')."
+            f"Reading {path} needs pyarrow: pip install pyarrow (or 'als-recommender[parquet]')."
         ) from exc
 
 

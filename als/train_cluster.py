@@ -17,7 +17,8 @@ from .answers import Questions, answer
 from .cli_data import table_columns
 from .errors import InvalidValueError
 from .evaluation import ranking_metrics_at_k
-from .interactions import Interactions, python_scalar
+from .interactions import Interactions
+from .lookups import python_scalar
 from .readers import read_titles_table
 
 __all__ = ["fit_here", "require_dask", "train_on_workers"]

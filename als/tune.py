@@ -45,7 +45,7 @@ from .cli_errors import user_errors
 from .errors import ModelFitError, TunerUnavailable, UserError
 from .evaluation import ranking_metrics_at_k, train_test_split
 from .fitting import CONFIDENCE_FUNCTIONS
-from .interactions import python_scalar
+from .lookups import python_scalar
 from .model import AlternatingLeastSquares
 from .validation import check_choice, check_finite_real, check_positive_int
 

@@ -225,6 +225,12 @@ def test_add_user_with_string_ids():
     assert more.user_ids.tolist() == ["a", "new-user", "new-user-2"]
 
 
+def test_history_counts_liked_items_in_words():
+    plays = from_dataframe(pd.DataFrame({"user": ["a", "a"], "item": ["x", "y"], "weight": 1}))
+    assert plays.add_user(["x"]).history[-1] == "added user 'new-user' with 1 liked item"
+    assert plays.add_user(["x", "y"]).history[-1] == "added user 'new-user' with 2 liked items"
+
+
 @pytest.mark.parametrize("string_ids", [False, True])
 def test_arrays_round_trip_through_npz(tmp_path, ml1m_dir, string_ids):
     ratings = load(ml1m_dir).add_user([20], weights=2)

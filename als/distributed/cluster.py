@@ -62,5 +62,7 @@ def fit_on_cluster(model, user_items, *, workers=None, scheduler=None, log=None,
 
 def describe_cluster(client, workers=None, scheduler=None):
     """One line about the cluster a ``Client`` of :func:`cluster_client` is on."""
-    where = scheduler or f"a local cluster of {workers} worker processes"
-    return f"fitting on {where} ({len(cluster_workers(client))} workers)"
+    plural = {1: ""}
+    where = scheduler or f"a local cluster of {workers} worker process{plural.get(workers, 'es')}"
+    count = len(cluster_workers(client))
+    return f"fitting on {where} ({count} worker{plural.get(count, 's')})"
