@@ -1,4 +1,4 @@
-"""The two import rules that keep the project's shape (see ARCHITECTURE.md).
+"""The rules that keep the project's shape (see ARCHITECTURE.md).
 
 1. ``backends/`` imports nothing from ``als/``: a backend is usable, and testable, alone.
 2. No module imports an underscored name from another project module: what modules share is
