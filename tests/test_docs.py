@@ -29,3 +29,64 @@ def test_readme_python_tutorial_runs(tmp_path, monkeypatch, capsys):
     assert "DataFrame: 5 interactions, 3 users, 3 items" in printed
     assert "['let it be']" in printed  # the one song ann has not played
     assert (tmp_path / "model.npz").exists()
+
+
+def ci_command():
+    """The one command .ci/run runs: set up a fresh environment and run the tests."""
+    lines = (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
+    return next(line for line in lines if line.startswith("python3 -m venv"))
+
+
+def indented_commands(text):
+    """The commands a page shows as indented code lines."""
+    return [line.strip() for line in text.splitlines() if line.startswith("    ")]
+
+
+def test_readme_gives_the_two_commands():
+    commands = indented_commands((ROOT / "README.md").read_text(encoding="utf-8"))
+    tests = ci_command()
+    assert tests in commands  # CI runs exactly what the README tells a newcomer to run
+    set_up, _, run_tests = tests.rpartition(" .venv/bin/python ")
+    assert run_tests == "-m pytest -q"
+    assert f"{set_up} .venv/bin/python -m als.train" in commands
+
+
+def test_readme_is_a_front_page():
+    lines = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+    assert len(lines) <= 200
+
+
+def pages():
+    """Every Markdown page a reader reaches from the front page."""
+    return [ROOT / "README.md", ROOT / "ARCHITECTURE.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def local_links(page):
+    """Targets of the page's Markdown links and images that point inside the repository."""
+    targets = re.findall(r"\]\(([^)\s]+)\)", page.read_text(encoding="utf-8"))
+    return [t.split("#")[0] for t in targets if not re.match(r"[a-z]+:|#", t)]
+
+
+@pytest.mark.parametrize("page", pages(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_links_point_at_files_that_exist(page):
+    missing = [t for t in local_links(page) if not (page.parent / t).exists()]
+    assert not missing, f"{page.name} links to missing files: {missing}"
+
+
+def test_every_docs_page_is_linked_from_the_readme():
+    linked = {(ROOT / t).resolve() for t in local_links(ROOT / "README.md")}
+    assert set((ROOT / "docs").glob("*.md")) - {ROOT / "docs" / "index.md"} <= linked
+
+
+#: phrases about how the product was made rather than what it is
+PROCESS_TALK = re.compile(
+    r"\bissue\s+\d+|\bissue's|\bsession\s+\d+|\bprevious (session|round|version)|"
+    r"\bround\s+\d+|-s\d-|\bengineers?\b|\bbusy with other|\bshared with other",
+    re.IGNORECASE,
+)
+
+
+@pytest.mark.parametrize("page", pages(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_pages_speak_of_the_product_only(page):
+    found = [m.group(0) for m in PROCESS_TALK.finditer(page.read_text(encoding="utf-8"))]
+    assert not found, f"{page.name} talks about how it was made: {found}"
