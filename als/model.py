@@ -103,14 +103,6 @@ class AlternatingLeastSquares(MatrixFactorizationBase, PortableModelMixin):
     init_stddev : float or None
         Opt-in. None (default) draws implicit's initial factors ``U[0, 1) * 0.01``; a number
         draws normal factors with standard deviation ``init_stddev / sqrt(factors)``.
-
-    Notes
-    -----
-    With the opt-in options the model minimises ``sum_stored c (p - x_u.y_i)^2 + alpha0
-    sum_unobserved (x_u.y_i)^2 + sum_u lambda_u |x_u|^2 + sum_i lambda_i |y_i|^2``; the
-    reported training loss is this, normalised by ``sum_stored c + alpha0 * unobserved
-    cells`` (implicit's normalisation when the options are at their defaults). The defaults
-    give implicit's model and factors. ``fit_distributed`` supports the defaults only.
     solver : {"cg", "ials++"}
         ``"cg"`` (default): implicit's solver, conjugate gradient or exact (``use_cg``).
         ``"ials++"``: one sweep of iALS++ subspace block coordinate descent per
@@ -123,6 +115,14 @@ class AlternatingLeastSquares(MatrixFactorizationBase, PortableModelMixin):
     ----------
     user_factors, item_factors : numpy.ndarray
         Learned factors, one row per user / item (None before ``fit``).
+
+    Notes
+    -----
+    With the opt-in options the model minimises ``sum_stored c (p - x_u.y_i)^2 + alpha0
+    sum_unobserved (x_u.y_i)^2 + sum_u lambda_u |x_u|^2 + sum_i lambda_i |y_i|^2``; the
+    reported training loss is this, normalised by ``sum_stored c + alpha0 * unobserved
+    cells`` (implicit's normalisation when the options are at their defaults). The defaults
+    give implicit's model and factors. ``fit_distributed`` supports the defaults and ``nu``.
 
     Examples
     --------
