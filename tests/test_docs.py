@@ -83,8 +83,8 @@ def test_every_docs_page_is_linked_from_the_readme():
 
 #: phrases about how the product was made rather than what it is: issue numbers, numbered
 #: sessions and development rounds, earlier versions of the code, the people and machines
-#: behind it. Ordinary English passes: pytest's ``scope="session"``, "rounds" of a sampler or a timing loop,
-#: arrays "shared with other objects".
+#: behind it. Ordinary English passes: pytest's ``scope="session"``, "rounds" of a sampler
+#: or a timing loop, arrays "shared with other objects".
 PROCESS_TALK = re.compile(
     r"\bissues?\s+#?\d+|\bissue's|\bsessions?\s+\d+|"
     r"\b(this|previous|earlier|later|next|last) session\b|"
