@@ -305,8 +305,8 @@ def synchronizer(engine):
 def take_turns(names, rounds, run):
     """``{name: [run(name) for each round]}``, the names taking turns in alternating order.
 
-    Round 0 runs ``names`` in order, round 1 in reverse, and so on, so that neither a
-    machine's slow spell nor its warming up favours one of them.
+    The first round runs ``names`` in order, the second in reverse, and so on, so that
+    neither a machine's slow spell nor its warming up favours one of them.
     """
     results = {name: [] for name in names}
     for round_ in range(rounds):
