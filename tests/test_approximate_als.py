@@ -336,3 +336,13 @@ def test_setting_factors_rebuilds_the_index(board50):
     items[7] = model.user_factors[0] * 10  # far the best match for user 0
     model.item_factors = items
     assert model.recommend(0, user_items[0], N=1, filter_already_liked_items=False)[0][0] == 7
+
+
+def test_docstring_example_runs():
+    pytest.importorskip("faiss")
+    import doctest
+
+    import als.approximate_als
+
+    failures, tried = doctest.testmod(als.approximate_als, optionflags=doctest.ELLIPSIS)
+    assert tried and failures == 0
