@@ -21,7 +21,7 @@ Measured: index build seconds (both indexes, on the first query for ours); recal
 queries; queries per second for ``--queries`` calls batched (one call) and one at a time.
 Exact queries on a million items are slow on a small machine: ``--exact-sample`` of them
 are timed and the rate reported as measured (the JSON says how many). Writes
-``approximate-queries-<machine>.json`` and ``.md``.
+``approximate-queries-<data sets>[-<label>]-<machine>.json`` and ``.md``.
 """
 
 from __future__ import annotations
@@ -360,6 +360,7 @@ def main(argv=None):
     parser.add_argument("--exact-sample", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--notes", default="")
+    parser.add_argument("--label", default="", help="added to the file name (e.g. the settings)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/approximate")
     args = parser.parse_args(argv)
     settings = {
@@ -383,7 +384,8 @@ def main(argv=None):
     report["load_after"] = os.getloadavg()
     args.out.mkdir(parents=True, exist_ok=True)
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", platform.node() or "machine").strip("-")
-    stem = args.out / f"approximate-queries-{slug}"
+    label = "-".join([*args.datasets, *([args.label] if args.label else []), slug])
+    stem = args.out / f"approximate-queries-{label}"
     stem.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
     stem.with_suffix(".md").write_text(markdown(report))
     print(markdown(report))
