@@ -9,7 +9,8 @@ augmentation of Bachrach et al. (RecSys 2014), which gives every item the same l
 computes them from the factors, as the exact queries do.
 
 The libraries are optional (the ``faiss``, ``nmslib`` and ``annoy`` extras, or ``ann`` for all
-three) and imported on first use; a missing one raises ``ImportError`` naming the extra.
+three) and imported on first use; a missing one raises ``IndexUnavailable`` (an
+``ImportError``) naming the extra.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import importlib
 import logging
 
 import numpy as np
+
+from .errors import IndexUnavailable
 
 __all__ = [
     "DISTRIBUTION",
@@ -44,14 +47,14 @@ def import_library(extra):
 
     Raises
     ------
-    ImportError
-        One line naming the extra that installs the library.
+    IndexUnavailable
+        One line naming the extra that installs the library (an ``ImportError``).
     """
     module = _MODULES[extra]
     try:
         library = importlib.import_module(module)
     except ImportError as exc:
-        raise ImportError(
+        raise IndexUnavailable(
             f"{module} is not installed: pip install '{DISTRIBUTION}[{extra}]' "
             f"(or '{DISTRIBUTION}[ann]' for Faiss, NMSLib and Annoy)",
             name=module,

@@ -34,6 +34,7 @@ __all__ = [
     "ModelFileError",
     "ModelFitError",
     "TunerUnavailable",
+    "IndexUnavailable",
     "ParameterWarning",
 ]
 
@@ -174,6 +175,10 @@ class ModelFitError(UserError, RuntimeError):
 
 class TunerUnavailable(UserError, ImportError):
     """Raised when Optuna is not installed."""
+
+
+class IndexUnavailable(UserError, ImportError):
+    """Raised when the library of an approximate index (Faiss, NMSLib, Annoy) is not installed."""
 
 
 class ParameterWarning(UserWarning):

@@ -19,6 +19,7 @@ from als import AlternatingLeastSquares
 from als.ann import AnnoyModel, FaissModel, NMSLibModel
 from als.ann_indexes import augment_for_inner_product
 from als.ann_search import Exclusions
+from als.errors import IndexUnavailable
 
 #: settings that find most of the true neighbours on this small catalogue (the factors of a
 #: random power-law matrix have little structure: a hard case for an index)
@@ -198,8 +199,10 @@ def test_a_missing_library_names_its_extra(fitted, monkeypatch):
     model, _ = fitted
     for cls, library in ((FaissModel, "faiss"), (NMSLibModel, "nmslib"), (AnnoyModel, "annoy")):
         monkeypatch.setitem(sys.modules, library, None)  # what an absent package looks like
-        with pytest.raises(ImportError, match=rf"pip install 'als-recommender\[{library}\]'"):
+        advice = rf"pip install 'als-recommender\[{library}\]'"
+        with pytest.raises(ImportError, match=advice) as got:
             cls(model)
+        assert isinstance(got.value, IndexUnavailable)  # a UserError: the CLI says it in one line
 
 
 def test_bad_settings_are_refused(fitted):
