@@ -103,7 +103,10 @@ CUDA_R_32F, CUDA_R_16F = 0, 2
 CUBLAS_COMPUTE_32F = 68
 CUBLAS_GEMM_DEFAULT = -1
 
-_LOCAL_INCLUDE = re.compile(r'^\s*#include\s+"[^"]+"\s*$', re.MULTILINE)
+# one whole line (not the blank lines around it: \s would match newlines)
+_LOCAL_INCLUDE = re.compile(r'^[ \t]*#include[ \t]+"[^"\n]+"[ \t]*$', re.MULTILINE)
+#: what a local #include line of the sources becomes in the translation unit (one line still)
+PASTED_INCLUDE = "// (local header pasted in front)"
 _ALLOCATION_FAILURES = ("ALLOC_FAILED", "cudaErrorMemoryAllocation", "out of memory")
 
 
@@ -111,12 +114,16 @@ def kernel_source():
     """Return the CUDA C++ of every kernel as one translation unit (what NVRTC compiles).
 
     The ``.cu`` files include ``common.cuh`` by name for ``nvcc``; here the header is pasted
-    in front instead and local ``#include`` lines are dropped, so nothing is read from disk
-    at compile time.
+    in front instead and each local ``#include`` line becomes a comment, so nothing is read
+    from disk at compile time. Each file starts with a ``#line`` directive, so compiler
+    messages name the file and line it came from.
     """
     package = importlib.resources.files(__package__).joinpath("kernels")
-    parts = [package.joinpath(name).read_text(encoding="utf-8") for name in KERNEL_FILES]
-    return "\n".join(_LOCAL_INCLUDE.sub("", part) for part in parts)
+    parts = []
+    for name in KERNEL_FILES:
+        text = package.joinpath(name).read_text(encoding="utf-8")
+        parts.append(f'#line 1 "{name}"\n' + _LOCAL_INCLUDE.sub(PASTED_INCLUDE, text))
+    return "\n".join(parts)
 
 
 def name_expressions():
@@ -491,7 +498,9 @@ class CupyBackend(ArrayModuleBackend):
                     np.int64(n_exclude_all),
                 ),
             )
-            ids[start:stop], scores[start:stop] = self._select_top_k(block, k, segments, segment_length)
+            ids[start:stop], scores[start:stop] = self._select_top_k(
+                block, k, segments, segment_length
+            )
         return ids, scores
 
     def _scores(self, queries, factors):
