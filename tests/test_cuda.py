@@ -46,6 +46,7 @@ from als.backends.base import BackendUnavailable, get_backend
 from als.backends.cuda_plan import order_key
 from als.fitting import training_loss
 from tests.conftest import power_law_matrix
+from tests.cuda_emulation import nvrtc
 
 NVCC = shutil.which("nvcc")
 KERNEL_DIR = Path(cupy_cuda.__file__).parent / "kernels"
@@ -146,6 +147,71 @@ def test_every_kernel_template_has_name_expressions():
                 assert set(cupy_cuda.cg_kernel_names(factors, dtype, aligned)) <= expressions
         assert cupy_cuda.cg_kernel_names(1025, dtype) is None  # the array-code CG then
     assert not re.search(r'#include\s+"', source), "local includes must be pasted in"
+
+
+# -- NVRTC, the compiler CuPy uses ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def nvrtc_module():
+    """The backend's unit compiled by NVRTC exactly as ``_module()``'s RawModule would on sm_90."""
+    try:
+        nvrtc.binding()
+    except ImportError as exc:
+        pytest.skip(f"NVRTC cannot load here: {exc}")
+    return nvrtc.compile_like_cupy(
+        cupy_cuda.kernel_source(), cupy_cuda.COMPILE_OPTIONS, cupy_cuda.name_expressions()
+    )
+
+
+def test_nvrtc_compiles_every_instance_as_the_backend_asks(nvrtc_module):
+    assert nvrtc_module.log == "", nvrtc_module.log  # not even a warning
+    assert len(nvrtc_module.cubin) > 0
+    for name, lowered in nvrtc_module.lowered.items():
+        assert lowered.startswith("_Z") and name.split("<")[0] in lowered, (name, lowered)
+        assert f".entry {lowered}(" in nvrtc_module.ptx, name
+    assert set(nvrtc_module.lowered) == set(cupy_cuda.name_expressions())
+
+
+def test_the_device_converts_halves_in_hardware(nvrtc_module):
+    # the host path of to_compute (integer arithmetic) is for the emulation only: every half
+    # instance of the device code widens with one PTX cvt, and the float instances have none
+    entries = {}
+    for name, lowered in nvrtc_module.lowered.items():
+        body = nvrtc_module.ptx.split(f".entry {lowered}(", 1)[1].split(".entry ", 1)[0]
+        entries[name] = "cvt.f32.f16" in body
+    halves = {name for name in entries if "als_half" in name}
+    assert halves and all(entries[name] for name in halves)
+    assert not any(entries[name] for name in entries if name not in halves)
+
+
+def test_nvrtc_refuses_a_system_header():
+    # nvcc finds the host's headers; NVRTC has none: what CI must catch before a device does
+    try:
+        nvrtc.binding()
+    except ImportError as exc:
+        pytest.skip(f"NVRTC cannot load here: {exc}")
+    header = (KERNEL_DIR / "common.cuh").read_text()
+    nvrtc.compile_like_cupy(header, cupy_cuda.COMPILE_OPTIONS, [])
+    with pytest.raises(nvrtc.CompileFailed, match="cstdio"):
+        nvrtc.compile_like_cupy("#include <cstdio>\n" + header, cupy_cuda.COMPILE_OPTIONS, [])
+
+
+def test_compiler_messages_name_the_source_file_and_line():
+    # each file's lines keep their numbers in the unit: a message names the line to edit
+    unit = cupy_cuda.kernel_source().split("\n")
+    current, line = None, 0
+    for text in unit:
+        if text.startswith("#line 1 "):
+            current, line = (KERNEL_DIR / text.split('"')[1]).read_text().split("\n"), 0
+            continue
+        expected = current[line]
+        if text == cupy_cuda.PASTED_INCLUDE:
+            assert re.fullmatch(r'\s*#include\s+"\w+\.cuh"\s*', expected)
+        else:
+            assert text == expected, (line + 1, text, expected)
+        line += 1
+    assert sum(text.startswith("#line 1 ") for text in unit) == len(cupy_cuda.KERNEL_FILES)
 
 
 # -- without CuPy ---------------------------------------------------------------------------------

@@ -19,7 +19,8 @@
 //     barrier error;
 //   - __shared__ variables are poisoned (0xff bytes: NaN, -1, UINT_MAX) before every block;
 //   - each pointer argument is a copy that ends at a guard page (and starts after one), with
-//     const data read-only, so reading past an argument, or writing a const one, faults.
+//     const data read-only, so reading past an argument, or writing a const one, faults
+//     (see guarded_copy for the one case where a few bytes lie between the end and the guard).
 // Faults, UBSan traps (misaligned loads, local array overruns, overflow) and errors come back
 // as a report whose code addresses Python turns into file:line with addr2line.
 //
@@ -505,22 +506,26 @@ inline void ensure_stacks(std::size_t count) {
 namespace emu {
 
 constexpr std::size_t PAGE = 4096;
-// a copy keeps its original's address modulo this, so wide loads are aligned exactly when
-// the device's would be
-constexpr std::size_t ALIGNMENT = 16;
+constexpr std::size_t WIDEST_LOAD = 16;
 
-// [guard page][data pages, the copy ending as near their end as ALIGNMENT allows][guard page]
+// [guard page][data pages, the copy ending at their end][guard page]. The copy keeps its
+// original's address modulo the largest power of two (at most the widest load, 16 bytes)
+// that divides its size, so a load is aligned exactly when the device's would be (a kernel
+// loads w-byte words only from arrays whose size is a multiple of w). That leaves a gap
+// before the guard only where the original itself is misaligned that way.
 inline Region guarded_copy(const void* original, std::size_t bytes, bool writable) {
     Region region;
-    const std::size_t data_pages = (bytes + ALIGNMENT + PAGE - 1) / PAGE;
+    const std::size_t data_pages = (bytes + WIDEST_LOAD + PAGE - 1) / PAGE;
     region.mapping_bytes = (data_pages + 2) * PAGE;
     region.mapping = static_cast<char*>(mmap(nullptr, region.mapping_bytes,
                                              PROT_READ | PROT_WRITE,
                                              MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
     char* end = region.mapping + (data_pages + 1) * PAGE;
+    const std::size_t lowest_bit = bytes & (~bytes + 1);
+    const std::size_t modulus = bytes == 0 || lowest_bit > WIDEST_LOAD ? WIDEST_LOAD : lowest_bit;
     std::uintptr_t start = reinterpret_cast<std::uintptr_t>(end) - bytes;
-    const std::uintptr_t wanted = reinterpret_cast<std::uintptr_t>(original) % ALIGNMENT;
-    start -= (start - wanted) % ALIGNMENT;
+    const std::uintptr_t wanted = reinterpret_cast<std::uintptr_t>(original) % modulus;
+    start -= (start - wanted) % modulus;
     region.data = reinterpret_cast<char*>(start);
     region.bytes = bytes;
     region.writable = writable;
