@@ -16,12 +16,17 @@ import numpy as np
 import pytest
 
 import als.backends.cupy_cuda as cupy_cuda
-from tests import fake_cupy
+from tests import cuda_emulation, fake_cupy
 from tests.test_cuda import compare_topk as compare_with_reference
 from tests.test_cuda import integer_topk_case
 from tests.test_cuda_plan import awkward_matrix, operands, per_row_lambdas, relative
 
 TOLERANCE = {np.float64: 1e-10, np.float32: 2e-4, np.float16: 2e-3}
+
+
+pytestmark = pytest.mark.skipif(
+    cuda_emulation.compiler() is None, reason="no host C++ compiler (g++) for the emulation"
+)
 
 
 @pytest.fixture
@@ -255,3 +260,40 @@ def test_the_device_scripts_run_end_to_end_on_the_stand_in(fake, tmp_path, capsy
     assert kinds.count("cuda") == 6 and kinds.count("agreement_with_numba") == 2
     for agreement in (m for m in report["measurements"] if m["kind"] == "agreement_with_numba"):
         assert agreement["user_factors"] < 1e-2 and agreement["item_factors"] < 1e-2
+
+
+# -- planted defects: what the real kernels on the emulated device catch ------------------------
+
+
+def plant(monkeypatch, old, new, names):
+    """The backend's unit with ``old`` replaced by ``new``, compiled with ``names`` only."""
+    source = cupy_cuda.kernel_source()
+    assert source.count(old) == 1
+    monkeypatch.setattr(cupy_cuda, "kernel_source", lambda: source.replace(old, new))
+    monkeypatch.setattr(cupy_cuda, "name_expressions", lambda: sorted(names))
+    cupy_cuda._module.cache_clear()
+
+
+def test_an_arithmetic_slip_in_a_kernel_fails_the_comparison(fake, monkeypatch):
+    cuda, _ = fake
+    Cui = awkward_matrix(seed=32)
+    X, Y = operands(Cui, 32, np.float32, seed=32)
+    expected = reference_solve(Cui, X, Y, 3)
+    names = cupy_cuda.cg_kernel_names(32, np.float32)
+    plant(
+        monkeypatch, "x[offset + j] += alpha * pv[k];", "x[offset + j] += 2 * alpha * pv[k];", names
+    )
+    assert relative(device_solve(cuda, Cui, X, Y, 3), expected) > 100 * TOLERANCE[np.float32]
+
+
+def test_an_off_by_one_at_the_top_k_cut_fails_the_comparison(fake, monkeypatch):
+    cuda, _ = fake
+    plant(
+        monkeypatch,
+        "if (tie && rank < remaining)",
+        "if (tie && rank <= remaining)",
+        ["exclude_ids<float>", "topk_select<float>"],
+    )
+    factors, queries, exclude = integer_case(300, 9)
+    with pytest.raises((AssertionError, cuda_emulation.EmulationError)):
+        compare_topk(cuda, factors, queries, 7, np.float32, exclude)

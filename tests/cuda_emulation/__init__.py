@@ -165,7 +165,7 @@ def build(code, options, name_expressions):
         raise BuildError("no host C++ compiler (g++ or $CXX) to build the emulation with")
     unit = code + launcher_table(name_expressions)
     command = [cxx, *host_options(options), *FLAGS, "-include", str(HEADER), "-x", "c++"]
-    version = subprocess.run([cxx, "--version"], capture_output=True, text=True).stdout
+    version = _version(cxx)
     key = hashlib.sha256(
         "\0".join([HEADER.read_text(), unit, " ".join(command), version]).encode()
     ).hexdigest()[:24]
@@ -183,6 +183,11 @@ def build(code, options, name_expressions):
             raise BuildError(f"the host compiler refused the kernels:\n{result.stderr}")
         os.replace(built, library)  # atomic: parallel sessions may build the same unit
     return library
+
+
+@functools.cache
+def _version(cxx):
+    return subprocess.run([cxx, "--version"], capture_output=True, text=True).stdout
 
 
 def kernel_declarations(code):
