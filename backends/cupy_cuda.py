@@ -416,17 +416,9 @@ class CupyBackend(ArrayModuleBackend):
                 self.sm_count,
             )
             try:
-                ids, scores = self._topk_on_device(
-                    queries,
-                    factors,
-                    k,
-                    exclude,
-                    exclude_all,
-                    norms,
-                    rows_per_batch,
-                    segments,
-                    segment_length,
-                )
+                plan = (rows_per_batch, segments, segment_length)
+                filters = (exclude, exclude_all, norms)
+                ids, scores = self._topk_on_device(queries, factors, k, filters, plan)
                 return self.to_host(ids), self.to_host(scores)  # the one copy to the host
             except Exception as exc:
                 if not is_out_of_memory(exc, xp.cuda.memory.OutOfMemoryError):
@@ -448,18 +440,11 @@ class CupyBackend(ArrayModuleBackend):
         free, _ = self.xp.cuda.runtime.memGetInfo()
         return int(free) + int(self.xp.get_default_memory_pool().free_bytes())
 
-    def _topk_on_device(
-        self,
-        queries,
-        factors,
-        k,
-        exclude,
-        exclude_all,
-        norms,
-        rows_per_batch,
-        segments,
-        segment_length,
-    ):
+    def _topk_on_device(self, queries, factors, k, filters, plan):
+        """``topk`` on the device: ``filters`` is ``(exclude, exclude_all, norms)``, ``plan``
+        ``(rows_per_batch, segments, segment_length)``; ids and scores stay on the device."""
+        exclude, exclude_all, norms = filters
+        rows_per_batch, segments, segment_length = plan
         xp = self.xp
         n_queries, n_items = queries.shape[0], factors.shape[0]
         compute = DTYPES[factors.dtype][1]
@@ -630,43 +615,17 @@ class CgKernels:
         )
 
     def init(self, x, r, p, xYtY, indptr, rsold, active, tolerance):
-        grid, block = warp_geometry(x.shape[0])
-        self.backend.launch(
-            self.init_name,
-            grid,
-            block,
-            (
-                x,
-                r,
-                p,
-                xYtY,
-                indptr,
-                rsold,
-                active,
-                np.int32(x.shape[0]),
-                np.int32(self.factors),
-                self.compute.type(tolerance),
-            ),
-        )
+        self._launch_per_row(self.init_name, (x, r, p, xYtY, indptr, rsold, active), tolerance)
 
     def update(self, x, r, p, Ap, rsold, active, tolerance):
-        grid, block = warp_geometry(x.shape[0])
-        self.backend.launch(
-            self.update_name,
-            grid,
-            block,
-            (
-                x,
-                r,
-                p,
-                Ap,
-                rsold,
-                active,
-                np.int32(x.shape[0]),
-                np.int32(self.factors),
-                self.compute.type(tolerance),
-            ),
-        )
+        self._launch_per_row(self.update_name, (x, r, p, Ap, rsold, active), tolerance)
+
+    def _launch_per_row(self, name, arrays, tolerance):
+        """One warp per row of ``arrays[0]``: the arrays, then n_rows, factors, tolerance."""
+        rows = arrays[0].shape[0]
+        grid, block = warp_geometry(rows)
+        scalars = (np.int32(rows), np.int32(self.factors), self.compute.type(tolerance))
+        self.backend.launch(name, grid, block, (*arrays, *scalars))
 
 
 def _as_kernel_csr(xp, Cui):

@@ -213,21 +213,10 @@ class NumbaBackend(ArrayAlgebra):
         queries = np.ascontiguousarray(queries, dtype=factors.dtype)
         norms = np.zeros(0, factors.dtype) if norms is None else norms.astype(factors.dtype)
         threads = self._thread_count()
-        query_tile, item_tile = topk_tiles(n_queries, factors.shape[1], factors.itemsize, threads)
+        tiles = topk_tiles(n_queries, factors.shape[1], factors.itemsize, threads)
+        operands = (queries, factors, norms, excl_indptr, excl_indices, excluded_for_all)
         with self._kernels():
-            kernels.fused_topk(
-                queries,
-                factors,
-                norms,
-                excl_indptr,
-                excl_indices,
-                excluded_for_all,
-                query_tile,
-                item_tile,
-                ids,
-                scores,
-                threads,
-            )
+            kernels.fused_topk(*operands, *tiles, ids, scores, threads)
         return ids, scores
 
 
