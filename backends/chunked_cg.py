@@ -13,7 +13,8 @@ order of the launches and the matrix products, and calls three kernels through `
     add theirs atomically (``kernels/cg_chunked.cu::cg_sparse``).
 ``init(x, r, p, xYtY, indptr, rsold, active, tolerance)``
     ``r -= xYtY`` (so r = b - A x), ``p = r``, ``rsold = r.r``; a row is active while
-    ``rsold >= tolerance`` (so a NaN residual stops it); an empty row becomes zero, inactive.
+    ``rsold >= tolerance`` (so a NaN residual stops it); an empty row gets ``x = p = 0``
+    (the next GEMM reads every row of ``p``) and is inactive.
 ``update(x, r, p, Ap, rsold, active, tolerance)``
     One CG step of every active row: alpha = rsold / p.Ap; x += alpha p; r -= alpha Ap;
     rsnew = r.r; the row stops (keeping this x) unless rsnew >= tolerance; else
@@ -115,6 +116,7 @@ class EmulatedKernels:
         rsold[...] = np.sum(r * r, axis=1)
         empty = np.diff(indptr) == 0
         x[empty] = 0
+        p[empty] = 0
         active[...] = (rsold >= tolerance) & ~empty
 
     def update(self, x, r, p, Ap, rsold, active, tolerance):

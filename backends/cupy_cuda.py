@@ -103,7 +103,10 @@ CUDA_R_32F, CUDA_R_16F = 0, 2
 CUBLAS_COMPUTE_32F = 68
 CUBLAS_GEMM_DEFAULT = -1
 
-_LOCAL_INCLUDE = re.compile(r'^\s*#include\s+"[^"]+"\s*$', re.MULTILINE)
+# one whole line (not the blank lines around it: \s would match newlines)
+_LOCAL_INCLUDE = re.compile(r'^[ \t]*#include[ \t]+"[^"\n]+"[ \t]*$', re.MULTILINE)
+#: what a local #include line of the sources becomes in the translation unit (one line still)
+PASTED_INCLUDE = "// (local header pasted in front)"
 _ALLOCATION_FAILURES = ("ALLOC_FAILED", "cudaErrorMemoryAllocation", "out of memory")
 
 
@@ -111,12 +114,16 @@ def kernel_source():
     """Return the CUDA C++ of every kernel as one translation unit (what NVRTC compiles).
 
     The ``.cu`` files include ``common.cuh`` by name for ``nvcc``; here the header is pasted
-    in front instead and local ``#include`` lines are dropped, so nothing is read from disk
-    at compile time.
+    in front instead and each local ``#include`` line becomes a comment, so nothing is read
+    from disk at compile time. Each file starts with a ``#line`` directive, so compiler
+    messages name the file and line it came from.
     """
     package = importlib.resources.files(__package__).joinpath("kernels")
-    parts = [package.joinpath(name).read_text(encoding="utf-8") for name in KERNEL_FILES]
-    return "\n".join(_LOCAL_INCLUDE.sub("", part) for part in parts)
+    parts = []
+    for name in KERNEL_FILES:
+        text = package.joinpath(name).read_text(encoding="utf-8")
+        parts.append(f'#line 1 "{name}"\n' + _LOCAL_INCLUDE.sub(PASTED_INCLUDE, text))
+    return "\n".join(parts)
 
 
 def name_expressions():
@@ -409,17 +416,9 @@ class CupyBackend(ArrayModuleBackend):
                 self.sm_count,
             )
             try:
-                ids, scores = self._topk_on_device(
-                    queries,
-                    factors,
-                    k,
-                    exclude,
-                    exclude_all,
-                    norms,
-                    rows_per_batch,
-                    segments,
-                    segment_length,
-                )
+                plan = (rows_per_batch, segments, segment_length)
+                filters = (exclude, exclude_all, norms)
+                ids, scores = self._topk_on_device(queries, factors, k, filters, plan)
                 return self.to_host(ids), self.to_host(scores)  # the one copy to the host
             except Exception as exc:
                 if not is_out_of_memory(exc, xp.cuda.memory.OutOfMemoryError):
@@ -441,18 +440,11 @@ class CupyBackend(ArrayModuleBackend):
         free, _ = self.xp.cuda.runtime.memGetInfo()
         return int(free) + int(self.xp.get_default_memory_pool().free_bytes())
 
-    def _topk_on_device(
-        self,
-        queries,
-        factors,
-        k,
-        exclude,
-        exclude_all,
-        norms,
-        rows_per_batch,
-        segments,
-        segment_length,
-    ):
+    def _topk_on_device(self, queries, factors, k, filters, plan):
+        """``topk`` on the device: ``filters`` is ``(exclude, exclude_all, norms)``, ``plan``
+        ``(rows_per_batch, segments, segment_length)``; ids and scores stay on the device."""
+        exclude, exclude_all, norms = filters
+        rows_per_batch, segments, segment_length = plan
         xp = self.xp
         n_queries, n_items = queries.shape[0], factors.shape[0]
         compute = DTYPES[factors.dtype][1]
@@ -491,7 +483,9 @@ class CupyBackend(ArrayModuleBackend):
                     np.int64(n_exclude_all),
                 ),
             )
-            ids[start:stop], scores[start:stop] = self._select_top_k(block, k, segments, segment_length)
+            ids[start:stop], scores[start:stop] = self._select_top_k(
+                block, k, segments, segment_length
+            )
         return ids, scores
 
     def _scores(self, queries, factors):
@@ -621,43 +615,17 @@ class CgKernels:
         )
 
     def init(self, x, r, p, xYtY, indptr, rsold, active, tolerance):
-        grid, block = warp_geometry(x.shape[0])
-        self.backend.launch(
-            self.init_name,
-            grid,
-            block,
-            (
-                x,
-                r,
-                p,
-                xYtY,
-                indptr,
-                rsold,
-                active,
-                np.int32(x.shape[0]),
-                np.int32(self.factors),
-                self.compute.type(tolerance),
-            ),
-        )
+        self._launch_per_row(self.init_name, (x, r, p, xYtY, indptr, rsold, active), tolerance)
 
     def update(self, x, r, p, Ap, rsold, active, tolerance):
-        grid, block = warp_geometry(x.shape[0])
-        self.backend.launch(
-            self.update_name,
-            grid,
-            block,
-            (
-                x,
-                r,
-                p,
-                Ap,
-                rsold,
-                active,
-                np.int32(x.shape[0]),
-                np.int32(self.factors),
-                self.compute.type(tolerance),
-            ),
-        )
+        self._launch_per_row(self.update_name, (x, r, p, Ap, rsold, active), tolerance)
+
+    def _launch_per_row(self, name, arrays, tolerance):
+        """One warp per row of ``arrays[0]``: the arrays, then n_rows, factors, tolerance."""
+        rows = arrays[0].shape[0]
+        grid, block = warp_geometry(rows)
+        scalars = (np.int32(rows), np.int32(self.factors), self.compute.type(tolerance))
+        self.backend.launch(name, grid, block, (*arrays, *scalars))
 
 
 def _as_kernel_csr(xp, Cui):

@@ -213,21 +213,10 @@ class NumbaBackend(ArrayAlgebra):
         queries = np.ascontiguousarray(queries, dtype=factors.dtype)
         norms = np.zeros(0, factors.dtype) if norms is None else norms.astype(factors.dtype)
         threads = self._thread_count()
-        query_tile, item_tile = topk_tiles(n_queries, factors.shape[1], factors.itemsize, threads)
+        tiles = topk_tiles(n_queries, factors.shape[1], factors.itemsize, threads)
+        operands = (queries, factors, norms, excl_indptr, excl_indices, excluded_for_all)
         with self._kernels():
-            kernels.fused_topk(
-                queries,
-                factors,
-                norms,
-                excl_indptr,
-                excl_indices,
-                excluded_for_all,
-                query_tile,
-                item_tile,
-                ids,
-                scores,
-                threads,
-            )
+            kernels.fused_topk(*operands, *tiles, ids, scores, threads)
         return ids, scores
 
 
@@ -243,9 +232,9 @@ def topk_tiles(n_queries, factors, itemsize, threads, cache=None):
     """(queries, items) of one tile of the fused top-k, from the cache size and thread count.
 
     Each BLAS call repacks its operands, so the product of a tile runs faster the more
-    queries share it: measured on a 2 MiB L2 at 32-512 factors (benchmarks/results/
-    queries-vm-2026-12-01.md), tiles of 500 queries scored up to twice as fast as tiles of
-    64. The queries are therefore shared evenly among the threads, in as few tasks as
+    queries share it: measured on a 2 MiB L2 at 32-512 factors (docs/benchmarks.md,
+    "Constants chosen by measurement"), tiles of 500 queries scored up to twice as fast as
+    tiles of 64. The queries are therefore shared evenly among the threads, in as few tasks as
     ``TOPK_QUERY_TILE`` (the most queries of one task) allows. The item tile keeps the
     scratch scores in half of one core's L2 cache (``cache`` bytes) and the tile's factor
     rows in a quarter, so the selection reads the scores from the cache right after BLAS
@@ -323,8 +312,8 @@ def task_limits(n_rows, factors, itemsize, threads, cache=None):
       product, would take the time. A task takes at least (factors / 64)^2 rows even past
       the cache limit, and at least 128 where YtY is an eighth of the cache or more: there
       each step's sparse pass evicts YtY, and every product reads it again from memory.
-      Measured (benchmarks/results/task-sizing-*.md): 128 rows against 16 at 256 factors
-      took 0.67-0.92 of the solve's time on ml-1m, lastfm-2k and synthetic 10M, and
+      Measured (docs/benchmarks.md, "Constants chosen by measurement"): 128 rows against 16
+      at 256 factors took 0.67-0.92 of the solve's time on ml-1m, lastfm-2k and synthetic 10M, and
       against 64 at 512 factors 0.85-1.0.
     - Rows with many entries stop a task sooner: past ``factors x 32`` entries the sparse
       part outweighs the dense product's overheads, and longer tasks measured slower on

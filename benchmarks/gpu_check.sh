@@ -7,7 +7,7 @@
 #                   compiler log or traceback is in $OUT and the script stops
 #   stage 1 (60 s)  compute-sanitizer memcheck, then racecheck, on a tiny solve and top-k
 #                   (benchmarks.gpu_smoke tiny); logs in $OUT/memcheck.txt, racecheck.txt
-#   stage 2 (100 s) the GPU tests (TEST_FILES below, -k cuda) with a 45 s per-test timeout; the
+#   stage 2 (100 s) the GPU tests (TEST_FILES, TEST_SELECTION below), 45 s per-test timeout; the
 #                   nvcc compile tests are skipped (ALS_SKIP_NVCC=1: CI runs them); junit XML
 #   stage 3 (130 s) benchmarks.gpu_bench, writing $OUT/gpu_bench.json after every measurement
 #                   and gpu_bench.md at the end (copy both to benchmarks/results/gpu/, named
@@ -94,11 +94,12 @@ else
 fi
 
 # -- stage 2: the tests that run on the device ------------------------------------------------
-# TEST_FILES and TEST_SELECTION are the one place that says which tests run here; -k cuda
-# picks every test of the CUDA modules and every backend test run with the cuda backend.
-# (The CPU-only test_cuda_plan.py and test_cuda_emulated.py are left to CI.)
+# TEST_FILES and TEST_SELECTION are the one place that says which tests run here: every test
+# of the CUDA modules and every backend test run with the cuda backend, on the device (the
+# [emulated] variants, and the CPU-only test_cuda_plan.py, test_cuda_emulated.py,
+# test_cuda_emulator.py and test_cuda_end_to_end.py, are left to CI).
 TEST_FILES=(tests/test_cuda.py tests/test_backends.py tests/test_model.py tests/test_options.py)
-TEST_SELECTION=(-k cuda)
+TEST_SELECTION=(-k "cuda and not emulated")
 files=()
 for file in "${TEST_FILES[@]}"; do
     if why=$("$PYTHON" -c "import tests.$(basename "$file" .py)" 2>&1); then

@@ -1,22 +1,18 @@
-"""A stand-in for CuPy built on NumPy, so ``CupyBackend``'s host code runs in CI without a GPU.
+"""A stand-in for CuPy built on NumPy, so ``CupyBackend`` runs in CI without a GPU.
 
 ``install(monkeypatch)`` puts fake ``cupy``, ``cupyx`` and ``cupyx.scipy.sparse`` modules in
-``sys.modules``. Arrays are NumPy arrays (a subclass with ``.data.ptr``, as CuPy has); the
-compiled module's kernels are NumPy emulations called with the exact argument tuple the
-backend launches, which they unpack in the order of the kernel's CUDA signature and check
-against its template arguments (storage and compute dtypes) and launch geometry, so a
-swapped argument, a wrong dtype or a grid too small fails here. The CG kernels run
-``backends.chunked_cg.EmulatedKernels``; ``topk_select`` returns each segment's top k in
-a shuffled order, since the kernel promises no order. cuBLAS ``gemmEx`` reads and writes
-through the raw pointers it is given, column-major, as cuBLAS does.
-
-This checks plumbing, not the CUDA C++: that runs only on a device (gpu_check.sh).
+``sys.modules``. Arrays are NumPy arrays (a subclass with ``.data.ptr``, as CuPy has);
+``empty`` and ``empty_like`` fill theirs with 0xff bytes (NaN, -1), so a read of memory no
+one wrote shows. ``RawModule`` is the emulated device of ``tests/cuda_emulation``: the real
+CUDA C++ of ``backends/kernels``, compiled for the CPU, launched with the exact argument
+tuples the backend passes, each checked against the kernel's C++ signature. cuBLAS
+``gemmEx`` reads and writes through the raw pointers it is given, column-major, as cuBLAS
+does; the other cuBLAS/cuSPARSE/cuSOLVER work is NumPy's and SciPy's.
 """
 
 from __future__ import annotations
 
 import ctypes
-import re
 import sys
 import time
 import types
@@ -24,10 +20,11 @@ import types
 import numpy as np
 import scipy.sparse
 
-from als.backends.chunked_cg import EmulatedKernels
-from als.backends.cuda_plan import WARPS_PER_BLOCK, order_key
+from als.backends.cupy_cuda import storage_type
+from tests import cuda_emulation
 
-STORAGE = {"als_half": np.float16, "float": np.float32, "double": np.float64}
+#: the struct type the kernels store float16 factors as, for the emulation's argument checks
+STRUCT_TYPES = {storage_type(np.float16): np.float16}
 
 
 class DeviceArray(np.ndarray):
@@ -62,16 +59,25 @@ class _ArrayModule(types.ModuleType):
 
     def __getattr__(self, name):
         value = getattr(self._source, name)
+        if name in ("empty", "empty_like"):
+            return _poisoned(value)
         if callable(value) and not isinstance(value, type):
             return _wrap(value)
         return value
 
 
+def _poisoned(function):
+    """``empty``/``empty_like`` with every byte 0xff: a device's fresh memory is not zeros."""
+
+    def wrapped(*args, **kwargs):
+        array = function(*args, **kwargs)
+        array.reshape(-1).view(np.uint8)[:] = 0xFF
+        return _device(array)
+
+    return wrapped
+
+
 class OutOfMemoryError(MemoryError):
-    pass
-
-
-class CompileException(Exception):
     pass
 
 
@@ -80,91 +86,37 @@ class CSR(scipy.sparse.csr_matrix):
 
 
 class Launches:
-    """Every kernel launch: (name, grid, block)."""
+    """Every kernel launch: (name, grid, block); ``seed`` is the emulated device's schedule."""
 
-    def __init__(self):
+    def __init__(self, seed=1):
         self.calls = []
-
-
-def _check(condition, message):
-    if not condition:
-        raise AssertionError(message)
-
-
-def _template(name):
-    base, args = re.fullmatch(r"(\w+)<(.*)>", name).groups()
-    return base, [arg.strip() for arg in args.split(",")]
-
-
-def _kernel(name, launches):
-    base, args = _template(name)
-
-    def launch(grid, block, arguments):
-        launches.calls.append((name, grid, block))
-        (blocks,), (threads,) = grid, block
-        if base == "cg_sparse":
-            storage, per_lane, vector = STORAGE[args[0]], int(args[1]), args[2] == "true"
-            (chunk_row, begin, end, n_chunks, indptr, indices, data, Y, V, out, active,
-             factors, with_b, sign) = arguments  # fmt: skip
-            compute = np.float64 if storage == np.float64 else np.float32
-            _check(Y.dtype == storage and V.dtype == out.dtype == compute, f"{name}: dtypes")
-            _check(data.dtype == np.float32 and indices.dtype == indptr.dtype == np.int32, name)
-            _check(int(factors) <= 32 * per_lane and (not vector or factors == 32 * per_lane), name)
-            _check(
-                blocks * threads // 32 >= int(n_chunks) and threads == 32 * WARPS_PER_BLOCK, name
-            )
-            matrix = types.SimpleNamespace(indptr=indptr, indices=indices, data=data)
-            EmulatedKernels().sparse(
-                (chunk_row, begin, end), matrix, Y, V, out, active, with_b, sign
-            )
-        elif base == "cg_init":
-            x, r, p, xYtY, indptr, rsold, active, n_rows, factors, tolerance = arguments
-            _check(x.dtype == STORAGE[args[0]] == rsold.dtype, f"{name}: dtypes")
-            _check(blocks * threads // 32 >= int(n_rows) and x.shape[1] == factors, name)
-            EmulatedKernels().init(x, r, p, xYtY, indptr, rsold, active, tolerance)
-        elif base == "cg_update":
-            x, r, p, Ap, rsold, active, n_rows, factors, tolerance = arguments
-            _check(x.dtype == STORAGE[args[0]] and int(factors) <= 32 * int(args[1]), name)
-            _check(blocks * threads // 32 >= int(n_rows), name)
-            EmulatedKernels().update(x, r, p, Ap, rsold, active, tolerance)
-        elif base == "exclude_ids":
-            scores, n_items, row_offset, indptr, excluded, exclude_all, n_all = arguments
-            _check(scores.dtype == STORAGE[args[0]] and blocks == scores.shape[0], name)
-            for row in range(blocks):
-                begin, end = indptr[row_offset + row], indptr[row_offset + row + 1]
-                scores[row, excluded[begin:end]] = -np.inf
-                scores[row, exclude_all[: int(n_all)]] = -np.inf
-        elif base == "topk_select":
-            scores, row_length, segment_length, segments, k, out = arguments
-            _check(scores.dtype == STORAGE[args[0]] and blocks == scores.shape[0] * segments, name)
-            rng = np.random.default_rng(blocks)
-            for b in range(blocks):
-                row, segment = divmod(b, int(segments))
-                start = segment * int(segment_length)
-                values = scores[row, start : min(start + int(segment_length), int(row_length))]
-                _check(len(values) >= k, f"{name}: a segment shorter than k")
-                best = np.lexsort([np.arange(len(values)), order_key(values)])[: int(k)]
-                out.reshape(-1, int(k))[b] = rng.permutation(best) + start  # any order
-        else:
-            raise AssertionError(f"unknown kernel {name}")
-
-    return launch
+        self.seed = seed
 
 
 class RawModule:
+    """``cupy.RawModule`` on the emulated device: the real CUDA C++, compiled for the CPU."""
+
     def __init__(self, code, options, name_expressions, launches):
-        self.names = set(name_expressions)
+        self.module = cuda_emulation.Module(
+            code, options, name_expressions, struct_types=STRUCT_TYPES, seed=launches.seed
+        )
         self.launches = launches
 
     def get_function(self, name):
-        _check(name in self.names, f"{name} is not a compiled instance")
-        return _kernel(name, self.launches)
+        function = self.module.get_function(name)
+
+        def launch(grid, block, arguments, **options):
+            self.launches.calls.append((name, grid, block))
+            self.module.seed = self.launches.seed
+            function(grid, block, arguments, **options)
+
+        return launch
 
 
 def gemm_ex(handle, transa, transb, m, n, k, alpha, A, a_type, lda, B, b_type, ldb, beta, C,
             c_type, ldc, compute_type, algo):  # fmt: skip
     """cublasGemmEx on raw pointers: float16 A and B, float32 C, column-major."""
-    _check((a_type, b_type, c_type) == (2, 2, 0), "gemmEx types: 16F, 16F, 32F expected")
+    assert (a_type, b_type, c_type) == (2, 2, 0), "gemmEx types: 16F, 16F, 32F expected"
 
     def matrix(pointer, ctype, dtype, ld, columns):
         raw = (ctype * (ld * columns)).from_address(pointer)
@@ -180,9 +132,13 @@ def gemm_ex(handle, transa, transb, m, n, k, alpha, A, a_type, lda, B, b_type, l
     out[:m, :n] = scale * (op_a @ op_b)  # beta is 0 in every call the backend makes
 
 
-def install(monkeypatch, free_bytes=8 << 30, sm_count=132):
-    """Put the fake modules in ``sys.modules``; return the launch record."""
-    launches = Launches()
+def install(monkeypatch, free_bytes=8 << 30, sm_count=132, seed=1):
+    """Put the fake modules in ``sys.modules``; return the launch record.
+
+    ``seed`` is the emulated device's schedule (``tests.cuda_emulation.Module``), settable
+    later as the record's ``seed``.
+    """
+    launches = Launches(seed)
     cupy = _ArrayModule("cupy", np)
     cupy.__version__ = "fake"
     cupy.ndarray = np.ndarray
@@ -238,7 +194,7 @@ def install(monkeypatch, free_bytes=8 << 30, sm_count=132):
         runtime=runtime,
         Device=Device,
         memory=types.SimpleNamespace(OutOfMemoryError=OutOfMemoryError),
-        compiler=types.SimpleNamespace(CompileException=CompileException),
+        compiler=types.SimpleNamespace(CompileException=cuda_emulation.BuildError),
         cublas=types.SimpleNamespace(gemmEx=gemm_ex),
         device=types.SimpleNamespace(get_cublas_handle=lambda: 0),
         Event=Event,

@@ -1,11 +1,13 @@
-"""``CupyBackend``'s host code on a NumPy stand-in for CuPy (tests/fake_cupy.py), in CI.
+"""``CupyBackend`` on the emulated device (tests/fake_cupy.py, tests/cuda_emulation), in CI.
 
-The fake runs the kernels as NumPy emulations and checks every launch's arguments against
-the kernel's signature, template types and geometry; the results are compared with the NumPy
-reference backend. Tolerances as in tests/test_cuda_plan.py (NumPy sums on both sides):
-float64 1e-10, float32 2e-4, float16 storage 2e-3 (the result rounded to half precision,
-2**-11 relative, after CG steps taken in float32 from half inputs). Top-k runs on integer
-factors, exact in every dtype, so ids and scores must be identical.
+The fake CuPy runs the real CUDA C++ of ``backends/kernels`` compiled for the CPU, with every
+launch's arguments checked against the kernel's C++ signature, and the results are compared
+with the NumPy reference backend. Tolerances: float64 1e-10 (summation order only), float32
+2e-4 (a few ulps per warp-tree sum against BLAS's order, grown by 3 CG steps: the CPU
+backends' comparisons in test_backends.py allow 2e-3, these inputs are small and
+well-conditioned), float16 storage 2e-3 (the result rounded to half precision, 2**-11
+relative, after CG steps taken in float32 from half inputs). Top-k runs on integer factors,
+exact in every dtype, so ids and scores must be identical.
 """
 
 from __future__ import annotations
@@ -14,12 +16,17 @@ import numpy as np
 import pytest
 
 import als.backends.cupy_cuda as cupy_cuda
-from tests import fake_cupy
+from tests import cuda_emulation, fake_cupy
 from tests.test_cuda import compare_topk as compare_with_reference
 from tests.test_cuda import integer_topk_case
 from tests.test_cuda_plan import awkward_matrix, operands, per_row_lambdas, relative
 
 TOLERANCE = {np.float64: 1e-10, np.float32: 2e-4, np.float16: 2e-3}
+
+
+pytestmark = pytest.mark.skipif(
+    cuda_emulation.compiler() is None, reason="no host C++ compiler (g++) for the emulation"
+)
 
 
 @pytest.fixture
@@ -88,8 +95,8 @@ def test_exact_solve_matches_reference(fake, dtype):
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
 @pytest.mark.parametrize("cg_steps", [3, None])
 def test_per_row_lambda_solves_match_reference(fake, dtype, cg_steps):
-    # issue 15's per-row lambda, in the factor dtype as the fit core passes it: the chunked
-    # CG kernels run (no fallback to array code), and so does the chunk-Gram exact solve
+    # the per-row lambda of the opt-in nu, in the factor dtype as the fit core passes it: the
+    # chunked CG kernels run (no fallback to array code), and so does the chunk-Gram exact solve
     from als.backends.numpy_ref import NumpyBackend
 
     cuda, launches = fake
@@ -240,7 +247,7 @@ def test_the_device_scripts_run_end_to_end_on_the_stand_in(fake, tmp_path, capsy
     assert gpu_smoke.main(["compile", "--out", str(tmp_path)]) == 0
     assert "identical to the reference" in capsys.readouterr().out
     assert gpu_smoke.main(["tiny", "--out", str(tmp_path)]) == 0
-    arguments = ["--out", str(tmp_path), "--scale", "0.002", "--budget", "600"]
+    arguments = ["--out", str(tmp_path), "--scale", "0.001", "--budget", "600"]
     arguments += ["--sgemm-n", "64", "--copy-bytes", "4096"]
     arguments += ["--topk-queries", "50", "--topk-items", "2000"]
     assert gpu_bench.main(arguments) == 0
@@ -253,3 +260,40 @@ def test_the_device_scripts_run_end_to_end_on_the_stand_in(fake, tmp_path, capsy
     assert kinds.count("cuda") == 6 and kinds.count("agreement_with_numba") == 2
     for agreement in (m for m in report["measurements"] if m["kind"] == "agreement_with_numba"):
         assert agreement["user_factors"] < 1e-2 and agreement["item_factors"] < 1e-2
+
+
+# -- planted defects: what the real kernels on the emulated device catch ------------------------
+
+
+def plant(monkeypatch, old, new, names):
+    """The backend's unit with ``old`` replaced by ``new``, compiled with ``names`` only."""
+    source = cupy_cuda.kernel_source()
+    assert source.count(old) == 1
+    monkeypatch.setattr(cupy_cuda, "kernel_source", lambda: source.replace(old, new))
+    monkeypatch.setattr(cupy_cuda, "name_expressions", lambda: sorted(names))
+    cupy_cuda._module.cache_clear()
+
+
+def test_an_arithmetic_slip_in_a_kernel_fails_the_comparison(fake, monkeypatch):
+    cuda, _ = fake
+    Cui = awkward_matrix(seed=32)
+    X, Y = operands(Cui, 32, np.float32, seed=32)
+    expected = reference_solve(Cui, X, Y, 3)
+    names = cupy_cuda.cg_kernel_names(32, np.float32)
+    plant(
+        monkeypatch, "x[offset + j] += alpha * pv[k];", "x[offset + j] += 2 * alpha * pv[k];", names
+    )
+    assert relative(device_solve(cuda, Cui, X, Y, 3), expected) > 100 * TOLERANCE[np.float32]
+
+
+def test_an_off_by_one_at_the_top_k_cut_fails_the_comparison(fake, monkeypatch):
+    cuda, _ = fake
+    plant(
+        monkeypatch,
+        "if (tie && rank < remaining)",
+        "if (tie && rank <= remaining)",
+        ["exclude_ids<float>", "topk_select<float>"],
+    )
+    factors, queries, exclude = integer_case(300, 9)
+    with pytest.raises((AssertionError, cuda_emulation.EmulationError)):
+        compare_topk(cuda, factors, queries, 7, np.float32, exclude)

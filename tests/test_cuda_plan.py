@@ -248,7 +248,8 @@ def per_row_lambdas(Cui, dtype, seed=6):
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("chunk_entries", [3, 256])
 def test_emulated_chunked_cg_with_per_row_lambda_matches_reference(dtype, chunk_entries):
-    # issue 15's per-row lambda: the Gram matrix carries none, each row's system adds its own
+    # the per-row lambda of the opt-in nu: the Gram matrix carries none, each row's system adds
+    # its own
     Cui = awkward_matrix(seed=8)
     X, Y = operands(Cui, 12, dtype, seed=8)
     lambdas = per_row_lambdas(Cui, dtype)

@@ -12,7 +12,7 @@
 //       (the segmented reduction), so no row is longer than CHUNK_ENTRIES for the scheduler.
 //       Rows with active[u] == 0 are skipped.
 //   cg_init<A>            one warp per row: r -= xYtY; p = r; rsold = r.r; active =
-//       rsold >= tolerance (false for NaN); an empty row becomes zero and inactive.
+//       rsold >= tolerance (false for NaN); an empty row gets x = p = 0 and is inactive.
 //   cg_update<A, PER_LANE>  one warp per active row: alpha = rsold / p.Ap; x += alpha p;
 //       r -= alpha Ap; the row stops unless r.r >= tolerance (NaN stops it), else
 //       p = r + (r.r / rsold) p and rsold = r.r.
@@ -185,7 +185,11 @@ __global__ void __launch_bounds__(256)
     if (row >= n_rows) return;
     const long long offset = row * factors;
     if (indptr[row] == indptr[row + 1]) {
-        for (int j = lane; j < factors; j += 32) x[offset + j] = A(0);
+        // p too: the next step's GEMM reads every row of p, inactive ones included
+        for (int j = lane; j < factors; j += 32) {
+            x[offset + j] = A(0);
+            p[offset + j] = A(0);
+        }
         if (lane == 0) {
             rsold[row] = A(0);
             active[row] = 0;

@@ -2,7 +2,12 @@
 //
 // Included by every .cu file here. backends/cupy_cuda.py pastes this header in front of the
 // .cu files (dropping their local #include lines) and compiles the result once with NVRTC, so
-// nothing here may include a system header: half-precision conversions use PTX directly.
+// nothing here may include a system header: the half-precision conversion uses PTX on the
+// device. The same sources also compile with a host C++ compiler (tests/cuda_emulation runs
+// them on the CPU in CI): what only the device has sits behind #ifdef __CUDA_ARCH__.
+//
+// Half values are only ever widened: the kernels compute and store in float and the host
+// rounds a float16 result once, as NumPy's astype does.
 //
 // Type table (mirrors DTYPES in backends/cupy_cuda.py):
 //   storage T     compute_t<T>   factor dtype
@@ -32,23 +37,36 @@ using compute_t = typename compute_type<T>::type;
 __device__ __forceinline__ float to_compute(float value) { return value; }
 __device__ __forceinline__ double to_compute(double value) { return value; }
 __device__ __forceinline__ float to_compute(als_half value) {
+#ifdef __CUDA_ARCH__
     float result;
     asm("cvt.f32.f16 %0, %1;" : "=f"(result) : "h"(value.bits));
     return result;
-}
-
-template <typename T>
-__device__ __forceinline__ T from_compute(compute_t<T> value);
-template <>
-__device__ __forceinline__ float from_compute<float>(float value) { return value; }
-template <>
-__device__ __forceinline__ double from_compute<double>(double value) { return value; }
-template <>
-__device__ __forceinline__ als_half from_compute<als_half>(float value) {
-    als_half result;
-    // round to nearest even, as numpy's astype(float16)
-    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(result.bits) : "f"(value));
-    return result;
+#else
+    // A host compiler (tests/cuda_emulation runs these kernels on the CPU) has no PTX: the
+    // same exact widening in integer arithmetic, NaN payloads kept as NumPy keeps them.
+    const unsigned int sign = static_cast<unsigned int>(value.bits & 0x8000u) << 16;
+    const unsigned int exponent = (value.bits >> 10) & 0x1fu;
+    unsigned int mantissa = value.bits & 0x3ffu;
+    union {
+        unsigned int bits;
+        float value;
+    } cast;
+    if (exponent == 0x1fu) {  // inf or NaN
+        cast.bits = sign | 0x7f800000u | (mantissa << 13);
+    } else if (exponent != 0u) {  // normal: rebias 15 -> 127
+        cast.bits = sign | ((exponent + 112u) << 23) | (mantissa << 13);
+    } else if (mantissa == 0u) {  // +-0
+        cast.bits = sign;
+    } else {  // subnormal, mantissa * 2^-24: normalise it
+        unsigned int biased = 113u;
+        while ((mantissa & 0x400u) == 0u) {
+            mantissa <<= 1;
+            --biased;
+        }
+        cast.bits = sign | (biased << 23) | ((mantissa & 0x3ffu) << 13);
+    }
+    return cast.value;
+#endif
 }
 
 template <typename A>
