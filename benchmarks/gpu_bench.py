@@ -1,7 +1,7 @@
 """GPU fit and top-k on ML-20M's shape: our CUDA backend against our Numba backend and implicit.
 
-    python -m benchmarks.gpu_bench --out DIR [--budget SECONDS]
-    python -m benchmarks.gpu_bench --out DIR --dry-run --scale 0.002   # CPU only: the plan
+    python -m benchmarks.gpu bench --out DIR [--budget SECONDS]
+    python -m benchmarks.gpu bench --out DIR --dry-run --scale 0.002   # CPU only: the plan
     bash benchmarks/gpu_check.sh                                       # on a device: all stages
 
 Stage 3 of ``benchmarks/gpu_check.sh``. Every measurement is appended to
@@ -39,7 +39,6 @@ written once and read once, the least any method moves) over the copy rate.
 from __future__ import annotations
 
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -539,7 +538,7 @@ def dry_run(args, report):
 
 
 def main(argv=None):
-    parser = harness.argument_parser("gpu_bench", __doc__)
+    parser = harness.argument_parser("gpu bench", __doc__)
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--budget", type=float, default=170.0, help="seconds for everything")
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of ML-20M's size")
@@ -551,7 +550,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     params = {"scale": args.scale, "budget_s": args.budget, "dry_run": args.dry_run}
-    report = Report(args.out, args.budget, harness.command_line("gpu_bench", argv), params)
+    report = Report(args.out, args.budget, harness.command_line("gpu bench", argv), params)
     status = 0
     if args.dry_run:
         dry_run(args, report)
@@ -563,7 +562,3 @@ def main(argv=None):
             status = 2
     report.save()
     return status
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -3,13 +3,13 @@
 # (the stage time limits below, each enforced by `timeout`).
 #
 #   stage 0 (60 s)  NVRTC-compile every kernel instance, launch each once on tiny input against
-#                   the NumPy reference (benchmarks.gpu_smoke compile); on failure the full
+#                   the NumPy reference (benchmarks.gpu compile); on failure the full
 #                   compiler log or traceback is in $OUT and the script stops
 #   stage 1 (60 s)  compute-sanitizer memcheck, then racecheck, on a tiny solve and top-k
-#                   (benchmarks.gpu_smoke tiny); logs in $OUT/memcheck.txt, racecheck.txt
+#                   (benchmarks.gpu tiny); logs in $OUT/memcheck.txt, racecheck.txt
 #   stage 2 (100 s) the GPU tests (TEST_FILES, TEST_SELECTION below), 45 s per-test timeout; the
 #                   nvcc compile tests are skipped (ALS_SKIP_NVCC=1: CI runs them); junit XML
-#   stage 3 (130 s) benchmarks.gpu_bench, writing $OUT/gpu_bench.json after every measurement
+#   stage 3 (130 s) benchmarks.gpu bench, writing $OUT/gpu_bench.json after every measurement
 #                   and gpu_bench.md at the end (copy both to benchmarks/results/gpu/, named
 #                   by the device, e.g. gpu-ml20m-shape-h100)
 #
@@ -46,9 +46,9 @@ stage() {  # stage NAME SECONDS COMMAND...: run under a time box, report status 
 }
 
 if [ $DRY_RUN -eq 1 ]; then
-    stage "stage 0 dry run" "$STAGE0" "$PYTHON" -m benchmarks.gpu_smoke compile --dry-run \
+    stage "stage 0 dry run" "$STAGE0" "$PYTHON" -m benchmarks.gpu compile --dry-run \
         || exit 1
-    stage "stage 3 dry run" "$STAGE3" "$PYTHON" -m benchmarks.gpu_bench --out "$OUT" \
+    stage "stage 3 dry run" "$STAGE3" "$PYTHON" -m benchmarks.gpu bench --out "$OUT" \
         --dry-run --scale "${SCALE:-0.002}" || exit 3
     echo "== dry run done in $((SECONDS - started))s"
     exit 0
@@ -71,7 +71,7 @@ for name in ("numpy", "scipy", "numba", "cupy", "implicit", "pytest", "pytest_ti
 PY
 
 stage "stage 0: compile and launch every kernel" "$STAGE0" \
-    "$PYTHON" -m benchmarks.gpu_smoke compile --out "$OUT" || {
+    "$PYTHON" -m benchmarks.gpu compile --out "$OUT" || {
     echo "STOP: stage 0 failed; see $OUT/stage0-failure.txt, $OUT/stage-compile-failure.txt"
     exit 10
 }
@@ -81,7 +81,7 @@ if [ -n "$sanitizer" ]; then
     half=$((STAGE1 / 2))
     for tool in memcheck racecheck; do
         stage "stage 1: $tool" "$half" "$sanitizer" --tool "$tool" --error-exitcode 99 \
-            --log-file "$OUT/$tool.txt" "$PYTHON" -m benchmarks.gpu_smoke tiny --out "$OUT"
+            --log-file "$OUT/$tool.txt" "$PYTHON" -m benchmarks.gpu tiny --out "$OUT"
         status=$?
         tail -n 5 "$OUT/$tool.txt" 2>/dev/null
         if [ $status -eq 99 ]; then
@@ -113,7 +113,7 @@ stage "stage 2: GPU tests" "$STAGE2" "$PYTHON" -m pytest "${files[@]}" "${TEST_S
     -q -rs -p no:cacheprovider --timeout 45 --junitxml="$OUT/pytest.xml"
 tests=$?
 
-stage "stage 3: benchmark" "$STAGE3" "$PYTHON" -m benchmarks.gpu_bench --out "$OUT" \
+stage "stage 3: benchmark" "$STAGE3" "$PYTHON" -m benchmarks.gpu bench --out "$OUT" \
     --budget $((STAGE3 - 15))
 bench=$?
 echo "== done in $((SECONDS - started))s: tests $tests, benchmark $bench"

@@ -1,8 +1,8 @@
 """Stages 0 and 1 of benchmarks/gpu_check.sh: compile every kernel, launch each once, tiny runs.
 
-    python -m benchmarks.gpu_smoke compile --out DIR   # stage 0
-    python -m benchmarks.gpu_smoke tiny                # stage 1, under compute-sanitizer
-    python -m benchmarks.gpu_smoke compile --dry-run   # CPU only: the same cases, emulated
+    python -m benchmarks.gpu compile --out DIR   # stage 0
+    python -m benchmarks.gpu tiny                # stage 1, under compute-sanitizer
+    python -m benchmarks.gpu compile --dry-run   # CPU only: the same cases, emulated
 
 ``compile`` builds the CUDA module (NVRTC, every template instance), then runs one tiny solve
 per case of :data:`CG_CASES` (together they launch every ``cg_*`` instance: checked before
@@ -22,7 +22,6 @@ against the reference, so the inputs and tolerances of stage 0 are tried in CI.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 import traceback
 from pathlib import Path
@@ -205,7 +204,9 @@ def tiny(log):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.gpu", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("stage", choices=["compile", "tiny"])
     parser.add_argument("--out", type=Path, default=Path("."))
     parser.add_argument("--dry-run", action="store_true", help="no GPU: emulate the CG cases")
@@ -222,7 +223,3 @@ def main(argv=None):
         with open(args.out / f"stage-{args.stage}-failure.txt", "a") as file:
             file.write(text)
         return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

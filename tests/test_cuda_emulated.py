@@ -239,18 +239,18 @@ def test_the_device_scripts_run_end_to_end_on_the_stand_in(fake, tmp_path, capsy
     # in them would otherwise surface first on the device, in its 15 minutes. Stage 0 with
     # four of its CG cases (test_cuda_plan.py's dry run checks that all of them cover every
     # instance and runs each through the emulation)
-    from benchmarks import gpu_bench, gpu_smoke
+    from benchmarks import gpu, gpu_smoke
 
     cases = [(np.dtype(np.float16), 64), (np.dtype(np.float32), 100), (np.dtype(np.float64), 7)]
     monkeypatch.setattr(gpu_smoke, "CG_CASES", cases)
     monkeypatch.setattr(gpu_smoke, "instances_covered", set)
-    assert gpu_smoke.main(["compile", "--out", str(tmp_path)]) == 0
+    assert gpu.main(["compile", "--out", str(tmp_path)]) == 0
     assert "identical to the reference" in capsys.readouterr().out
-    assert gpu_smoke.main(["tiny", "--out", str(tmp_path)]) == 0
+    assert gpu.main(["tiny", "--out", str(tmp_path)]) == 0
     arguments = ["--out", str(tmp_path), "--scale", "0.001", "--budget", "600"]
     arguments += ["--sgemm-n", "64", "--copy-bytes", "4096"]
     arguments += ["--topk-queries", "50", "--topk-items", "2000"]
-    assert gpu_bench.main(arguments) == 0
+    assert gpu.main(["bench", *arguments]) == 0
     import json
 
     report = json.loads((tmp_path / "gpu_bench.json").read_text())
