@@ -31,7 +31,14 @@ from .errors import InvalidValueError, ModelFileError
 from .model import AlternatingLeastSquares
 from .validation import check_ids, check_positive_int, check_user_items, is_scalar
 
-__all__ = ["ApproximateModel", "FaissModel", "NMSLibModel", "AnnoyModel", "SETTINGS_KEY"]
+__all__ = [
+    "ApproximateModel",
+    "FaissModel",
+    "NMSLibModel",
+    "AnnoyModel",
+    "SETTINGS_KEY",
+    "one_row_of_ids",
+]
 
 #: the ``extra`` entry of a model file that holds the index settings (JSON)
 SETTINGS_KEY = "approximate_index"
@@ -199,6 +206,16 @@ class ApproximateModel:
         item_factors = self._host_factors("item_factors")
         n_items = len(item_factors)
         scalar = is_scalar(userid)
+        if scalar and not recalculate_user:
+            liked = one_row_of_ids(user_items, n_items) if filter_already_liked_items else _NONE
+            if liked is not None:  # else the general path below checks (and refuses) it
+                users = self._host_factors("user_factors")
+                query = users[check_ids(userid, "userid", len(users))]
+                excluded = _excluded_ids(filter_items, liked, n_items)
+                answer = self._index(INNER_PRODUCT).top_k_one(query, min(N, n_items), excluded)
+                if answer is None:
+                    return self.model.recommend(userid, user_items, **arguments)
+                return answer
         count = 1 if scalar else len(np.atleast_1d(userid))
         rows = getattr(user_items, "shape", (count,))[0]
         if scalar and rows > 1 and (filter_already_liked_items or recalculate_user):
@@ -241,6 +258,11 @@ class ApproximateModel:
         item_factors = self._host_factors("item_factors")
         n_items = len(item_factors)
         scalar = is_scalar(itemid)
+        if scalar and not recalculate_item:
+            query = item_factors[check_ids(itemid, "itemid", n_items)]
+            excluded = _excluded_ids(filter_items, _NONE, n_items)
+            answer = self._index(COSINE).top_k_one(query, min(N, n_items), excluded)
+            return self.model.similar_items(itemid, **arguments) if answer is None else answer
         if recalculate_item:
             queries = np.atleast_2d(self.model.recalculate_item(itemid, item_users))
             item_users = scipy.sparse.csr_matrix(item_users)  # checked by recalculate_item
@@ -472,6 +494,46 @@ class AnnoyModel(ApproximateModel):
         n_trees = check_positive_int(self.n_trees, "n_trees")
         search_k = check_positive_int(self.search_k, "search_k", minimum=-1)
         return AnnoyIndex(n_trees, search_k)
+
+
+#: no ids: the excluded items of a query that excludes nothing
+_NONE = np.empty(0, dtype=np.int64)
+
+#: the largest float32: heavier weights overflow when the model reads them
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def one_row_of_ids(user_items, columns):
+    """The sorted column ids of a one-row CSR matrix that needs no conversion, else None.
+
+    A shortcut for one query: a CSR row in canonical form (sorted distinct indices in range,
+    finite weights that fit float32, at most ``columns`` columns) is exactly what
+    ``check_user_items`` would return, so its indices are the liked items. Anything else
+    gives None, and the caller goes the checked way (converting, warning or refusing).
+    """
+    if not scipy.sparse.issparse(user_items) or user_items.format != "csr":
+        return None
+    rows, width = user_items.shape
+    indices, indptr, data = user_items.indices, user_items.indptr, user_items.data
+    if rows != 1 or width > columns or data.dtype.kind not in "biuf":
+        return None
+    if len(indptr) != 2 or indptr[0] != 0 or not indptr[1] == len(indices) == len(data):
+        return None
+    if len(indices) and not (
+        user_items.has_canonical_format and indices[0] >= 0 and indices[-1] < width
+    ):
+        return None
+    if data.dtype.kind == "f" and len(data) and not np.abs(data).max() <= _FLOAT32_MAX:
+        return None  # NaN, infinite or overflowing weights: refused the checked way
+    return indices
+
+
+def _excluded_ids(filter_items, liked, n_items):
+    """Sorted distinct ids one query excludes: ``filter_items`` (checked) and ``liked``."""
+    if filter_items is None:
+        return liked.astype(np.int64, copy=False)  # the one id type the ranking compiles for
+    filter_ids = _checked_filter(filter_items, "filter_items", n_items)
+    return np.union1d(filter_ids, liked) if len(liked) else np.unique(filter_ids)
 
 
 def _checked_filter(filter_ids, name, upper):

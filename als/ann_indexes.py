@@ -1,10 +1,10 @@
 """The approximate nearest neighbour libraries behind ``als.ann``: Faiss, NMSLib and Annoy.
 
 Each adapter builds one kind of index, a *cosine* index over rows of equal length, and
-answers "the k rows nearest each query" with row numbers, -1 where it found fewer. Both of
-the model's questions reduce to that: ``similar_items`` asks it of unit item factors, and
-``recommend`` (maximum inner product) asks it of the item factors after the norm
-augmentation of Bachrach et al. (RecSys 2014), which gives every item the same length
+answers "the ``counts[i]`` rows nearest query ``i``" with row numbers, -1 where it found
+fewer. Both of the model's questions reduce to that: ``similar_items`` asks it of unit item
+factors, and ``recommend`` (maximum inner product) asks it of the item factors after the
+norm augmentation of Bachrach et al. (RecSys 2014), which gives every item the same length
 (``augment_for_inner_product``). Scores are never read from an index: ``als.ann_search``
 computes them from the factors, as the exact queries do.
 
@@ -72,9 +72,8 @@ def unit_rows(factors):
     is similar to nothing (cosine 0).
     """
     factors = np.asarray(factors, dtype=np.float32)
-    norms = np.linalg.norm(factors, axis=1)
-    norms[norms == 0] = 1e-10
-    return factors / norms[:, None]
+    norms = np.sqrt(np.einsum("ij,ij->i", factors, factors))
+    return factors / np.where(norms == 0, 1e-10, norms)[:, None]
 
 
 def augment_for_inner_product(factors):
@@ -89,13 +88,16 @@ def augment_for_inner_product(factors):
     numpy.ndarray
         float32, shape (n, factors + 1).
     """
-    factors = np.asarray(factors, dtype=np.float64)
-    squares = np.einsum("ij,ij->i", factors, factors)
+    factors = np.asarray(factors)
+    squares = np.einsum("ij,ij->i", factors, factors, dtype=np.float64)
     largest = float(np.sqrt(squares.max())) if len(squares) else 0.0
     # an all-zero catalogue: every item scores 0, any unit length will do
     largest = largest or 1.0
-    extra = np.sqrt(np.maximum(largest**2 - squares, 0.0))
-    return (np.hstack([factors, extra[:, None]]) / largest).astype(np.float32)
+    # built in float32 directly: a million rows of float64 would double the memory and time
+    rows = np.empty((len(factors), factors.shape[1] + 1), dtype=np.float32)
+    np.divide(factors, largest, out=rows[:, :-1], casting="unsafe")
+    rows[:, -1] = np.sqrt(np.maximum(largest**2 - squares, 0.0)) / largest
+    return rows
 
 
 class FaissIndex:
@@ -143,9 +145,11 @@ class FaissIndex:
         self.index = (index, quantizer)
         return self
 
-    def search(self, queries, k):
-        _, found = self.index[0].search(np.ascontiguousarray(queries, dtype=np.float32), k)
-        return found
+    def search(self, queries, counts):
+        """Row numbers of each query's ``counts[query]`` nearest rows (more where others
+        ask for more; the caller keeps its own), -1 where there are fewer."""
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        return self.index[0].search(queries, int(max(counts)))[1]
 
 
 class NMSLibIndex:
@@ -176,7 +180,9 @@ class NMSLibIndex:
         self.index = index
         return self
 
-    def search(self, queries, k):
+    def search(self, queries, counts):
+        """As ``FaissIndex.search``."""
+        k = int(max(counts))
         found = np.full((len(queries), k), -1, dtype=np.int64)
         results = self.index.knnQueryBatch(np.asarray(queries, dtype=np.float32), k=k)
         for row, (ids, _) in enumerate(results):
@@ -212,9 +218,11 @@ class AnnoyIndex:
         self.index = index
         return self
 
-    def search(self, queries, k):
-        found = np.full((len(queries), k), -1, dtype=np.int64)
+    def search(self, queries, counts):
+        """As ``FaissIndex.search``; each query asks for its own count, so that its
+        ``search_k`` (``n_trees`` times the count) and answer do not depend on the others."""
+        found = np.full((len(queries), int(max(counts))), -1, dtype=np.int64)
         for row, query in enumerate(np.asarray(queries, dtype=np.float32)):
-            ids = self.index.get_nns_by_vector(query, k, search_k=self.search_k)
+            ids = self.index.get_nns_by_vector(query, int(counts[row]), search_k=self.search_k)
             found[row, : len(ids)] = ids
         return found

@@ -19,7 +19,7 @@ from als import AlternatingLeastSquares
 from als.ann import AnnoyModel, FaissModel, NMSLibModel
 from als.ann_indexes import augment_for_inner_product
 from als.ann_search import Exclusions
-from als.errors import IndexUnavailable
+from als.errors import IndexUnavailable, ParameterWarning
 
 #: settings that find most of the true neighbours on this small catalogue (the factors of a
 #: random power-law matrix have little structure: a hard case for an index)
@@ -108,6 +108,48 @@ def test_filtered_and_liked_items_are_never_returned(wrapped):
         assert not set(single_ids) & (set(user_items[user].indices) | set(banned))
     ids, _ = model.similar_items(np.arange(50), N=10, filter_items=banned)
     assert not np.isin(ids, banned).any() and (ids >= 0).all()
+
+
+def test_one_query_is_its_row_of_the_batch(wrapped):
+    model, user_items = wrapped
+    users = np.arange(0, 2000, 37)
+    banned = np.array([3, 17, 17, 400])  # repeats and any order are allowed
+    ids, scores = model.recommend(users, user_items[users], N=10, filter_items=banned)
+    for row, user in enumerate(users):
+        one_ids, one_scores = model.recommend(user, user_items[user], N=10, filter_items=banned)
+        np.testing.assert_array_equal(one_ids, ids[row])
+        np.testing.assert_array_equal(one_scores, scores[row])
+    items = np.arange(0, 1000, 41)
+    ids, scores = model.similar_items(items, N=10, filter_items=banned)
+    for row, item in enumerate(items):
+        one_ids, one_scores = model.similar_items(item, N=10, filter_items=banned)
+        np.testing.assert_array_equal(one_ids, ids[row])
+        np.testing.assert_array_equal(one_scores, scores[row])
+
+
+def test_one_row_that_needs_checking_is_checked(fitted):
+    pytest.importorskip("faiss")
+    model, user_items = fitted
+    wrapper = FaissModel(model, nlist=8, nprobe=8)
+    row = user_items[4]
+    expected = wrapper.recommend(4, row, N=10)
+    # duplicate entries: summed with a warning, then the same liked items
+    doubled = scipy.sparse.csr_matrix(
+        (np.r_[row.data, row.data[:1]], np.r_[row.indices, row.indices[:1]], [0, row.nnz + 1]),
+        shape=row.shape,
+    )
+    with pytest.warns(ParameterWarning, match="duplicate"):
+        np.testing.assert_array_equal(wrapper.recommend(4, doubled, N=10)[0], expected[0])
+    with pytest.warns(ParameterWarning, match="CSR"):
+        np.testing.assert_array_equal(wrapper.recommend(4, row.tocoo(), N=10)[0], expected[0])
+    broken = row.copy()
+    broken.data[0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        wrapper.recommend(4, broken)
+    with pytest.raises(ValueError, match="overflow"):
+        wrapper.recommend(4, row.astype(np.float64) * 1e300)
+    with pytest.raises(ValueError, match="columns"):
+        wrapper.recommend(4, scipy.sparse.csr_matrix((1, 1001)))
 
 
 def test_rows_the_index_cannot_fill_are_padded_as_the_exact_answers(wrapped):

@@ -89,7 +89,7 @@ def test_recommend_batch_matches_single_users(board50):
         assert ids[user][0] == user
         single_ids, single_scores = model.recommend(user, user_items[user], N=1)
         np.testing.assert_array_equal(single_ids, ids[user])
-        # scored by the same row-wise products and sums: equal, not merely close
+        # scored and ranked by the same kernel: equal, not merely close
         np.testing.assert_array_equal(single_scores, scores[user])
     ids, _ = model.recommend(users[2:5], user_items[2:5], N=1, filter_items=[0])
     assert ids[:, 0].tolist() == [2, 3, 4]
