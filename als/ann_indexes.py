@@ -120,6 +120,8 @@ class FaissIndex:
 
     #: the most results the GPU index returns per query; larger queries go the exact way
     GPU_MAX_K = 1024
+    #: Euclidean distances rank by cosine only between rows of one length: queries too
+    needs_unit_queries = True
 
     def __init__(self, nlist, nprobe, use_gpu=False):
         self.nlist = nlist
@@ -128,7 +130,16 @@ class FaissIndex:
         self.max_k = self.GPU_MAX_K if use_gpu else None
         self.index = None
 
-    def build(self, rows):
+    def build(self, rows, unit_queries=False):
+        """Index ``rows`` (float32, all of one length); returns ``self``.
+
+        Parameters
+        ----------
+        rows : numpy.ndarray
+            The rows to index.
+        unit_queries : bool
+            The queries will be unit rows too (``similar_items``), not ``(user, 0)``.
+        """
         faiss = import_library("faiss")
         dimensions = rows.shape[1]
         nlist = max(1, min(self.nlist, len(rows)))
@@ -136,6 +147,11 @@ class FaissIndex:
         index = faiss.IndexIVFFlat(quantizer, dimensions, nlist, faiss.METRIC_L2)
         # a small catalogue clusters fine with few rows per cell: no warning about it
         index.cp.min_points_per_centroid = 1
+        # unit queries among unit rows: cells on the sphere find more of the true neighbours
+        # (lastfm-2k similar_items recall@10 at nprobe 20: 0.956 against 0.951 at 64
+        # factors, 0.968 against 0.959 at 128); the augmented rows of inner-product search,
+        # asked with queries of any length, lose by it (0.867 against 0.887)
+        index.cp.spherical = unit_queries
         index.train(rows)
         index.add(rows)
         index.nprobe = max(1, min(self.nprobe, nlist))
@@ -147,7 +163,8 @@ class FaissIndex:
 
     def search(self, queries, counts):
         """Row numbers of each query's ``counts[query]`` nearest rows (more where others
-        ask for more; the caller keeps its own), -1 where there are fewer."""
+        ask for more; the caller keeps its own), -1 where there are fewer (or fewer
+        columns)."""
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         return self.index[0].search(queries, int(max(counts)))[1]
 
@@ -164,6 +181,8 @@ class NMSLibIndex:
     """
 
     max_k = None
+    #: the cosine of ``cosinesimil`` ignores the query's length
+    needs_unit_queries = False
 
     def __init__(self, method, index_params, query_params):
         self.method = method
@@ -171,7 +190,8 @@ class NMSLibIndex:
         self.query_params = query_params
         self.index = None
 
-    def build(self, rows):
+    def build(self, rows, unit_queries=False):
+        """As ``FaissIndex.build``; the kind of query changes nothing here."""
         nmslib = import_library("nmslib")
         index = nmslib.init(method=self.method, space="cosinesimil")
         index.addDataPointBatch(rows)
@@ -184,7 +204,11 @@ class NMSLibIndex:
         """As ``FaissIndex.search``."""
         k = int(max(counts))
         found = np.full((len(queries), k), -1, dtype=np.int64)
-        results = self.index.knnQueryBatch(np.asarray(queries, dtype=np.float32), k=k)
+        queries = np.asarray(queries, dtype=np.float32)
+        if len(queries) == 1:  # the batch call starts a thread pool: dear for one query
+            results = [self.index.knnQuery(queries[0], k=k)]
+        else:
+            results = self.index.knnQueryBatch(queries, k=k)
         for row, (ids, _) in enumerate(results):
             found[row, : len(ids)] = ids
         return found
@@ -202,13 +226,16 @@ class AnnoyIndex:
     """
 
     max_k = None
+    #: the ``angular`` distance and the trees' sides ignore the query's length
+    needs_unit_queries = False
 
     def __init__(self, n_trees, search_k):
         self.n_trees = n_trees
         self.search_k = search_k
         self.index = None
 
-    def build(self, rows):
+    def build(self, rows, unit_queries=False):
+        """As ``FaissIndex.build``; the kind of query changes nothing here."""
         annoy = import_library("annoy")
         index = annoy.AnnoyIndex(rows.shape[1], "angular")
         index.set_seed(ANNOY_SEED)
@@ -221,6 +248,9 @@ class AnnoyIndex:
     def search(self, queries, counts):
         """As ``FaissIndex.search``; each query asks for its own count, so that its
         ``search_k`` (``n_trees`` times the count) and answer do not depend on the others."""
+        if len(queries) == 1:  # one query: its answer as it comes (fewer columns allowed)
+            ids = self.index.get_nns_by_vector(queries[0], int(counts[0]), search_k=self.search_k)
+            return np.array(ids, dtype=np.int64).reshape(1, -1)
         found = np.full((len(queries), int(max(counts))), -1, dtype=np.int64)
         for row, query in enumerate(np.asarray(queries, dtype=np.float32)):
             ids = self.index.get_nns_by_vector(query, int(counts[row]), search_k=self.search_k)

@@ -124,14 +124,16 @@ class FactorIndex:
             vectors = augment_for_inner_product(factors)
         # what the ranking kernel scores candidates with
         self._scoring = (factors, norms)
-        self.library_index = library_index.build(vectors) if len(vectors) else None
+        self.library_index = None
+        if len(vectors):
+            self.library_index = library_index.build(vectors, unit_queries=kind == COSINE)
         held = len(self.rows)
         # the most neighbours one search can return
         self.limit = min(held, library_index.max_k or held) if len(vectors) else 0
 
     def _query_vectors(self, queries):
         if self.kind == COSINE:
-            return unit_rows(queries)
+            return unit_rows(queries) if self.library_index.needs_unit_queries else queries
         padding = np.zeros((len(queries), 1), dtype=np.float32)
         return np.hstack([queries.astype(np.float32, copy=False), padding])
 
