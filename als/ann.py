@@ -19,6 +19,7 @@ an index is built once, by the first query that needs it.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import threading
 
@@ -37,7 +38,6 @@ __all__ = [
     "NMSLibModel",
     "AnnoyModel",
     "SETTINGS_KEY",
-    "one_row_of_ids",
 ]
 
 #: the ``extra`` entry of a model file that holds the index settings (JSON)
@@ -207,15 +207,13 @@ class ApproximateModel:
         n_items = len(item_factors)
         scalar = is_scalar(userid)
         if scalar and not recalculate_user:
-            liked = one_row_of_ids(user_items, n_items) if filter_already_liked_items else _NONE
+            liked = _one_row_of_ids(user_items, n_items) if filter_already_liked_items else _NONE
             if liked is not None:  # else the general path below checks (and refuses) it
                 users = self._host_factors("user_factors")
                 query = users[check_ids(userid, "userid", len(users))]
                 excluded = _excluded_ids(filter_items, liked, n_items)
-                answer = self._index(INNER_PRODUCT).top_k_one(query, min(N, n_items), excluded)
-                if answer is None:
-                    return self.model.recommend(userid, user_items, **arguments)
-                return answer
+                exact = functools.partial(self.model.recommend, userid, user_items, **arguments)
+                return self._answer_one(INNER_PRODUCT, query, N, excluded, exact)
         count = 1 if scalar else len(np.atleast_1d(userid))
         rows = getattr(user_items, "shape", (count,))[0]
         if scalar and rows > 1 and (filter_already_liked_items or recalculate_user):
@@ -261,8 +259,8 @@ class ApproximateModel:
         if scalar and not recalculate_item:
             query = item_factors[check_ids(itemid, "itemid", n_items)]
             excluded = _excluded_ids(filter_items, _NONE, n_items)
-            answer = self._index(COSINE).top_k_one(query, min(N, n_items), excluded)
-            return self.model.similar_items(itemid, **arguments) if answer is None else answer
+            exact = functools.partial(self.model.similar_items, itemid, **arguments)
+            return self._answer_one(COSINE, query, N, excluded, exact)
         if recalculate_item:
             queries = np.atleast_2d(self.model.recalculate_item(itemid, item_users))
             item_users = scipy.sparse.csr_matrix(item_users)  # checked by recalculate_item
@@ -277,6 +275,12 @@ class ApproximateModel:
 
         answer = self._answer(COSINE, queries, N, exclusions, exact)
         return _unbatched(answer) if scalar else answer
+
+    def _answer_one(self, kind, query, N, excluded, exact):
+        """One query's top ``N`` from the index, unpadded; ``exact()`` where it falls short."""
+        index = self._index(kind)
+        answer = index.top_k_one(query, min(N, len(index.factors)), excluded)
+        return exact() if answer is None else answer
 
     def _answer(self, kind, queries, N, exclusions, exact):
         """The index's top ``N`` for ``queries``; rows it cannot fill from ``exact(rows)``."""
@@ -503,7 +507,7 @@ _NONE = np.empty(0, dtype=np.int64)
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
-def one_row_of_ids(user_items, columns):
+def _one_row_of_ids(user_items, columns):
     """The sorted column ids of a one-row CSR matrix that needs no conversion, else None.
 
     A shortcut for one query: a CSR row in canonical form (sorted distinct indices in range,
