@@ -63,6 +63,9 @@ class ApproximateModel:
     LIBRARY = None
     #: the library settings and their defaults (implicit's)
     INDEX_DEFAULTS = {}
+    #: the settings a search reads: changing one retunes the built indexes, where changing
+    #: any other setting drops them (rebuilt on the next query)
+    QUERY_SETTINGS = ()
 
     def __init__(
         self, model, approximate_similar_items=True, approximate_recommend=True, **index_settings
@@ -98,8 +101,25 @@ class ApproximateModel:
             raise AttributeError(name)
         return getattr(self.model, name)
 
+    def __setattr__(self, name, value):
+        super().__setattr__(name, value)
+        if name not in self.INDEX_DEFAULTS or "_cache" not in self.__dict__:
+            return  # not a setting, or still being constructed
+        if name not in self.QUERY_SETTINGS:
+            self.invalidate_indexes()
+            return
+        settings = self.query_settings()
+        with self._build_lock:  # an index being built is retuned once it is done
+            for built in list(self._cache.values()):
+                if isinstance(built, FactorIndex) and built.library_index is not None:
+                    built.library_index.tune(**settings)
+
     def new_library_index(self):
         """An unbuilt ``als.ann_indexes`` index with this wrapper's settings."""
+        raise NotImplementedError
+
+    def query_settings(self):
+        """The checked ``QUERY_SETTINGS``, as the library index's ``tune`` takes them."""
         raise NotImplementedError
 
     # -- the indexes ----------------------------------------------------------------------
@@ -406,12 +426,17 @@ class FaissModel(ApproximateModel):
             use_gpu=use_gpu,
         )
 
+    QUERY_SETTINGS = ("nprobe",)
+
     def new_library_index(self):
         nlist = check_positive_int(self.nlist, "nlist")
-        nprobe = check_positive_int(self.nprobe, "nprobe")
         faiss = import_library("faiss")
         gpus = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
-        return FaissIndex(nlist, nprobe, use_gpu=self.use_gpu is not False and gpus > 0)
+        use_gpu = self.use_gpu is not False and gpus > 0
+        return FaissIndex(nlist, **self.query_settings(), use_gpu=use_gpu)
+
+    def query_settings(self):
+        return {"nprobe": check_positive_int(self.nprobe, "nprobe")}
 
 
 class NMSLibModel(ApproximateModel):
@@ -456,8 +481,13 @@ class NMSLibModel(ApproximateModel):
             query_params=query_params,
         )
 
+    QUERY_SETTINGS = ("query_params",)
+
     def new_library_index(self):
-        return NMSLibIndex(self.method, self.index_params, self.query_params)
+        return NMSLibIndex(self.method, self.index_params, **self.query_settings())
+
+    def query_settings(self):
+        return {"query_params": self.query_params}
 
 
 class AnnoyModel(ApproximateModel):
@@ -494,10 +524,13 @@ class AnnoyModel(ApproximateModel):
             search_k=search_k,
         )
 
+    QUERY_SETTINGS = ("search_k",)
+
     def new_library_index(self):
-        n_trees = check_positive_int(self.n_trees, "n_trees")
-        search_k = check_positive_int(self.search_k, "search_k", minimum=-1)
-        return AnnoyIndex(n_trees, search_k)
+        return AnnoyIndex(check_positive_int(self.n_trees, "n_trees"), **self.query_settings())
+
+    def query_settings(self):
+        return {"search_k": check_positive_int(self.search_k, "search_k", minimum=-1)}
 
 
 #: no ids: the excluded items of a query that excludes nothing

@@ -128,6 +128,7 @@ class FaissIndex:
         self.nprobe = nprobe
         self.use_gpu = use_gpu
         self.max_k = self.GPU_MAX_K if use_gpu else None
+        self.cells = None  # nlist, or fewer for a catalogue of fewer rows
         self.index = None
 
     def build(self, rows, unit_queries=False):
@@ -142,7 +143,7 @@ class FaissIndex:
         """
         faiss = import_library("faiss")
         dimensions = rows.shape[1]
-        nlist = max(1, min(self.nlist, len(rows)))
+        nlist = self.cells = max(1, min(self.nlist, len(rows)))
         quantizer = faiss.IndexFlatL2(dimensions)
         index = faiss.IndexIVFFlat(quantizer, dimensions, nlist, faiss.METRIC_L2)
         # a small catalogue clusters fine with few rows per cell: no warning about it
@@ -154,12 +155,18 @@ class FaissIndex:
         index.cp.spherical = unit_queries
         index.train(rows)
         index.add(rows)
-        index.nprobe = max(1, min(self.nprobe, nlist))
         if self.use_gpu:
             index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index)
         # the IVF index refers to its quantizer without owning it: keep both alive together
         self.index = (index, quantizer)
+        self.tune(self.nprobe)
         return self
+
+    def tune(self, nprobe):
+        """Search ``nprobe`` cells per query from now on."""
+        self.nprobe = nprobe
+        if self.index is not None:
+            self.index[0].nprobe = max(1, min(nprobe, self.cells))
 
     def search(self, queries, counts):
         """Row numbers of each query's ``counts[query]`` nearest rows (more where others
@@ -196,9 +203,15 @@ class NMSLibIndex:
         index = nmslib.init(method=self.method, space="cosinesimil")
         index.addDataPointBatch(rows)
         index.createIndex(self.index_params, print_progress=False)
-        index.setQueryTimeParams(self.query_params)
         self.index = index
+        self.tune(self.query_params)
         return self
+
+    def tune(self, query_params):
+        """Search with ``query_params`` (``setQueryTimeParams``) from now on."""
+        self.query_params = query_params
+        if self.index is not None:
+            self.index.setQueryTimeParams(query_params)
 
     def search(self, queries, counts):
         """As ``FaissIndex.search``."""
@@ -233,6 +246,10 @@ class AnnoyIndex:
         self.n_trees = n_trees
         self.search_k = search_k
         self.index = None
+
+    def tune(self, search_k):
+        """Inspect ``search_k`` nodes per query from now on."""
+        self.search_k = search_k
 
     def build(self, rows, unit_queries=False):
         """As ``FaissIndex.build``; the kind of query changes nothing here."""

@@ -237,6 +237,25 @@ def test_the_index_is_built_once_under_concurrent_first_queries(fitted):
     assert len(builds) == 1
 
 
+def test_query_settings_apply_at_once_and_index_settings_rebuild(fitted):
+    pytest.importorskip("faiss")
+    model, user_items = fitted
+    users = np.arange(0, 2000, 11)
+    exact_ids, _ = model.recommend(users, user_items[users], N=10)
+    wrapper = FaissModel(model, nlist=16, nprobe=1)
+    narrow = recall(wrapper.recommend(users, user_items[users], N=10)[0], exact_ids)
+    built = wrapper._cache["inner_product"]
+    wrapper.nprobe = 16  # every cell: the exact top 10, from the same index
+    assert recall(wrapper.recommend(users, user_items[users], N=10)[0], exact_ids) > 0.99 > narrow
+    assert wrapper._cache["inner_product"] is built
+    wrapper.nlist = 4  # a build setting: the next query builds again
+    wrapper.recommend(users[:1], user_items[users[:1]])
+    assert wrapper._cache["inner_product"] is not built
+    assert wrapper._cache["inner_product"].library_index.cells == 4
+    with pytest.raises(ValueError, match="nprobe must be >= 1"):
+        wrapper.nprobe = 0
+
+
 def test_a_missing_library_names_its_extra(fitted, monkeypatch):
     model, _ = fitted
     for cls, library in ((FaissModel, "faiss"), (NMSLibModel, "nmslib"), (AnnoyModel, "annoy")):
