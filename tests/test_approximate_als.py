@@ -335,7 +335,8 @@ def test_setting_factors_rebuilds_the_index(board50):
     # spread items (HNSW links points that all sit in one spot poorly: one far away may be
     # missed whichever threads built the graph), and one far the best match for user 0
     items = rng.normal(size=model.item_factors.shape).astype(np.float32)
-    items[7] = model.user_factors[0] / np.abs(model.user_factors[0]).max() * 10 * np.abs(items).max()
+    user = model.user_factors[0]
+    items[7] = user / np.abs(user).max() * 10 * np.abs(items).max()
     model.item_factors = items
     assert model.recommend(0, user_items[0], N=1, filter_already_liked_items=False)[0][0] == 7
 
