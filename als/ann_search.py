@@ -7,7 +7,10 @@ the factors (so scores are the exact queries' scores, not the index's distances)
 them best first, ties by id. A row that still has fewer than it needs asks again for four
 times as many, up to the whole index; what the index cannot supply even then (rows the
 index cannot reach, items it does not hold) is reported to the caller, which answers those
-rows by the exact path.
+rows by the exact path. ``top_k_one`` does the same for one query without a batch's
+bookkeeping (a served query pays microseconds of Python, not tens of them); both hand the
+candidates to one Numba kernel, ``rank_candidates``, so one query and its row of a batch
+agree exactly.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ __all__ = ["INNER_PRODUCT", "COSINE", "FactorIndex", "Exclusions", "contains", "
 INNER_PRODUCT = "inner_product"
 COSINE = "cosine"
 
-#: queries scored at a time: bounds the (rows x candidates x factors) scratch array
+#: queries searched at a time: bounds the (rows x candidates) arrays of one search
 CHUNK_ROWS = 512
 
 #: how much more a short row asks for on its next try
@@ -124,6 +127,7 @@ class FactorIndex:
             vectors = augment_for_inner_product(factors)
         # what the ranking kernel scores candidates with
         self._scoring = (factors, norms)
+        self.unit_queries = kind == COSINE and library_index.needs_unit_queries
         self.library_index = None
         if len(vectors):
             self.library_index = library_index.build(vectors, unit_queries=kind == COSINE)
@@ -133,7 +137,7 @@ class FactorIndex:
 
     def _query_vectors(self, queries):
         if self.kind == COSINE:
-            return unit_rows(queries) if self.library_index.needs_unit_queries else queries
+            return unit_rows(queries) if self.unit_queries else queries
         padding = np.zeros((len(queries), 1), dtype=np.float32)
         return np.hstack([queries.astype(np.float32, copy=False), padding])
 

@@ -184,6 +184,15 @@ def test_items_without_factors_come_from_the_exact_path(fitted):
     assert sorted(ids) == list(range(1000))
     assert (scores[np.isin(ids, np.arange(10))] == 0).all()
     np.testing.assert_allclose(scores, exact_scores, rtol=1e-5, atol=1e-6)
+    # no item has factors: no cosine index at all, every answer exact
+    copy.item_factors = np.zeros_like(items)
+    for wrapper in (AnnoyModel(copy), FaissModel(copy, nlist=4)):
+        np.testing.assert_array_equal(
+            wrapper.similar_items(3, N=5)[0], copy.similar_items(3, N=5)[0]
+        )
+        np.testing.assert_array_equal(
+            wrapper.similar_items([3], N=5)[0], copy.similar_items([3], N=5)[0]
+        )
 
 
 def test_queries_from_many_threads(wrapped):
