@@ -443,7 +443,9 @@ def main(argv=None):
         "Approximate queries against implicit's wrappers and the exact path",
         harness.command_line("approximate", argv),
         params,
-        None if args.no_save else harness.result_path(args.out, "approximate", default_name(args)),
+        None
+        if args.no_save
+        else harness.result_path(args.out, "approximate", args.name or default_name(args)),
         tables=tables,
         chart=CHART,
         notes=[NOTE.format(exact=args.exact_sample, single=args.exact_single)],
