@@ -438,14 +438,13 @@ def main(argv=None):
         for dataset in args.datasets
         for factors in args.factors
     ]
+    name = args.name or default_name(args)
     result = harness.Result(
         "approximate",
         "Approximate queries against implicit's wrappers and the exact path",
         harness.command_line("approximate", argv),
         params,
-        None
-        if args.no_save
-        else harness.result_path(args.out, "approximate", args.name or default_name(args)),
+        None if args.no_save else harness.result_path(args.out, "approximate", name),
         tables=tables,
         chart=CHART,
         notes=[NOTE.format(exact=args.exact_sample, single=args.exact_single)],
