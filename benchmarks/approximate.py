@@ -277,6 +277,7 @@ def record(result, case, engine, row, rates, counts):
         factors=case.factors,
         items=case.n_items,
         engine=engine,
+        family=engine.split(" (")[0],  # the engine without its preset: one line in the chart
         **row,
         **{f"{kind}_qps": rate for kind, rate in rates.items()},
         recommend_vs_exact=rates["recommend_batched"] / case.exact_rate,
@@ -350,7 +351,7 @@ CHART = {
     "kind": "approximate",
     "x": "recall_recommend",
     "y": "recommend_batched_qps",
-    "series": "engine",
+    "series": "family",
     "panels": "case",
     "ylog": True,
     "xlabel": "recall@10 of recommend",
