@@ -19,6 +19,7 @@ an index is built once, by the first query that needs it.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import threading
 
@@ -31,7 +32,13 @@ from .errors import InvalidValueError, ModelFileError
 from .model import AlternatingLeastSquares
 from .validation import check_ids, check_positive_int, check_user_items, is_scalar
 
-__all__ = ["ApproximateModel", "FaissModel", "NMSLibModel", "AnnoyModel", "SETTINGS_KEY"]
+__all__ = [
+    "ApproximateModel",
+    "FaissModel",
+    "NMSLibModel",
+    "AnnoyModel",
+    "SETTINGS_KEY",
+]
 
 #: the ``extra`` entry of a model file that holds the index settings (JSON)
 SETTINGS_KEY = "approximate_index"
@@ -56,6 +63,9 @@ class ApproximateModel:
     LIBRARY = None
     #: the library settings and their defaults (implicit's)
     INDEX_DEFAULTS = {}
+    #: the settings a search reads: changing one retunes the built indexes, where changing
+    #: any other setting drops them (rebuilt on the next query)
+    QUERY_SETTINGS = ()
 
     def __init__(
         self, model, approximate_similar_items=True, approximate_recommend=True, **index_settings
@@ -91,8 +101,25 @@ class ApproximateModel:
             raise AttributeError(name)
         return getattr(self.model, name)
 
+    def __setattr__(self, name, value):
+        super().__setattr__(name, value)
+        if name not in self.INDEX_DEFAULTS or "_cache" not in self.__dict__:
+            return  # not a setting, or still being constructed
+        if name not in self.QUERY_SETTINGS:
+            self.invalidate_indexes()
+            return
+        settings = self.query_settings()
+        with self._build_lock:  # an index being built is retuned once it is done
+            for built in list(self._cache.values()):
+                if isinstance(built, FactorIndex) and built.library_index is not None:
+                    built.library_index.tune(**settings)
+
     def new_library_index(self):
         """An unbuilt ``als.ann_indexes`` index with this wrapper's settings."""
+        raise NotImplementedError
+
+    def query_settings(self):
+        """The checked ``QUERY_SETTINGS``, as the library index's ``tune`` takes them."""
         raise NotImplementedError
 
     # -- the indexes ----------------------------------------------------------------------
@@ -199,6 +226,14 @@ class ApproximateModel:
         item_factors = self._host_factors("item_factors")
         n_items = len(item_factors)
         scalar = is_scalar(userid)
+        if scalar and not recalculate_user:
+            liked = _one_row_of_ids(user_items, n_items) if filter_already_liked_items else _NONE
+            if liked is not None:  # else the general path below checks (and refuses) it
+                users = self._host_factors("user_factors")
+                query = users[check_ids(userid, "userid", len(users))]
+                excluded = _excluded_ids(filter_items, liked, n_items)
+                exact = functools.partial(self.model.recommend, userid, user_items, **arguments)
+                return self._answer_one(INNER_PRODUCT, query, N, excluded, exact)
         count = 1 if scalar else len(np.atleast_1d(userid))
         rows = getattr(user_items, "shape", (count,))[0]
         if scalar and rows > 1 and (filter_already_liked_items or recalculate_user):
@@ -241,6 +276,11 @@ class ApproximateModel:
         item_factors = self._host_factors("item_factors")
         n_items = len(item_factors)
         scalar = is_scalar(itemid)
+        if scalar and not recalculate_item:
+            query = item_factors[check_ids(itemid, "itemid", n_items)]
+            excluded = _excluded_ids(filter_items, _NONE, n_items)
+            exact = functools.partial(self.model.similar_items, itemid, **arguments)
+            return self._answer_one(COSINE, query, N, excluded, exact)
         if recalculate_item:
             queries = np.atleast_2d(self.model.recalculate_item(itemid, item_users))
             item_users = scipy.sparse.csr_matrix(item_users)  # checked by recalculate_item
@@ -255,6 +295,12 @@ class ApproximateModel:
 
         answer = self._answer(COSINE, queries, N, exclusions, exact)
         return _unbatched(answer) if scalar else answer
+
+    def _answer_one(self, kind, query, N, excluded, exact):
+        """One query's top ``N`` from the index, unpadded; ``exact()`` where it falls short."""
+        index = self._index(kind)
+        answer = index.top_k_one(query, min(N, len(index.factors)), excluded)
+        return exact() if answer is None else answer
 
     def _answer(self, kind, queries, N, exclusions, exact):
         """The index's top ``N`` for ``queries``; rows it cannot fill from ``exact(rows)``."""
@@ -380,12 +426,17 @@ class FaissModel(ApproximateModel):
             use_gpu=use_gpu,
         )
 
+    QUERY_SETTINGS = ("nprobe",)
+
     def new_library_index(self):
         nlist = check_positive_int(self.nlist, "nlist")
-        nprobe = check_positive_int(self.nprobe, "nprobe")
         faiss = import_library("faiss")
         gpus = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
-        return FaissIndex(nlist, nprobe, use_gpu=self.use_gpu is not False and gpus > 0)
+        use_gpu = self.use_gpu is not False and gpus > 0
+        return FaissIndex(nlist, **self.query_settings(), use_gpu=use_gpu)
+
+    def query_settings(self):
+        return {"nprobe": check_positive_int(self.nprobe, "nprobe")}
 
 
 class NMSLibModel(ApproximateModel):
@@ -430,8 +481,13 @@ class NMSLibModel(ApproximateModel):
             query_params=query_params,
         )
 
+    QUERY_SETTINGS = ("query_params",)
+
     def new_library_index(self):
-        return NMSLibIndex(self.method, self.index_params, self.query_params)
+        return NMSLibIndex(self.method, self.index_params, **self.query_settings())
+
+    def query_settings(self):
+        return {"query_params": self.query_params}
 
 
 class AnnoyModel(ApproximateModel):
@@ -468,10 +524,53 @@ class AnnoyModel(ApproximateModel):
             search_k=search_k,
         )
 
+    QUERY_SETTINGS = ("search_k",)
+
     def new_library_index(self):
-        n_trees = check_positive_int(self.n_trees, "n_trees")
-        search_k = check_positive_int(self.search_k, "search_k", minimum=-1)
-        return AnnoyIndex(n_trees, search_k)
+        return AnnoyIndex(check_positive_int(self.n_trees, "n_trees"), **self.query_settings())
+
+    def query_settings(self):
+        return {"search_k": check_positive_int(self.search_k, "search_k", minimum=-1)}
+
+
+#: no ids: the excluded items of a query that excludes nothing
+_NONE = np.empty(0, dtype=np.int64)
+
+#: the largest float32: heavier weights overflow when the model reads them
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _one_row_of_ids(user_items, columns):
+    """The sorted column ids of a one-row CSR matrix that needs no conversion, else None.
+
+    A shortcut for one query: a CSR row in canonical form (sorted distinct indices in range,
+    finite weights that fit float32, at most ``columns`` columns) is exactly what
+    ``check_user_items`` would return, so its indices are the liked items. Anything else
+    gives None, and the caller goes the checked way (converting, warning or refusing).
+    """
+    if not scipy.sparse.issparse(user_items) or user_items.format != "csr":
+        return None
+    rows, width = user_items.shape
+    indices, indptr, data = user_items.indices, user_items.indptr, user_items.data
+    if rows != 1 or width > columns or data.dtype.kind not in "biuf":
+        return None
+    if len(indptr) != 2 or indptr[0] != 0 or not indptr[1] == len(indices) == len(data):
+        return None
+    if len(indices) and not (
+        user_items.has_canonical_format and indices[0] >= 0 and indices[-1] < width
+    ):
+        return None
+    if data.dtype.kind == "f" and len(data) and not np.abs(data).max() <= _FLOAT32_MAX:
+        return None  # NaN, infinite or overflowing weights: refused the checked way
+    return indices
+
+
+def _excluded_ids(filter_items, liked, n_items):
+    """Sorted distinct ids one query excludes: ``filter_items`` (checked) and ``liked``."""
+    if filter_items is None:
+        return liked.astype(np.int64, copy=False)  # the one id type the ranking compiles for
+    filter_ids = _checked_filter(filter_items, "filter_items", n_items)
+    return np.union1d(filter_ids, liked) if len(liked) else np.unique(filter_ids)
 
 
 def _checked_filter(filter_ids, name, upper):

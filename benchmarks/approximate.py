@@ -1,54 +1,74 @@
-"""Approximate queries (``als.ann``) against our exact ones and implicit's wrappers, same factors.
+"""Approximate queries: ``als.ann`` against implicit's wrappers and our exact path, same factors.
 
 Usage::
 
-    python -m benchmarks.approximate [--datasets lastfm-2k synthetic-1m-items]
-        [--factors 64 128] [--libraries faiss nmslib annoy] [--queries 10000]
-        [--out benchmarks/results/approximate]
+    python -m benchmarks.approximate [--datasets lastfm-2k synthetic-1m-items ...]
+        [--factors 64 128] [--libraries faiss nmslib annoy] [--presets implicit recall]
+        [--libraries-on synthetic-1m-items=faiss,annoy] [--queries 10000]
+    python -m benchmarks.approximate --quick      # smoke test, under a minute
 
 For each data set and factor count one set of factors is made: lastfm-2k's by fitting our
-model (15 iterations, seed 0, play counts as confidences); the one-million-item catalogue's
-drawn from a mixture (1,000 Gaussian taste clusters, item norms log-normal, as fitted item
-norms grow with popularity; users drawn near the same clusters; 20 random liked items each),
-because fitting a million items is not what is measured. Both engines index those factors:
-ours through ``als.ann.<Library>Model``, implicit's through ``implicit.ann.<library>`` over
-an implicit model holding the same arrays. Every timing runs the engines in turn (ours,
-implicit's, then exact) so a slow spell of a shared machine hits them alike; the best of
-``--rounds`` counts.
+model (15 iterations, seed 0, play counts as confidences); the synthetic catalogues' drawn
+from a mixture (1,000 Gaussian taste clusters, item norms log-normal as fitted item norms
+grow with popularity, users drawn near the same clusters, 20 random liked items each),
+because fitting a million items is not what is measured. ``synthetic-100k-items`` is the
+same generator with 100,000 items: the catalogue for libraries whose million-item builds
+take too long on a small machine (``--libraries-on``; NMSLib's HNSW by default).
 
-Measured: index build seconds (both indexes, on the first query for ours); recall@10 of
-``recommend`` (liked items filtered) and ``similar_items`` against our exact top 10 on 1,000
-queries; queries per second for ``--queries`` calls batched (one call) and one at a time.
-Exact queries on a million items are slow on a small machine: ``--exact-sample`` of them
-are timed and the rate reported as measured (the JSON says how many). Writes
-``approximate-queries-<data sets>[-<label>]-<machine>.json`` and ``.md``.
+Engines, all over those factors: ``als exact`` (the model's own queries); for each library
+and preset, ``als <library>`` (``als.ann.<Library>Model``) and ``implicit <library>``
+(``implicit.ann.<library>`` over an implicit model holding the same arrays). Presets:
+``implicit`` is implicit's defaults; ``recall`` settings that reach recall@10 >= 0.95 of
+``recommend`` where the library can (see ``preset_settings``).
+
+Measured: build seconds (ours builds each index on its first query: the ``recommend`` index
+alone, and both; implicit's ``fit`` builds both); recall@10 of ``recommend`` (liked items
+filtered) and ``similar_items`` against our exact top 10 on 1,000 queries; queries per
+second for ``--queries`` ``recommend`` and ``similar_items`` calls, batched in one call and
+one at a time, the engines taking turns (``harness.take_turns``), best of ``--rounds``. The
+exact path on a million items is timed on a fixed sample (``--exact-sample`` batched,
+``--exact-single`` one at a time), said in the notes.
+
+Results go to ``results/approximate/`` (``--out``), named by data sets, factors and machine.
 """
 
 from __future__ import annotations
 
-import argparse
-import datetime
-import json
+import contextlib
 import os
-import platform
-import re
 import time
-from pathlib import Path
 
 import numpy as np
 import scipy.sparse
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA_DIR = Path(os.environ.get("ALS_DATA_DIR", ROOT.parent / "shared" / "data"))
+from benchmarks import harness
+
 LIBRARIES = ("faiss", "nmslib", "annoy")
+PRESETS = ("implicit", "recall")
 K = 10
 RECALL_QUERIES = 1000
 
+#: synthetic catalogues: name -> items (users: 100,000, 20 liked items each)
+SYNTHETIC_ITEMS = {"synthetic-1m-items": 1_000_000, "synthetic-100k-items": 100_000}
 
-# -- factors ------------------------------------------------------------------------------------
+#: the libraries each data set runs unless --libraries-on says otherwise: HNSW builds of a
+#: million rows take over 4 minutes per index on 2 cores (50,000 rows: 9 s), so NMSLib
+#: indexes the 100,000-item catalogue instead
+DEFAULT_LIBRARIES_ON = {
+    "synthetic-1m-items": ("faiss", "annoy"),
+    "synthetic-100k-items": ("nmslib",),
+}
+
+#: the settings a search reads (a new value needs no new index), by library
+QUERY_SETTINGS = {"faiss": ("nprobe",), "nmslib": ("query_params",), "annoy": ("search_k",)}
+
+QUERY_KINDS = ("recommend_batched", "recommend_single", "similar_batched", "similar_single")
 
 
-def synthetic_factors(factors, n_items=1_000_000, n_users=100_000, clusters=1000, seed=0):
+# -- factors ----------------------------------------------------------------------------------
+
+
+def synthetic_factors(factors, n_items, n_users=100_000, clusters=1000, seed=0):
     """Clustered factors with popularity-like norms, and 20 random liked items per user."""
     rng = np.random.default_rng(seed)
     centers = rng.normal(size=(clusters, factors)).astype(np.float32)
@@ -68,46 +88,58 @@ def synthetic_factors(factors, n_items=1_000_000, n_users=100_000, clusters=1000
     return users.astype(np.float32), items.astype(np.float32), user_items
 
 
-def lastfm_factors(factors):
-    """Our model fitted on lastfm-2k (play counts as confidences), and its interactions."""
-    os.environ.setdefault("ALS_DATA_DIR", str(DATA_DIR))
-    from als import AlternatingLeastSquares
-    from als.data import load
-
-    user_items = load("lastfm-2k", download=False).user_items.astype(np.float32).tocsr()
-    model = AlternatingLeastSquares(factors=factors, iterations=15, random_state=0, backend="cpu")
+def fitted_factors(dataset, factors):
+    """Our model fitted on a real data set (raw weights as confidences), and its matrix."""
+    user_items = harness.load_dataset(dataset)
+    model = harness.make_model("als-cpu", factors, 15)
     model.fit(user_items, show_progress=False)
     return model.user_factors, model.item_factors, user_items
 
 
 def make_factors(dataset, factors):
-    if dataset == "synthetic-1m-items":
-        return synthetic_factors(factors)
-    if dataset == "lastfm-2k":
-        return lastfm_factors(factors)
-    raise ValueError(f"unknown data set {dataset!r}")
+    if dataset in SYNTHETIC_ITEMS:
+        return synthetic_factors(factors, SYNTHETIC_ITEMS[dataset])
+    return fitted_factors(dataset, factors)
 
 
-# -- engines -------------------------------------------------------------------------------------
+# -- engines ----------------------------------------------------------------------------------
 
 
-def ours(library, users, items, settings):
-    from als import AlternatingLeastSquares
+def preset_settings(library, preset, n_items):
+    """The index settings of a preset, for a catalogue of ``n_items``.
+
+    ``recall`` values come from sweeps on these catalogues: Faiss keeps about 250 items per
+    cell and searches 1% of the cells on a million items (recall@10 of recommend 0.96), 10%
+    of 400 cells on lastfm-2k; NMSLib searches with ``ef`` 400; Annoy inspects 20 times the
+    nodes of its default ``search_k``.
+    """
+    if preset == "implicit":
+        return {}
+    if library == "faiss":
+        return {"nlist": 4000, "nprobe": 40} if n_items >= 500_000 else {"nprobe": 60}
+    if library == "nmslib":
+        return {"query_params": {"ef": 400}}
+    return {"search_k": 50 * 20 * (K + 20)}
+
+
+def our_engines(users, items):
+    """Our exact model over the factors, and a function making our wrappers around it."""
     from als.ann import AnnoyModel, FaissModel, NMSLibModel
 
-    model = AlternatingLeastSquares(factors=users.shape[1], backend="cpu")
+    model = harness.make_model("als-cpu", users.shape[1], 1)
     model.user_factors, model.item_factors = users, items
-    wrapper = {"faiss": FaissModel, "nmslib": NMSLibModel, "annoy": AnnoyModel}[library]
-    return model, wrapper(model, **settings)
+    classes = {"faiss": FaissModel, "nmslib": NMSLibModel, "annoy": AnnoyModel}
+    return model, lambda library, settings: classes[library](model, **settings)
 
 
-def theirs(library, users, items, settings):
-    """implicit's wrapper over an implicit model holding the same factors (fit only indexes)."""
+def implicit_engine(library, users, items, settings):
+    """implicit's wrapper over an implicit model holding the factors, and its fit seconds."""
     from implicit.cpu.als import AlternatingLeastSquares as ImplicitALS
 
     model = ImplicitALS(factors=users.shape[1])
-    model.user_factors, model.item_factors = users, items
-    model.fit = lambda *args, **kwargs: None
+    # copies: implicit's similar_items(itemid) normalises that item's factors in place
+    model.user_factors, model.item_factors = users.copy(), items.copy()
+    model.fit = lambda *args, **kwargs: None  # keep these factors: the wrapper only indexes
     if library == "faiss":
         from implicit.ann.faiss import FaissModel as Wrapper
 
@@ -117,15 +149,15 @@ def theirs(library, users, items, settings):
     else:
         from implicit.ann.annoy import AnnoyModel as Wrapper
     wrapper = Wrapper(model, **settings)
-    start = time.perf_counter()
-    wrapper.fit(None, show_progress=False)
-    return wrapper, time.perf_counter() - start
+    seconds, _ = harness.timed(lambda: wrapper.fit(None, show_progress=False))
+    return wrapper, seconds
 
 
-# -- measurements --------------------------------------------------------------------------------
+# -- measurements -----------------------------------------------------------------------------
 
 
-def recall(found, exact):
+def recall_at_k(found, exact):
+    """Mean share of each exact top ``K`` (padding left out) that ``found`` holds."""
     hits = [
         len(set(a) & set(b) - {-1}) / max(len(set(b) - {-1}), 1)
         for a, b in zip(found, exact, strict=True)
@@ -133,262 +165,316 @@ def recall(found, exact):
     return float(np.mean(hits))
 
 
-def _seconds(call):
-    start = time.perf_counter()
-    call()
-    return time.perf_counter() - start
+def answers(engine, case, rows):
+    """The top ``K`` ids of ``recommend`` (liked filtered) and ``similar_items``, batched."""
+    users = case.users[rows]
+    return (
+        engine.recommend(users, case.user_items[users], N=K)[0],
+        engine.similar_items(case.items[rows], N=K)[0],
+    )
 
 
-def query_calls(engine, users, user_items, items, batched, rows):
-    """Callables for recommend and similar_items on ``rows`` (one call, or one per row)."""
-    if batched:
-        return (
-            lambda: engine.recommend(users[rows], user_items[users[rows]], N=K),
-            lambda: engine.similar_items(items[rows], N=K),
-        )
+def query_calls(engine, case, counts):
+    """The four timed calls of one engine, each with its number of queries."""
+    batch, single = counts
+    users, items, user_items = case.users, case.items, case.user_items
+    rows = [user_items[user] for user in users[:single]]  # sliced before timing
 
-    def recommend():
-        for user in users[rows]:
-            engine.recommend(user, user_items[user], N=K)
+    def recommend_single():
+        for user, row in zip(users[:single], rows, strict=True):
+            engine.recommend(user, row, N=K)
 
-    def similar():
-        for item in items[rows]:
+    def similar_single():
+        for item in items[:single]:
             engine.similar_items(item, N=K)
 
-    return recommend, similar
-
-
-KINDS = ("recommend_batched", "similar_items_batched", "recommend_single", "similar_items_single")
-
-#: implicit's defaults, the settings both engines get unless ``--settings`` says otherwise
-DEFAULT_SETTINGS = {"faiss": {"nlist": 400, "nprobe": 20}, "nmslib": {}, "annoy": {}}
-
-
-def measure(dataset, factors, libraries, settings, args):
-    """Build every engine on one set of factors, check recall, then time them in turns."""
-    users_f, items_f, user_items = make_factors(dataset, factors)
-    rng = np.random.default_rng(1)
-    users = rng.integers(len(users_f), size=args.queries)
-    items = rng.integers(len(items_f), size=args.queries)
-    exact, _ = ours(libraries[0], users_f, items_f, {})
-    sample = np.arange(RECALL_QUERIES)
-    truth = (
-        exact.recommend(users[sample], user_items[users[sample]], N=K)[0],
-        exact.similar_items(items[sample], N=K)[0],
-    )
-    result = {"dataset": dataset, "factors": factors, "items": len(items_f), "engines": {}}
-    engines = {"exact": exact}
-    for library in libraries:
-        _, our = ours(library, users_f, items_f, settings[library])
-        start = time.perf_counter()
-        our.recommend(users[:1], user_items[users[:1]], N=K)
-        our.similar_items(items[:1], N=K)
-        our_build = time.perf_counter() - start
-        their, their_build = theirs(library, users_f, items_f, settings[library])
-        for name, engine, build in (("als", our, our_build), ("implicit", their, their_build)):
-            found = (
-                engine.recommend(users[sample], user_items[users[sample]], N=K)[0],
-                engine.similar_items(items[sample], N=K)[0],
-            )
-            result["engines"][f"{name}-{library}"] = {
-                "build_seconds": build,
-                "recall_recommend": recall(found[0], truth[0]),
-                "recall_similar_items": recall(found[1], truth[1]),
-                "settings": settings[library],
-            }
-            engines[f"{name}-{library}"] = engine
-    result["engines"]["exact"] = {}
-    counts = {
-        "batched": min(args.exact_sample, args.queries),
-        "single": min(args.single, args.exact_sample, args.queries),
-    }
-    result["queries_timed"] = {
-        "exact": counts,
-        "approximate": {"batched": args.queries, "single": min(args.single, args.queries)},
-    }
-    for kind, qps in take_turns(engines, users, user_items, items, args).items():
-        result["engines"][kind[0]][f"{kind[1]}_qps"] = qps
-    return result
-
-
-def take_turns(engines, users, user_items, items, args):
-    """Queries per second of every engine and query kind, the engines timed in turn."""
-    calls = {}
-    for name, engine in engines.items():
-        batch = args.queries if name != "exact" else min(args.exact_sample, args.queries)
-        single = min(args.single, batch)
-        recommend, similar = query_calls(engine, users, user_items, items, True, np.arange(batch))
-        recommend_one, similar_one = query_calls(
-            engine, users, user_items, items, False, np.arange(single)
-        )
-        calls[name] = dict(
-            zip(
-                KINDS,
-                (
-                    (recommend, batch),
-                    (similar, batch),
-                    (recommend_one, single),
-                    (similar_one, single),
-                ),
-                strict=True,
-            )
-        )
-    best = {}
-    for _ in range(args.rounds):
-        for kind in KINDS:
-            for name in engines:
-                call, count = calls[name][kind]
-                seconds = _seconds(call)
-                best[name, kind] = max(best.get((name, kind), 0.0), count / seconds)
-    return best
-
-
-# -- provenance and output ---------------------------------------------------------------------
-
-
-def provenance():
-    """Machine, load, library versions and BLAS (threadpoolctl), as the other benchmarks."""
-    import numpy.linalg  # noqa: F401
-    import scipy.linalg.cython_blas  # noqa: F401
-    from threadpoolctl import threadpool_info
-
-    found = {}
-    for name in ("numpy", "scipy", "numba", "implicit", "faiss", "nmslib", "annoy"):
-        try:
-            module = __import__(name)
-            found[name] = getattr(module, "__version__", None) or _dist_version(name)
-        except ImportError:
-            continue
-    blas = [
-        {key: info.get(key) for key in ("internal_api", "version", "architecture", "filepath")}
-        for info in threadpool_info()
-        if info.get("user_api") == "blas"
-    ]
-    processor = platform.processor() or platform.machine()
-    if Path("/proc/cpuinfo").exists():
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                processor = line.split(":", 1)[1].strip()
-                break
+    liked = user_items[users[:batch]]
     return {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": {
-            "node": platform.node(),
-            "processor": processor,
-            "cpu_count": os.cpu_count(),
-            "python": platform.python_version(),
-        },
-        "versions": found,
-        "blas": {"OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"), "libraries": blas},
+        "recommend_batched": (lambda: engine.recommend(users[:batch], liked, N=K), batch),
+        "recommend_single": (recommend_single, single),
+        "similar_batched": (lambda: engine.similar_items(items[:batch], N=K), batch),
+        "similar_single": (similar_single, single),
     }
 
 
-def _dist_version(name):
+def build_ours(wrapper, case):
+    """Seconds to the first ``recommend`` (its index) and on to the first ``similar_items``."""
+    users = case.users[:1]
+    recommend_s, _ = harness.timed(lambda: wrapper.recommend(users, case.user_items[users]))
+    similar_s, _ = harness.timed(lambda: wrapper.similar_items(case.items[:1]))
+    return {"build_recommend_s": recommend_s, "build_s": recommend_s + similar_s}
+
+
+def measure_case(dataset, factors, libraries, presets, args, result):
+    """Our exact path, then every library and preset, on one set of factors."""
+    users_f, items_f, user_items = make_factors(dataset, factors)
+    n_items = len(items_f)
+    rng = np.random.default_rng(1)
+    case = Case(
+        dataset,
+        factors,
+        n_items,
+        user_items,
+        users=rng.integers(len(users_f), size=args.queries),
+        items=rng.integers(n_items, size=args.queries),
+    )
+    exact, wrap = our_engines(users_f, items_f)
+    case.truth = answers(exact, case, slice(0, RECALL_QUERIES))
+    counts = (min(args.exact_sample, args.queries), min(args.exact_single, args.queries))
+    rates = take_turns({"als exact": exact}, case, counts, args.rounds)["als exact"]
+    case.exact_rate = rates["recommend_batched"]
+    record(
+        result, case, "als exact", {"recall_recommend": 1.0, "recall_similar": 1.0}, rates, counts
+    )
+    for library in libraries:
+        built = {}
+        for preset in presets:
+            settings = preset_settings(library, preset, n_items)
+            # a preset that changes only what a search reads retunes the indexes already built
+            key = repr({k: v for k, v in settings.items() if k not in QUERY_SETTINGS[library]})
+            if key in built:
+                ours, theirs = built[key]
+                retune(library, ours, theirs, settings)
+                builds = (None, None)
+            else:
+                ours = wrap(library, settings)
+                our_build = build_ours(ours, case)
+                theirs, their_build = implicit_engine(library, users_f, items_f, settings)
+                builds = (our_build, {"build_s": their_build})
+                built[key] = ours, theirs
+            engines = {f"als {library} ({preset})": ours, f"implicit {library} ({preset})": theirs}
+            rows = {}
+            for (name, engine), build in zip(engines.items(), builds, strict=True):
+                found = answers(engine, case, slice(0, RECALL_QUERIES))
+                rows[name] = {
+                    **(build or {}),
+                    "recall_recommend": recall_at_k(found[0], case.truth[0]),
+                    "recall_similar": recall_at_k(found[1], case.truth[1]),
+                    "settings": settings_text(library, settings),
+                }
+            counts = (args.queries, args.queries)
+            rates = take_turns(engines, case, counts, args.rounds)
+            for name, row in rows.items():
+                record(result, case, name, row, rates[name], counts)
+
+
+class Case:
+    """One data set and factor count: its liked items, the query ids, the exact answers."""
+
+    def __init__(self, dataset, factors, n_items, user_items, users, items):
+        self.dataset, self.factors, self.n_items = dataset, factors, n_items
+        self.user_items, self.users, self.items = user_items, users, items
+        self.truth = None
+        self.exact_rate = None
+
+
+def record(result, case, engine, row, rates, counts):
+    """Add one engine's measurements on ``case`` to the result."""
+    result.add(
+        "approximate",
+        case=f"{case.dataset}, {case.factors} factors ({case.n_items:,} items)",
+        dataset=case.dataset,
+        factors=case.factors,
+        items=case.n_items,
+        engine=engine,
+        family=engine.split(" (")[0],  # the engine without its preset: one line in the chart
+        **row,
+        **{f"{kind}_qps": rate for kind, rate in rates.items()},
+        recommend_vs_exact=rates["recommend_batched"] / case.exact_rate,
+        queries=dict(zip(("batched", "single"), counts, strict=True)),
+    )
+
+
+def retune(library, ours, theirs, settings):
+    """Set a preset's query-time settings on both built wrappers (implicit's through its
+    public index attributes: its wrappers read them at every search)."""
+    for name in QUERY_SETTINGS[library]:
+        setattr(ours, name, settings.get(name, type(ours).INDEX_DEFAULTS[name]))
+    indexes = [theirs.recommend_index, theirs.similar_items_index]
+    if library == "faiss":
+        theirs.nprobe = ours.nprobe
+        for index in indexes:
+            index.nprobe = ours.nprobe
+    elif library == "nmslib":
+        theirs.query_params = ours.query_params
+        for index in indexes:
+            index.setQueryTimeParams(ours.query_params)
+    else:
+        theirs.search_k = ours.search_k
+
+
+def settings_text(library, settings):
+    """The settings in words, implicit's defaults filled in."""
+    defaults = {
+        "faiss": {"nlist": 400, "nprobe": 20},
+        "nmslib": {"M": 16, "efConstruction": 400, "ef": 90},
+        "annoy": {"n_trees": 50, "search_k": "n_trees*N"},
+    }[library]
+    flat = dict(settings)
+    flat.update(flat.pop("query_params", {}))
+    return ", ".join(f"{key} {value}" for key, value in {**defaults, **flat}.items())
+
+
+def take_turns(engines, case, counts, rounds):
+    """Queries per second of every engine and query kind, best of ``rounds``, in turns."""
+    calls = {name: query_calls(engine, case, counts) for name, engine in engines.items()}
+    rates = {name: {} for name in engines}
+    for kind in QUERY_KINDS:
+
+        def run(name, kind=kind):
+            call, count = calls[name][kind]
+            seconds, _ = harness.timed(call)
+            return count / seconds
+
+        for name, measured in harness.take_turns(list(engines), rounds, run).items():
+            rates[name][kind] = max(measured)
+    return rates
+
+
+# -- the result -------------------------------------------------------------------------------
+
+COLUMNS = [
+    ["engine", "engine", "{}"],
+    ["settings", "settings", "{}"],
+    ["build_s", "build s", "{:,.1f}"],
+    ["build_recommend_s", "recommend index s", "{:,.1f}"],
+    ["recall_recommend", "recall@10 rec", "{:.3f}"],
+    ["recall_similar", "recall@10 sim", "{:.3f}"],
+    ["recommend_batched_qps", "rec batch q/s", "{:,.0f}"],
+    ["recommend_single_qps", "rec one q/s", "{:,.0f}"],
+    ["similar_batched_qps", "sim batch q/s", "{:,.0f}"],
+    ["similar_single_qps", "sim one q/s", "{:,.0f}"],
+    ["recommend_vs_exact", "rec batch vs exact", "{:.1f}x"],
+]
+
+CHART = {
+    "kind": "approximate",
+    "x": "recall_recommend",
+    "y": "recommend_batched_qps",
+    "series": "family",
+    "panels": "case",
+    "ylog": True,
+    "xlabel": "recall@10 of recommend",
+    "ylabel": "batched recommend, queries/s",
+}
+
+
+def parse_args(argv):
+    parser = harness.argument_parser("approximate", __doc__)
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke test")
+    parser.add_argument("--datasets", nargs="+", metavar="NAME")
+    parser.add_argument("--factors", nargs="+", type=int)
+    parser.add_argument("--libraries", nargs="+", choices=LIBRARIES, default=list(LIBRARIES))
+    parser.add_argument(
+        "--libraries-on",
+        nargs="+",
+        default=[],
+        metavar="DATASET=LIB,...",
+        help="the libraries of one data set (default: every --libraries, NMSLib only on "
+        "synthetic-100k-items, Faiss and Annoy on synthetic-1m-items)",
+    )
+    parser.add_argument("--presets", nargs="+", choices=PRESETS, default=list(PRESETS))
+    parser.add_argument("--queries", type=int, help="queries per timing (default 10,000)")
+    parser.add_argument("--exact-sample", type=int, default=2000, help="exact batched queries")
+    parser.add_argument("--exact-single", type=int, default=200, help="exact single queries")
+    parser.add_argument("--rounds", type=int, default=2, help="timed rounds (best counts)")
+    parser.add_argument("--out", help="folder for the result (results/approximate)")
+    parser.add_argument("--name", help="the result file's name (default: what it measures)")
+    parser.add_argument("--no-save", action="store_true", help="print only")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.datasets = args.datasets or ["synthetic-100k-items"]
+        args.factors = args.factors or [32]
+        args.libraries = ["faiss"]
+        args.presets = ["implicit"]
+        args.queries = args.queries or 1000
+        args.exact_sample, args.exact_single, args.rounds = 1000, 100, 1
+        args.libraries_on = [f"{name}=faiss" for name in args.datasets]
+    args.datasets = args.datasets or ["lastfm-2k", "synthetic-1m-items", "synthetic-100k-items"]
+    args.factors = args.factors or [64, 128]
+    args.queries = args.queries or 10_000
+    chosen = {name: tuple(DEFAULT_LIBRARIES_ON.get(name, LIBRARIES)) for name in args.datasets}
+    for entry in args.libraries_on:
+        name, _, libraries = entry.partition("=")
+        chosen[name] = tuple(libraries.split(",")) if libraries else ()
+    args.libraries_on = {
+        name: [lib for lib in args.libraries if lib in libraries]
+        for name, libraries in chosen.items()
+    }
+    return args
+
+
+def library_versions():
+    """Versions of the index libraries installed (absent ones left out)."""
     from importlib.metadata import PackageNotFoundError, version
 
-    for dist in (name, f"{name}-cpu"):
-        try:
-            return version(dist)
-        except PackageNotFoundError:
-            continue
-    return None
+    found = {}
+    for name in ("faiss-cpu", "faiss-gpu", "nmslib", "annoy"):
+        with contextlib.suppress(PackageNotFoundError):
+            found[name] = version(name)
+    return found
 
 
-def markdown(report):
-    lines = [
-        f"# Approximate queries, {report['provenance']['machine']['node']}",
-        "",
-        f"{report['provenance']['date']}; {report['provenance']['machine']['processor']}, "
-        f"{report['provenance']['machine']['cpu_count']} cores; load average "
-        f"{report['load_before']} before, {report['load_after']} after.",
-        "",
-        f"Notes: {report['notes']}",
-        "",
-    ]
-    for run in report["runs"]:
-        exact = run["engines"]["exact"]["recommend_batched_qps"]
-        lines += [
-            f"## {run['dataset']}, {run['factors']} factors ({run['items']:,} items)",
-            "",
-            "| engine | build s | recall@10 rec | recall@10 sim | rec batch q/s | rec one q/s "
-            "| sim batch q/s | sim one q/s | rec batch vs exact |",
-            "|---|---|---|---|---|---|---|---|---|",
-        ]
-        for name, entry in run["engines"].items():
-            build = entry.get("build_seconds")
-            cells = [
-                name,
-                "-" if build is None else f"{build:.1f}",
-                f"{entry.get('recall_recommend', 1.0):.3f}",
-                f"{entry.get('recall_similar_items', 1.0):.3f}",
-                *(
-                    f"{entry[f'{kind}_qps']:,.0f}"
-                    for kind in (
-                        "recommend_batched",
-                        "recommend_single",
-                        "similar_items_batched",
-                        "similar_items_single",
-                    )
-                ),
-                f"{entry['recommend_batched_qps'] / exact:.1f}x",
-            ]
-            lines.append("| " + " | ".join(cells) + " |")
-        lines.append("")
-    return "\n".join(lines)
+def default_name(args):
+    datasets = [name.replace("-", "") for name in args.datasets]
+    return "-".join(["approximate", *datasets, *(f"f{f}" for f in args.factors)])
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--datasets", nargs="+", default=["lastfm-2k", "synthetic-1m-items"])
-    parser.add_argument("--factors", nargs="+", type=int, default=[64, 128])
-    parser.add_argument("--libraries", nargs="+", default=list(LIBRARIES), choices=LIBRARIES)
-    parser.add_argument(
-        "--large-libraries",
-        nargs="+",
-        default=None,
-        choices=LIBRARIES,
-        help="libraries on the million-item catalogue (default: --libraries)",
-    )
-    parser.add_argument(
-        "--settings",
-        type=json.loads,
-        default={},
-        help='JSON per library, e.g. \'{"faiss": {"nlist": 1000}}\'',
-    )
-    parser.add_argument("--queries", type=int, default=10_000)
-    parser.add_argument("--single", type=int, default=2_000)
-    parser.add_argument("--exact-sample", type=int, default=10_000)
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--notes", default="")
-    parser.add_argument("--label", default="", help="added to the file name (e.g. the settings)")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/approximate")
-    args = parser.parse_args(argv)
-    settings = {
-        name: {**DEFAULT_SETTINGS[name], **args.settings.get(name, {})} for name in LIBRARIES
+    args = parse_args(argv)
+    params = {
+        "N": K,
+        "queries": args.queries,
+        "recall queries": RECALL_QUERIES,
+        "rounds (best counts)": args.rounds,
+        "exact sample": f"{args.exact_sample} batched, {args.exact_single} one at a time",
     }
-    report = {
-        "provenance": provenance(),
-        "load_before": os.getloadavg(),
-        "runs": [],
-        "notes": args.notes,
-        "arguments": {k: str(v) for k, v in vars(args).items()},
-    }
+    tables = [
+        {
+            "kind": "approximate",
+            "title": f"{dataset}, {factors} factors",
+            "where": {"dataset": dataset, "factors": factors},
+            "columns": COLUMNS,
+        }
+        for dataset in args.datasets
+        for factors in args.factors
+    ]
+    name = args.name or default_name(args)
+    result = harness.Result(
+        "approximate",
+        "Approximate queries against implicit's wrappers and the exact path",
+        harness.command_line("approximate", argv),
+        params,
+        None if args.no_save else harness.result_path(args.out, "approximate", name),
+        tables=tables,
+        chart=CHART,
+        notes=[NOTE.format(exact=args.exact_sample, single=args.exact_single)],
+    )
+    result.data["provenance"]["versions"].update(library_versions())
+    os.environ.setdefault("ALS_DATA_DIR", str(harness.DATA_DIR))
     for dataset in args.datasets:
-        libraries = args.libraries
-        if dataset == "synthetic-1m-items" and args.large_libraries:
-            libraries = args.large_libraries
         for factors in args.factors:
-            run = measure(dataset, factors, libraries, settings, args)
-            report["runs"].append(run)
-            print(json.dumps(run, indent=1), flush=True)
-    report["load_after"] = os.getloadavg()
-    args.out.mkdir(parents=True, exist_ok=True)
-    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", platform.node() or "machine").strip("-")
-    label = "-".join([*args.datasets, *([args.label] if args.label else []), slug])
-    stem = args.out / f"approximate-queries-{label}"
-    stem.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
-    stem.with_suffix(".md").write_text(markdown(report))
-    print(markdown(report))
+            start = time.perf_counter()
+            libraries = args.libraries_on[dataset]
+            measure_case(dataset, factors, libraries, args.presets, args, result)
+            print(f"{dataset}, {factors} factors: {time.perf_counter() - start:.0f} s", flush=True)
+    result.save()
+    if args.no_save:
+        print(harness.markdown(result.data))
+    return result.data
+
+
+NOTE = (
+    "Every engine answers from the same factors. Build s: both indexes (ours builds each on "
+    "its first query; implicit's fit builds both); recommend index s: ours to the first "
+    "recommend; blank where a preset changes only query-time settings (nprobe, ef, "
+    "search_k) and both engines search the indexes built for the row above, retuned. "
+    "Recall@10 against our exact top 10 on 1,000 queries (recommend with liked items "
+    "filtered). Queries per second: best of the rounds, ours and implicit's wrapper taking "
+    "turns query kind by query kind; the exact path timed before them, on min({exact}, queries) "
+    "queries batched and min({single}, queries) one at a time. rec batch vs exact: batched "
+    "recommend against our exact batched recommend."
+)
 
 
 if __name__ == "__main__":

@@ -25,12 +25,13 @@ The result schema, one JSON file per run with ``.md`` (and ``.png``) beside it::
     provenance    {machine, versions, blas, load_average: {start, end}}
     params        the settings every measurement shares
     notes         [text]: method and caveats the tables need
-    tables        [{kind, title, columns: [[field, heading, format], ...]}]
+    tables        [{kind, title, columns: [[field, heading, format], ...], where}]
     chart         {kind, x, y, series, panels, xlog, ylog, ylabel} or null
     measurements  [{kind, ...fields}]: one entry per thing measured
     skipped       [{what, why}]
 
-A table shows the measurements of its ``kind``, one row each; ``format`` is a
+A table shows the measurements of its ``kind`` (and, with ``where``, only those whose
+fields hold the values it names), one row each; ``format`` is a
 ``str.format`` template (``"{:.4f}"``). The chart draws ``y`` against ``x`` for the
 measurements of its ``kind``, one line per value of ``series``, one panel per value of
 ``panels``. A new entry point builds measurements and says which columns to show: the
@@ -570,7 +571,12 @@ def cell(value, template):
 
 def table_lines(result, table):
     """A markdown table of the measurements of ``table["kind"]``."""
-    rows = [m for m in result["measurements"] if m["kind"] == table["kind"]]
+    where = table.get("where") or {}
+    rows = [
+        m
+        for m in result["measurements"]
+        if m["kind"] == table["kind"] and all(m.get(k) == v for k, v in where.items())
+    ]
     if not rows:
         return []
     # a column no row fills (GPU memory on a CPU run) is left out

@@ -19,7 +19,7 @@ from als import AlternatingLeastSquares
 from als.ann import AnnoyModel, FaissModel, NMSLibModel
 from als.ann_indexes import augment_for_inner_product
 from als.ann_search import Exclusions
-from als.errors import IndexUnavailable
+from als.errors import IndexUnavailable, ParameterWarning
 
 #: settings that find most of the true neighbours on this small catalogue (the factors of a
 #: random power-law matrix have little structure: a hard case for an index)
@@ -110,6 +110,48 @@ def test_filtered_and_liked_items_are_never_returned(wrapped):
     assert not np.isin(ids, banned).any() and (ids >= 0).all()
 
 
+def test_one_query_is_its_row_of_the_batch(wrapped):
+    model, user_items = wrapped
+    users = np.arange(0, 2000, 37)
+    banned = np.array([3, 17, 17, 400])  # repeats and any order are allowed
+    ids, scores = model.recommend(users, user_items[users], N=10, filter_items=banned)
+    for row, user in enumerate(users):
+        one_ids, one_scores = model.recommend(user, user_items[user], N=10, filter_items=banned)
+        np.testing.assert_array_equal(one_ids, ids[row])
+        np.testing.assert_array_equal(one_scores, scores[row])
+    items = np.arange(0, 1000, 41)
+    ids, scores = model.similar_items(items, N=10, filter_items=banned)
+    for row, item in enumerate(items):
+        one_ids, one_scores = model.similar_items(item, N=10, filter_items=banned)
+        np.testing.assert_array_equal(one_ids, ids[row])
+        np.testing.assert_array_equal(one_scores, scores[row])
+
+
+def test_one_row_that_needs_checking_is_checked(fitted):
+    pytest.importorskip("faiss")
+    model, user_items = fitted
+    wrapper = FaissModel(model, nlist=8, nprobe=8)
+    row = user_items[4]
+    expected = wrapper.recommend(4, row, N=10)
+    # duplicate entries: summed with a warning, then the same liked items
+    doubled = scipy.sparse.csr_matrix(
+        (np.r_[row.data, row.data[:1]], np.r_[row.indices, row.indices[:1]], [0, row.nnz + 1]),
+        shape=row.shape,
+    )
+    with pytest.warns(ParameterWarning, match="duplicate"):
+        np.testing.assert_array_equal(wrapper.recommend(4, doubled, N=10)[0], expected[0])
+    with pytest.warns(ParameterWarning, match="CSR"):
+        np.testing.assert_array_equal(wrapper.recommend(4, row.tocoo(), N=10)[0], expected[0])
+    broken = row.copy()
+    broken.data[0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        wrapper.recommend(4, broken)
+    with pytest.raises(ValueError, match="overflow"):
+        wrapper.recommend(4, row.astype(np.float64) * 1e300)
+    with pytest.raises(ValueError, match="columns"):
+        wrapper.recommend(4, scipy.sparse.csr_matrix((1, 1001)))
+
+
 def test_rows_the_index_cannot_fill_are_padded_as_the_exact_answers(wrapped):
     model, user_items = wrapped
     n_items = user_items.shape[1]
@@ -142,6 +184,15 @@ def test_items_without_factors_come_from_the_exact_path(fitted):
     assert sorted(ids) == list(range(1000))
     assert (scores[np.isin(ids, np.arange(10))] == 0).all()
     np.testing.assert_allclose(scores, exact_scores, rtol=1e-5, atol=1e-6)
+    # no item has factors: no cosine index at all, every answer exact
+    copy.item_factors = np.zeros_like(items)
+    for wrapper in (AnnoyModel(copy), FaissModel(copy, nlist=4)):
+        np.testing.assert_array_equal(
+            wrapper.similar_items(3, N=5)[0], copy.similar_items(3, N=5)[0]
+        )
+        np.testing.assert_array_equal(
+            wrapper.similar_items([3], N=5)[0], copy.similar_items([3], N=5)[0]
+        )
 
 
 def test_queries_from_many_threads(wrapped):
@@ -193,6 +244,25 @@ def test_the_index_is_built_once_under_concurrent_first_queries(fitted):
     for thread in threads:
         thread.join()
     assert len(builds) == 1
+
+
+def test_query_settings_apply_at_once_and_index_settings_rebuild(fitted):
+    pytest.importorskip("faiss")
+    model, user_items = fitted
+    users = np.arange(0, 2000, 11)
+    exact_ids, _ = model.recommend(users, user_items[users], N=10)
+    wrapper = FaissModel(model, nlist=16, nprobe=1)
+    narrow = recall(wrapper.recommend(users, user_items[users], N=10)[0], exact_ids)
+    built = wrapper._cache["inner_product"]
+    wrapper.nprobe = 16  # every cell: the exact top 10, from the same index
+    assert recall(wrapper.recommend(users, user_items[users], N=10)[0], exact_ids) > 0.99 > narrow
+    assert wrapper._cache["inner_product"] is built
+    wrapper.nlist = 4  # a build setting: the next query builds again
+    wrapper.recommend(users[:1], user_items[users[:1]])
+    assert wrapper._cache["inner_product"] is not built
+    assert wrapper._cache["inner_product"].library_index.cells == 4
+    with pytest.raises(ValueError, match="nprobe must be >= 1"):
+        wrapper.nprobe = 0
 
 
 def test_a_missing_library_names_its_extra(fitted, monkeypatch):
