@@ -44,6 +44,21 @@ __all__ = [
 SETTINGS_KEY = "approximate_index"
 
 
+def _model_factors(name):
+    """A property for the wrapped model's ``name`` factors; setting them rebuilds the indexes."""
+
+    def get(self):
+        return getattr(self.model, name)
+
+    def set_(self, value):
+        setattr(self.model, name, value)
+        self.invalidate_indexes()
+
+    return property(
+        get, set_, doc=f"The model's {name} (NumPy); setting them rebuilds the indexes."
+    )
+
+
 class ApproximateModel:
     """Approximate queries over a fitted model; the base of the three library wrappers.
 
@@ -177,25 +192,8 @@ class ApproximateModel:
         self.model.partial_fit_items(itemids, item_users)
         self.invalidate_indexes()
 
-    @property
-    def user_factors(self):
-        """The model's user factors (NumPy); setting them rebuilds the indexes."""
-        return self.model.user_factors
-
-    @user_factors.setter
-    def user_factors(self, value):
-        self.model.user_factors = value
-        self.invalidate_indexes()
-
-    @property
-    def item_factors(self):
-        """The model's item factors (NumPy); setting them rebuilds the indexes."""
-        return self.model.item_factors
-
-    @item_factors.setter
-    def item_factors(self, value):
-        self.model.item_factors = value
-        self.invalidate_indexes()
+    user_factors = _model_factors("user_factors")
+    item_factors = _model_factors("item_factors")
 
     # -- queries -----------------------------------------------------------------------------
 

@@ -252,25 +252,22 @@ class AlternatingLeastSquares(MatrixFactorizationBase, PortableModelMixin):
             return factors
         return self._backend.to_host(factors)
 
-    @property
-    def user_factors(self):
-        """User factors as a NumPy array (a view of backend memory on the CPU backends)."""
-        return self._host(self._user_factors)
+    def _factor_property(name, what):  # runs in the class body, deleted after use
+        """The public ``name`` factors: NumPy out, checked and copied to the backend in."""
 
-    @user_factors.setter
-    def user_factors(self, value):
-        self._user_factors = self._to_factors(value, "user_factors")
-        self._clear_caches()
+        def get(self):
+            return self._host(getattr(self, "_" + name))
 
-    @property
-    def item_factors(self):
-        """Item factors as a NumPy array (a view of backend memory on the CPU backends)."""
-        return self._host(self._item_factors)
+        def set_(self, value):
+            setattr(self, "_" + name, self._to_factors(value, name))
+            self._clear_caches()
 
-    @item_factors.setter
-    def item_factors(self, value):
-        self._item_factors = self._to_factors(value, "item_factors")
-        self._clear_caches()
+        doc = f"{what} factors as a NumPy array (a view of backend memory on the CPU backends)."
+        return property(get, set_, doc=doc)
+
+    user_factors = _factor_property("user_factors", "User")
+    item_factors = _factor_property("item_factors", "Item")
+    del _factor_property
 
     def _to_factors(self, value, name):
         if value is None:
