@@ -458,10 +458,7 @@ def main(argv=None):
             libraries = args.libraries_on[dataset]
             measure_case(dataset, factors, libraries, args.presets, args, result)
             print(f"{dataset}, {factors} factors: {time.perf_counter() - start:.0f} s", flush=True)
-    result.save()
-    if args.no_save:
-        print(harness.markdown(result.data))
-    return result.data
+    return result.finish()
 
 
 NOTE = (

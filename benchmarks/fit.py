@@ -513,10 +513,7 @@ def main(argv=None):
         notes=notes,
     )
     run(args, result)
-    result.save()
-    if args.no_save:
-        print(harness.markdown(result.data))
-    return result.data
+    return result.finish()
 
 
 if __name__ == "__main__":

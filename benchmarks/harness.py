@@ -546,6 +546,14 @@ class Result:
             self.path.with_suffix(".md").write_text(text)
             print(f"wrote {self.path}.json, .md" + (" and .png" if chart else ""))
 
+    def finish(self):
+        """Save the result (JSON, markdown, chart), or print its markdown when it has no path
+        (``--no-save``); return its data."""
+        if self.path is None:
+            print(markdown(self.data))
+        self.save()
+        return self.data
+
 
 def write_json(path, data):
     temporary = Path(f"{path}.tmp")

@@ -345,10 +345,7 @@ def main(argv=None):
         notes=[TURNS_NOTE] if args.mode == "turns" else [],
     )
     run(args, result)
-    result.save()
-    if args.no_save:
-        print(harness.markdown(result.data))
-    return result.data
+    return result.finish()
 
 
 if __name__ == "__main__":
