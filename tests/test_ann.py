@@ -8,6 +8,7 @@ index returns, and rows the index cannot fill are answered exactly.
 
 from __future__ import annotations
 
+import inspect
 import sys
 import threading
 
@@ -331,3 +332,15 @@ def test_exclusions_count_an_item_once():
     assert exclusions.counts(np.arange(3)).tolist() == [3, 2, 3]
     allowed = exclusions.allowed(np.array([0, 2]), np.array([[0, 1, 2, -1], [0, 2, 3, 1]]))
     assert allowed.tolist() == [[False, False, True, False], [True, False, False, False]]
+
+
+@pytest.mark.parametrize("cls", [FaissModel, NMSLibModel, AnnoyModel])
+def test_signature_defaults_are_the_index_defaults(cls):
+    """Each wrapper states its settings twice: in implicit's explicit signature (for the
+    drop-in and its docs) and in ``INDEX_DEFAULTS`` (what None stands for): they agree."""
+    parameters = inspect.signature(cls.__init__).parameters
+    settings = [name for name in parameters if name not in ("self", "model")][2:]
+    assert settings == list(cls.INDEX_DEFAULTS)
+    for name in settings:
+        default = parameters[name].default
+        assert default is None or default == cls.INDEX_DEFAULTS[name], name
